@@ -1,0 +1,466 @@
+"""The bus: the application's handle on a backend (`pycomms.connect`)."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import os
+import signal
+import socket
+import time
+import uuid
+from collections.abc import Generator, Iterable, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+
+from ._config import backend_config, make_transport, resolve_url
+from ._consumer import Binding, ServiceRunner, bind
+from ._envelope import Envelope, EnvelopeError, new_id
+from ._errors import BusClosed, ConfigError, PublishError, PyCommsError, RemoteError, RequestTimeout
+from ._messages import Command, Event, Message, Request
+from ._plugins import plugin_manager
+from ._service import Service
+from .spi import BackendConfig, DeadLetter, NodeInfo, Subscription, Transport
+
+log = logging.getLogger("pycomms")
+R = TypeVar("R", bound=Message)
+DEFAULT_GRACE = 10.0
+ERROR_HEADER = "pycomms-error"
+
+
+class BusState(enum.Enum):
+    UNOPENED = "unopened"
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+class Bus:
+    """A connection to one backend, serving zero or more services.
+
+    Made by `pycomms.connect`. Handlers run from the moment the bus is open; `serve`
+    just keeps the process alive until the bus is closed or a signal arrives.
+    """
+
+    def __init__(self, transport: Transport, config: BackendConfig, services: Sequence[Service], name: str | None) -> None:
+        self._transport = transport
+        self._config = config
+        self._services = list(services)
+        self._check_services()
+        handles = sorted({t for s in self._services for t in s.handlers})
+        self.node = NodeInfo(
+            id=f"{uuid.uuid4().hex[:16]}",
+            name=name or "+".join(s.name for s in self._services) or "client",
+            services=tuple(s.name for s in self._services),
+            handles=tuple(handles),
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            started_at=time.time(),
+            last_seen=time.time(),
+        )
+        self._state = BusState.UNOPENED
+        self._runners: list[ServiceRunner] = []
+        self._pending_replies: dict[str, asyncio.Future[Envelope]] = {}
+        self._publishing = 0
+        self._published = asyncio.Event()
+        self._closed = asyncio.Event()
+        self._close_task: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Bus {self._config.redacted_url!r} node={self.node.id} {self._state.value}>"
+
+    @property
+    def url(self) -> str:
+        """The backend URL, with secrets redacted."""
+        return self._config.redacted_url
+
+    @property
+    def namespace(self) -> str:
+        return self._config.namespace
+
+    @property
+    def capabilities(self) -> Any:
+        return self._transport.capabilities
+
+    @property
+    def closed(self) -> bool:
+        return self._state is BusState.CLOSED
+
+    # lifecycle ---------------------------------------------------------------------
+
+    def _check_services(self) -> None:
+        seen_services: set[str] = set()
+        types: dict[str, type[Message]] = {}
+        for service in self._services:
+            if not isinstance(service, Service):
+                raise TypeError(f"services must be pycomms.Service objects, got {service!r}")
+            if service.name in seen_services:
+                raise ConfigError(f"service {service.name!r} is given twice")
+            seen_services.add(service.name)
+            for type_name, spec in service.handlers.items():
+                known = types.setdefault(type_name, spec.message_type)
+                if known is not spec.message_type:
+                    raise ConfigError(
+                        f"two different classes use the message type name {type_name!r}: "
+                        f"{known.__module__}.{known.__qualname__} and "
+                        f"{spec.message_type.__module__}.{spec.message_type.__qualname__}; "
+                        "give one of them another name with class ...(Event, name='...')"
+                    )
+
+    async def _open(self) -> Bus:
+        if self._state is not BusState.UNOPENED:
+            raise RuntimeError(f"bus is already {self._state.value}")
+        try:
+            await self._transport.open(self.node, self._on_reply)
+        except PyCommsError:
+            raise
+        except Exception as exc:  # a transport must map its errors; this is the safety net
+            raise PyCommsError(f"opening {self.url} failed: {type(exc).__name__}: {exc}") from exc
+        self._state = BusState.OPEN
+        pm = plugin_manager()
+        try:
+            for service in self._services:
+                middleware = [m for m in pm.hook.pycomms_middleware(service=service) if m is not None]
+                bindings: dict[str, Binding] = {name: bind(spec, middleware) for name, spec in service.handlers.items()}
+                subscription = Subscription(
+                    service=service.name,
+                    events=frozenset(n for n, s in service.handlers.items() if s.message_type.kind == "event"),
+                    commands=frozenset(n for n, s in service.handlers.items() if s.message_type.kind != "event"),
+                    concurrency=service.concurrency,
+                )
+                receiver = await self._transport.subscribe(subscription)
+                runner = ServiceRunner(self, service, receiver, bindings, self._dead_lettered)
+                runner.start()
+                self._runners.append(runner)
+        except BaseException:
+            await self.close(grace=0)
+            raise
+        log.info(
+            "bus open: node=%s name=%s url=%s services=%s",
+            self.node.id, self.node.name, self.url, ",".join(self.node.services) or "-",
+        )
+        return self
+
+    async def __aenter__(self) -> Bus:
+        if self._state is BusState.UNOPENED:
+            await self._open()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def close(self, grace: float = DEFAULT_GRACE) -> None:
+        """Stop taking deliveries, let running handlers finish for up to ``grace``
+        seconds, flush publishes, then cancel what is left without acking it (another
+        instance will get it) and disconnect. Idempotent."""
+        if self._close_task is None:
+            self._close_task = asyncio.ensure_future(self._do_close(grace))
+        await asyncio.shield(self._close_task)
+
+    async def _do_close(self, grace: float) -> None:
+        was_open = self._state is BusState.OPEN
+        self._state = BusState.CLOSING
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, grace)
+        await asyncio.gather(*(runner.stop(deadline) for runner in self._runners), return_exceptions=True)
+        if self._publishing:
+            remaining = deadline - loop.time()
+            try:
+                async with asyncio.timeout(max(remaining, 0.0)):
+                    while self._publishing:
+                        self._published.clear()
+                        await self._published.wait()
+            except TimeoutError:
+                log.warning("bus close: %d publish call(s) still running after the grace period", self._publishing)
+        for future in self._pending_replies.values():
+            if not future.done():
+                future.set_exception(BusClosed("the bus was closed while waiting for a reply"))
+        self._pending_replies.clear()
+        try:
+            await self._transport.close()
+        except Exception:
+            log.exception("bus close: transport close failed")
+        self._state = BusState.CLOSED
+        self._closed.set()
+        if was_open:
+            log.info("bus closed: node=%s", self.node.id)
+
+    async def serve(self, *, handle_signals: bool = True) -> None:
+        """Run the handlers until the bus is closed; with ``handle_signals``, SIGINT and
+        SIGTERM close it gracefully (the default grace)."""
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        installed: list[signal.Signals] = []
+        if handle_signals:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                try:
+                    loop.add_signal_handler(sig, self._on_signal, sig)
+                    installed.append(sig)
+                except (NotImplementedError, RuntimeError, ValueError):
+                    pass  # not the main thread, or not supported here
+        try:
+            await self._closed.wait()
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        log.info("received %s, closing gracefully", sig.name)
+        if self._close_task is None:
+            self._close_task = asyncio.ensure_future(self._do_close(DEFAULT_GRACE))
+
+    def _check_open(self) -> None:
+        if self._state is not BusState.OPEN:
+            if self._state is BusState.UNOPENED:
+                raise RuntimeError("the bus is not open yet: use 'async with pycomms.connect(...)' or 'await pycomms.connect(...)'")
+            raise BusClosed(f"the bus is {self._state.value}")
+
+    # sending -----------------------------------------------------------------------
+
+    async def publish(self, *events: Event, key: str | None = None, headers: dict[str, str] | None = None) -> None:
+        """Publish events (fan-out); returns once the backend accepted all of them.
+        Many events go in one backend round trip."""
+        self._check_open()
+        await self._emit("event", events, key, headers, None, None)
+
+    async def send(self, *commands: Command, key: str | None = None, headers: dict[str, str] | None = None) -> None:
+        """Send commands to the one service that handles each; returns once accepted."""
+        self._check_open()
+        await self._emit("command", commands, key, headers, None, None)
+
+    async def request(self, request: Request[R], *, timeout: float, headers: dict[str, str] | None = None) -> R:
+        """Send a request and wait for its typed reply.
+
+        Raises `RequestTimeout` when no reply came within ``timeout`` seconds (also when
+        nobody handles the type) and `RemoteError` when the handler failed for good.
+        """
+        self._check_open()
+        return await self._request(request, timeout, headers, None, None)
+
+    async def _emit(
+        self,
+        kind: str,
+        messages: Iterable[Message],
+        key: str | None,
+        headers: dict[str, str] | None,
+        correlation_id: str | None,
+        causation_id: str | None,
+    ) -> None:
+        if self._state is BusState.CLOSED:
+            raise BusClosed("the bus is closed")
+        envelopes = [self._envelope(kind, m, key, headers, correlation_id, causation_id) for m in messages]
+        if envelopes:
+            await self._publish(envelopes)
+
+    def _envelope(
+        self,
+        kind: str,
+        message: Message,
+        key: str | None,
+        headers: dict[str, str] | None,
+        correlation_id: str | None,
+        causation_id: str | None,
+        reply_to: str | None = None,
+    ) -> Envelope:
+        expected = _EXPECTED[kind]
+        if not isinstance(message, expected) or (kind == "command" and isinstance(message, Request)):
+            verb = {"event": "publish", "command": "send", "request": "request"}[kind]
+            hint = {Event: "publish()", Command: "send()", Request: "request()"}
+            actual = next((h for t, h in hint.items() if isinstance(message, t)), "nothing: it is not an Event, Command or Request")
+            raise TypeError(f"{verb}() takes {expected.__name__} messages; {type(message).__name__} goes to {actual}")
+        env = Envelope(
+            id=new_id(),
+            type=message.type_name,
+            kind=kind,
+            source=self.node.id,
+            body=message.__pydantic_serializer__.to_json(message),
+            time=time.time(),
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+            reply_to=reply_to,
+            key=key,
+            headers=dict(headers) if headers else {},
+        )
+        size = len(env.encode())
+        if size > self._config.max_message_size:
+            raise PublishError(
+                f"{message.type_name} is {size} bytes encoded, over the limit of "
+                f"{self._config.max_message_size} bytes (option max_message_size)"
+            )
+        return env
+
+    async def _publish(self, envelopes: Sequence[Envelope]) -> None:
+        self._publishing += 1
+        try:
+            await self._transport.publish(envelopes)
+        except PyCommsError:
+            raise
+        except Exception as exc:  # a transport must map its errors; this is the safety net
+            raise PublishError(f"publish failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            self._publishing -= 1
+            if not self._publishing:
+                self._published.set()
+
+    async def _request(
+        self,
+        request: Request[R],
+        timeout: float,
+        headers: dict[str, str] | None,
+        correlation_id: str | None,
+        causation_id: str | None,
+    ) -> R:
+        if timeout is None or timeout <= 0:
+            raise ValueError(f"request timeout must be > 0 seconds, got {timeout!r}")
+        if self._state is BusState.CLOSED:
+            raise BusClosed("the bus is closed")
+        env = self._envelope("request", request, None, headers, correlation_id, causation_id, reply_to=self.node.id)
+        future: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
+        self._pending_replies[env.id] = future
+        try:
+            async with asyncio.timeout(timeout):
+                await self._publish([env])
+                reply = await future
+        except TimeoutError:
+            raise RequestTimeout(f"no reply to {env.type} {env.id} within {timeout}s") from None
+        finally:
+            self._pending_replies.pop(env.id, None)
+        if ERROR_HEADER in reply.headers:
+            body = reply.body if isinstance(reply.body, dict) else {}
+            raise RemoteError(
+                f"{env.type} failed remotely ({reply.headers[ERROR_HEADER]}): {body.get('error', '')}",
+                error_type=reply.headers[ERROR_HEADER],
+                reason=str(body.get("error", "")),
+            )
+        try:
+            return request.reply_type.model_validate(reply.body)  # type: ignore[return-value]
+        except ValidationError as exc:
+            raise RemoteError(f"reply to {env.type} is not a valid {request.reply_type.__name__}: {exc}", error_type="invalid_reply") from None
+
+    def _on_reply(self, data: bytes) -> None:
+        try:
+            env = Envelope.decode(data, self._config.max_message_size)
+        except EnvelopeError as exc:
+            log.warning("dropping an undecodable reply: %s", exc.detail)
+            return
+        future = self._pending_replies.get(env.causation_id or "")
+        if future is None or future.done():
+            log.debug("dropping a reply nobody waits for: %s to %s", env.type, env.causation_id)
+            return
+        future.set_result(env)
+
+    async def _reply(self, request: Envelope, reply: Message) -> None:
+        env = Envelope(
+            id=new_id(),
+            type=reply.type_name,
+            kind="reply",
+            source=self.node.id,
+            body=reply.__pydantic_serializer__.to_json(reply),
+            time=time.time(),
+            correlation_id=request.correlation_id,
+            causation_id=request.id,
+            reply_to=request.reply_to,
+        )
+        await self._send_reply(env)
+
+    async def _reply_error(self, request: Envelope, reason: str, error: str) -> None:
+        env = Envelope(
+            id=new_id(),
+            type="pycomms.error",
+            kind="reply",
+            source=self.node.id,
+            body={"error": error[:4000]},
+            time=time.time(),
+            correlation_id=request.correlation_id,
+            causation_id=request.id,
+            reply_to=request.reply_to,
+            headers={ERROR_HEADER: reason},
+        )
+        await self._send_reply(env)
+
+    async def _send_reply(self, env: Envelope) -> None:
+        if len(env.encode()) > self._config.max_message_size:
+            env = Envelope(
+                id=env.id, type="pycomms.error", kind="reply", source=env.source, body={"error": "reply over the size limit"},
+                time=env.time, correlation_id=env.correlation_id, causation_id=env.causation_id,
+                reply_to=env.reply_to, headers={ERROR_HEADER: "too_large"},
+            )
+        try:
+            await self._publish([env])
+        except PyCommsError as exc:
+            log.warning("could not send the reply to %s: %s", env.causation_id, exc)
+
+    # presence and dead letters --------------------------------------------------------
+
+    async def nodes(self) -> list[NodeInfo]:
+        """Every live node on this backend and namespace, this one included."""
+        self._check_open()
+        return await self._transport.nodes()
+
+    async def dead_letters(self, service: str | Service, limit: int = 100) -> list[DeadLetter]:
+        """Up to ``limit`` dead letters of ``service``, oldest first."""
+        self._check_open()
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit!r}")
+        return await self._transport.dead_letters(_service_name(service), limit)
+
+    async def replay(self, service: str | Service, ids: Sequence[str] | None = None) -> int:
+        """Send dead letters (all, or those with ``ids``) back to ``service`` with a
+        fresh attempt count; returns how many."""
+        self._check_open()
+        return await self._transport.replay(_service_name(service), _ids(ids))
+
+    async def purge(self, service: str | Service, ids: Sequence[str] | None = None) -> int:
+        """Delete dead letters (all, or those with ``ids``); returns how many."""
+        self._check_open()
+        return await self._transport.purge(_service_name(service), _ids(ids))
+
+    def _dead_lettered(self, letter: DeadLetter) -> None:
+        try:
+            plugin_manager().hook.pycomms_dead_lettered(letter=letter)
+        except Exception:
+            log.exception("a pycomms_dead_lettered hook failed")
+
+
+_EXPECTED: dict[str, type[Message]] = {"event": Event, "command": Command, "request": Request}
+
+
+def _service_name(service: str | Service) -> str:
+    name = service.name if isinstance(service, Service) else service
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"service must be a Service or its name, got {service!r}")
+    return name
+
+
+def _ids(ids: Sequence[str] | None) -> list[str] | None:
+    if ids is None:
+        return None
+    if isinstance(ids, str):
+        raise TypeError("ids must be a sequence of dead letter ids, not a single string")
+    return list(ids)
+
+
+class connect:  # noqa: N801 - reads as a function: `async with connect(...)` / `await connect(...)`
+    """Connect to a backend: ``async with pycomms.connect(url, services=[...]) as bus``
+    or ``bus = await pycomms.connect(...)`` then ``await bus.close()``.
+
+    ``url=None`` reads ``$PYCOMMS_URL``, then ``pycomms.toml`` / ``[tool.pycomms]``,
+    then uses the default. Keyword ``options`` are passed to the backend (they win
+    over the URL's query options).
+    """
+
+    def __init__(self, url: str | None = None, *, services: Iterable[Service] = (), name: str | None = None, **options: Any) -> None:
+        config = backend_config(resolve_url(url), options)
+        self._bus = Bus(make_transport(config), config, list(services), name)
+
+    def __await__(self) -> Generator[Any, None, Bus]:
+        return self._bus._open().__await__()
+
+    async def __aenter__(self) -> Bus:
+        return await self._bus._open()
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self._bus.close()

@@ -1,0 +1,241 @@
+"""One service instance at work: fetch deliveries, run handlers, settle the outcome.
+
+The pipeline is plain composed Python on the hot path: decode (size checked first),
+look up the handler, validate, call, then ack / retry later / dead-letter. Retries
+are handed back to the transport with a delay, so a failing message never holds a
+handler slot while it waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from ._context import Context
+from ._envelope import Envelope, EnvelopeError, new_id, peek_type
+from ._errors import Reject, RetryLater
+from ._middleware import Handler, Middleware, compose
+from ._service import HandlerSpec, Service
+from .spi import DeadLetter, Delivery, Receiver
+
+if TYPE_CHECKING:
+    from ._bus import Bus
+
+log = logging.getLogger("pycomms")
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """A handler ready to run: its type and its normalized, wrapped callable."""
+
+    spec: HandlerSpec
+    call: Handler
+
+
+def bind(spec: HandlerSpec, middleware: Sequence[Middleware]) -> Binding:
+    """Normalize a declared handler to ``async (message, ctx)`` and wrap it."""
+    func = spec.func
+    call: Handler
+    if spec.is_async:
+        if spec.takes_context:
+            call = func
+        else:
+
+            async def call(message: Any, ctx: Context) -> Any:
+                return await func(message)
+
+    else:
+        if spec.takes_context:
+
+            async def call(message: Any, ctx: Context) -> Any:
+                return await asyncio.to_thread(func, message, ctx)
+
+        else:
+
+            async def call(message: Any, ctx: Context) -> Any:
+                return await asyncio.to_thread(func, message)
+
+    return Binding(spec, compose(call, middleware))
+
+
+class ServiceRunner:
+    """Runs one service on one bus with at most ``service.concurrency`` handlers."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        service: Service,
+        receiver: Receiver,
+        bindings: dict[str, Binding],
+        on_dead_letter: Callable[[DeadLetter], None],
+    ) -> None:
+        self._bus = bus
+        self._service = service
+        self._receiver = receiver
+        self._bindings = bindings
+        self._on_dead_letter = on_dead_letter
+        self._limit = service.concurrency
+        self._retry = service.retry
+        self._max_size = bus._config.max_message_size
+        self._queue: asyncio.Queue[Delivery] = asyncio.Queue()
+        self._pending = 0  # buffered + running
+        self._room = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._fetcher: asyncio.Task[None] | None = None
+        self._workers: list[asyncio.Task[None]] = []
+
+    @property
+    def service(self) -> Service:
+        return self._service
+
+    def start(self) -> None:
+        name = self._service.name
+        self._workers = [
+            asyncio.create_task(self._work(), name=f"pycomms:{name}:worker{i}") for i in range(self._limit)
+        ]
+        self._fetcher = asyncio.create_task(self._fetch(), name=f"pycomms:{name}:fetch")
+
+    async def stop(self, deadline: float) -> None:
+        """Stop fetching, let running handlers finish until ``deadline`` (loop time),
+        then cancel the rest unsettled and release them through the receiver."""
+        if self._fetcher is not None:
+            self._fetcher.cancel()
+            await asyncio.gather(self._fetcher, return_exceptions=True)
+        remaining = deadline - asyncio.get_running_loop().time()
+        if self._pending and remaining > 0:
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._idle.wait()
+            except TimeoutError:
+                log.warning(
+                    "service %s: grace period over with %d message(s) in flight; cancelling, "
+                    "they will be redelivered",
+                    self._service.name,
+                    self._pending,
+                )
+        for worker in self._workers:
+            worker.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        try:
+            await self._receiver.close()
+        except Exception:
+            log.exception("service %s: error while closing its receiver", self._service.name)
+
+    async def _fetch(self) -> None:
+        queue, limit, receiver = self._queue, self._limit, self._receiver
+        while True:
+            while self._pending >= limit:
+                self._room.clear()
+                await self._room.wait()
+            try:
+                batch = await receiver.receive(limit - self._pending)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("service %s: receive failed; retrying in 1s", self._service.name)
+                await asyncio.sleep(1.0)
+                continue
+            if not batch:
+                return
+            self._pending += len(batch)
+            self._idle.clear()
+            for delivery in batch:
+                queue.put_nowait(delivery)
+
+    async def _work(self) -> None:
+        queue = self._queue
+        while True:
+            delivery = await queue.get()
+            try:
+                await self._handle(delivery)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("service %s: unexpected error while settling a message", self._service.name)
+            finally:
+                self._pending -= 1
+                if not self._pending:
+                    self._idle.set()
+                self._room.set()
+
+    async def _handle(self, delivery: Delivery) -> None:
+        try:
+            env = Envelope.decode(delivery.data, self._max_size)
+        except EnvelopeError as exc:
+            await self._dead(delivery, None, exc.reason, exc.detail)
+            return
+        binding = self._bindings.get(env.type)
+        if binding is None:
+            await self._dead(delivery, env, "unknown_type", f"service {self._service.name!r} has no handler for {env.type!r}")
+            return
+        spec = binding.spec
+        try:
+            message = spec.message_type.model_validate(env.body)
+        except ValidationError as exc:
+            await self._dead(delivery, env, "invalid", str(exc))
+            return
+        attempt = delivery.attempt
+        ctx = Context(
+            self._bus,
+            message_id=env.id,
+            correlation_id=env.correlation_id,
+            causation_id=env.causation_id,
+            attempt=attempt,
+            headers=env.headers,
+            service=self._service.name,
+        )
+        try:
+            result = await binding.call(message, ctx)
+        except Reject as exc:
+            await self._dead(delivery, env, "rejected", exc.reason)
+            return
+        except RetryLater as exc:
+            if attempt >= self._retry.max_attempts:
+                await self._dead(delivery, env, "failed", f"RetryLater after {attempt} attempts")
+            else:
+                await delivery.retry(exc.delay)
+            return
+        except Exception as exc:
+            if attempt >= self._retry.max_attempts:
+                await self._dead(delivery, env, "failed", f"{type(exc).__name__}: {exc}")
+            else:
+                log.debug("service %s: %s %s attempt %d failed: %r", self._service.name, env.type, env.id, attempt, exc)
+                await delivery.retry(self._retry.delay_for(attempt + 1))
+            return
+        if env.kind == "request" and env.reply_to:
+            reply_type = getattr(spec.message_type, "reply_type", None)
+            if reply_type is None or not isinstance(result, reply_type):
+                error = f"handler {spec.name} returned {type(result).__name__}, expected {getattr(reply_type, '__name__', '?')}"
+                await self._dead(delivery, env, "failed", error)
+                return
+            await self._bus._reply(env, result)
+        await delivery.ack()
+
+    async def _dead(self, delivery: Delivery, env: Envelope | None, reason: str, error: str) -> None:
+        letter = DeadLetter(
+            id=env.id if env else new_id(),
+            type=env.type if env else peek_type(delivery.data),
+            service=self._service.name,
+            reason=reason,
+            error=error[:4000],
+            attempts=delivery.attempt,
+            failed_at=time.time(),
+            body=env.body if env else None,
+            source=env.source if env else "",
+            envelope=delivery.data,
+        )
+        await delivery.dead_letter(letter)
+        log.warning(
+            "dead letter: service=%s type=%s id=%s reason=%s attempts=%d error=%s",
+            letter.service, letter.type, letter.id, reason, letter.attempts, error.splitlines()[0] if error else "",
+        )
+        if env is not None and env.kind == "request" and env.reply_to:
+            await self._bus._reply_error(env, reason, error)
+        self._on_dead_letter(letter)

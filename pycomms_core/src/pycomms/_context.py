@@ -1,0 +1,62 @@
+"""`Context`: what a handler knows about the message it handles."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, TypeVar
+
+from ._messages import Command, Event, Message, Request
+from .spi import NodeInfo
+
+if TYPE_CHECKING:
+    from ._bus import Bus
+
+R = TypeVar("R", bound=Message)
+
+
+class Context:
+    """Per-delivery facts, and ``publish``/``send``/``request`` that carry the
+    correlation on: messages sent from a handler share its ``correlation_id`` and have
+    the handled message's id as their ``causation_id``."""
+
+    __slots__ = ("_bus", "attempt", "causation_id", "correlation_id", "headers", "message_id", "node", "service")
+
+    def __init__(
+        self,
+        bus: Bus,
+        *,
+        message_id: str,
+        correlation_id: str | None,
+        causation_id: str | None,
+        attempt: int,
+        headers: dict[str, str],
+        service: str,
+    ) -> None:
+        self._bus = bus
+        self.message_id = message_id
+        self.correlation_id = correlation_id
+        self.causation_id = causation_id
+        self.attempt = attempt
+        self.headers = headers
+        self.service = service
+        self.node: NodeInfo = bus.node
+
+    def __repr__(self) -> str:
+        return f"<Context message_id={self.message_id} attempt={self.attempt} service={self.service!r}>"
+
+    def _lineage(self) -> tuple[str, str]:
+        return self.correlation_id or self.message_id, self.message_id
+
+    async def publish(self, *events: Event, key: str | None = None, headers: dict[str, str] | None = None) -> None:
+        """Publish events caused by the message being handled."""
+        correlation, causation = self._lineage()
+        await self._bus._emit("event", events, key, headers, correlation, causation)
+
+    async def send(self, *commands: Command, key: str | None = None, headers: dict[str, str] | None = None) -> None:
+        """Send commands caused by the message being handled."""
+        correlation, causation = self._lineage()
+        await self._bus._emit("command", commands, key, headers, correlation, causation)
+
+    async def request(self, request: Request[R], *, timeout: float, headers: dict[str, str] | None = None) -> R:
+        """Ask another service, carrying the correlation on."""
+        correlation, causation = self._lineage()
+        return await self._bus._request(request, timeout, headers, correlation, causation)

@@ -1,0 +1,142 @@
+"""The logical envelope every backend carries, and its JSON wire encoding.
+
+See docs/wire-format.md. Encoding splices the message's own JSON (made by pydantic's
+serializer) into the envelope so the body is never serialized twice.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic_core import from_json, to_json
+
+WIRE_VERSION = 1
+CONTENT_TYPE = "application/json"
+DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
+
+
+def new_id() -> str:
+    """A unique, time-sortable id: 12 hex digits of milliseconds, 20 of randomness."""
+    return f"{int(time.time() * 1000):012x}{os.urandom(10).hex()}"
+
+
+class EnvelopeError(ValueError):
+    """Bytes received do not form a valid envelope (reason in ``args[0]``)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(reason, detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(slots=True)
+class Envelope:
+    """One message in flight.
+
+    ``body`` is the message as JSON: ``bytes`` of JSON text when built for sending,
+    the parsed JSON value when decoded.
+    """
+
+    id: str
+    type: str
+    kind: str
+    source: str
+    body: Any
+    time: float = 0.0
+    correlation_id: str | None = None
+    causation_id: str | None = None
+    reply_to: str | None = None
+    key: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    content_type: str = CONTENT_TYPE
+    _encoded: bytes | None = field(default=None, repr=False, compare=False)
+
+    def encode(self) -> bytes:
+        """The envelope as one JSON document (body spliced in as JSON); cached."""
+        if self._encoded is not None:
+            return self._encoded
+        head = to_json(
+            {
+                "v": WIRE_VERSION,
+                "id": self.id,
+                "type": self.type,
+                "kind": self.kind,
+                "source": self.source,
+                "time": self.time,
+                "correlation_id": self.correlation_id,
+                "causation_id": self.causation_id,
+                "reply_to": self.reply_to,
+                "key": self.key,
+                "content_type": self.content_type,
+                "headers": self.headers,
+            }
+        )
+        body = self.body if isinstance(self.body, bytes | bytearray) else to_json(self.body)
+        self._encoded = b"".join((head[:-1], b',"body":', body, b"}"))
+        return self._encoded
+
+    @classmethod
+    def decode(cls, data: bytes, max_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> Envelope:
+        """Parse ``data``, checking its size first. Raises `EnvelopeError`."""
+        if len(data) > max_size:
+            raise EnvelopeError("too_large", f"{len(data)} bytes exceeds the limit of {max_size} bytes")
+        try:
+            raw = from_json(data)
+        except ValueError as exc:
+            raise EnvelopeError("malformed", f"not JSON: {exc}") from None
+        if not isinstance(raw, dict):
+            raise EnvelopeError("malformed", "envelope is not a JSON object")
+        try:
+            env = cls(
+                id=_str(raw, "id"),
+                type=_str(raw, "type"),
+                kind=_str(raw, "kind"),
+                source=_str(raw, "source"),
+                body=raw.get("body"),
+                time=float(raw.get("time") or 0.0),
+                correlation_id=_opt(raw, "correlation_id"),
+                causation_id=_opt(raw, "causation_id"),
+                reply_to=_opt(raw, "reply_to"),
+                key=_opt(raw, "key"),
+                headers=_headers(raw.get("headers")),
+                content_type=raw.get("content_type") or CONTENT_TYPE,
+            )
+        except (TypeError, ValueError) as exc:
+            raise EnvelopeError("malformed", str(exc)) from None
+        return env
+
+
+def peek_type(data: bytes) -> str:
+    """Best-effort type name of raw bytes, for dead letters of undecodable messages."""
+    try:
+        raw = from_json(data[:DEFAULT_MAX_MESSAGE_SIZE])
+    except ValueError:
+        return "?"
+    return str(raw.get("type", "?")) if isinstance(raw, dict) else "?"
+
+
+def _str(raw: dict[str, Any], name: str) -> str:
+    value = raw.get(name)
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"envelope field {name!r} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _opt(raw: dict[str, Any], name: str) -> str | None:
+    value = raw.get(name)
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"envelope field {name!r} must be a string or null, got {value!r}")
+    return value
+
+
+def _headers(value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ValueError("envelope field 'headers' must map strings to strings")
+    return value

@@ -1,0 +1,256 @@
+"""``memory://NAME``: the in-process reference backend.
+
+Buses in one process with the same name and namespace share one broker object. It
+keeps each service's queue while the service's instances are down (retention), but
+nothing survives the process. It implements the SPI in the most direct way and is
+the yardstick for the conformance suite and for the core's own overhead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ._errors import ConfigError, PublishError
+from .hookspecs import hookimpl
+from .spi import BackendConfig, Capabilities, DeadLetter, Envelope, NodeInfo, ReplySink, SchemeInfo, Subscription
+
+CAPABILITIES = Capabilities(
+    retention=True, persistent=False, delayed_delivery=True, ordering=False, presence=True, cross_process=False
+)
+
+
+@dataclass(slots=True)
+class _Item:
+    data: bytes
+    attempt: int
+
+
+class _Queue:
+    """One service's queue: items, waiting receivers and the deliveries out on lease."""
+
+    def __init__(self) -> None:
+        self.items: collections.deque[_Item] = collections.deque()
+        self.getters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self.timers: set[asyncio.TimerHandle] = set()
+
+    def put(self, item: _Item) -> None:
+        self.items.append(item)
+        while self.getters:
+            getter = self.getters.popleft()
+            if not getter.done():
+                getter.set_result(None)
+                break
+
+    def put_later(self, item: _Item, delay: float) -> None:
+        if delay <= 0:
+            self.put(item)
+            return
+        loop = asyncio.get_running_loop()
+        handle: asyncio.TimerHandle
+
+        def fire() -> None:
+            self.timers.discard(handle)
+            self.put(item)
+
+        handle = loop.call_later(delay, fire)
+        self.timers.add(handle)
+
+
+class _Broker:
+    def __init__(self) -> None:
+        self.queues: dict[str, _Queue] = {}
+        self.event_subscribers: dict[str, set[str]] = collections.defaultdict(set)
+        self.command_owner: dict[str, str] = {}
+        self.unrouted: dict[str, list[_Item]] = collections.defaultdict(list)
+        self.dead: dict[str, dict[str, DeadLetter]] = collections.defaultdict(dict)
+        self.nodes: dict[str, NodeInfo] = {}
+        self.reply_sinks: dict[str, ReplySink] = {}
+
+    def queue(self, service: str) -> _Queue:
+        queue = self.queues.get(service)
+        if queue is None:
+            queue = self.queues[service] = _Queue()
+        return queue
+
+    def subscribe(self, sub: Subscription) -> _Queue:
+        queue = self.queue(sub.service)
+        for type_name in sub.events:
+            self.event_subscribers[type_name].add(sub.service)
+        for type_name in sub.commands:
+            self.command_owner.setdefault(type_name, sub.service)
+            for item in self.unrouted.pop(type_name, ()):
+                queue.put(item)
+        return queue
+
+    def route(self, env: Envelope) -> None:
+        data = env.encode()
+        if env.kind == "event":
+            for service in self.event_subscribers.get(env.type, ()):
+                self.queues[service].put(_Item(data, 1))
+        elif env.kind in ("command", "request"):
+            owner = self.command_owner.get(env.type)
+            if owner is None:
+                self.unrouted[env.type].append(_Item(data, 1))
+            else:
+                self.queues[owner].put(_Item(data, 1))
+        elif env.kind == "reply":
+            sink = self.reply_sinks.get(env.reply_to or "")
+            if sink is not None:
+                sink(data)
+        else:
+            raise PublishError(f"unknown envelope kind {env.kind!r}")
+
+
+_brokers: dict[tuple[str, str], _Broker] = {}
+
+
+class MemoryDelivery:
+    __slots__ = ("_receiver", "_token", "attempt", "data")
+
+    def __init__(self, receiver: MemoryReceiver, item: _Item, token: int) -> None:
+        self._receiver = receiver
+        self._token = token
+        self.data = item.data
+        self.attempt = item.attempt
+
+    def _settle(self) -> bool:
+        return self._receiver._leases.pop(self._token, None) is not None
+
+    async def ack(self) -> None:
+        self._settle()
+
+    async def retry(self, delay: float) -> None:
+        if self._settle():
+            self._receiver._queue.put_later(_Item(self.data, self.attempt + 1), delay)
+
+    async def dead_letter(self, letter: DeadLetter) -> None:
+        if self._settle():
+            self._receiver._broker.dead[letter.service][letter.id] = letter
+
+
+class MemoryReceiver:
+    def __init__(self, broker: _Broker, queue: _Queue) -> None:
+        self._broker = broker
+        self._queue = queue
+        self._leases: dict[int, _Item] = {}
+        self._tokens = itertools.count()
+        self._closed = False
+        self._getter: asyncio.Future[None] | None = None
+
+    async def receive(self, max_messages: int) -> Sequence[MemoryDelivery]:
+        queue = self._queue
+        while not queue.items:
+            if self._closed:
+                return []
+            getter = asyncio.get_running_loop().create_future()
+            queue.getters.append(getter)
+            self._getter = getter
+            try:
+                await getter
+            except asyncio.CancelledError:
+                if getter.done() and not getter.cancelled():
+                    _wake_next(queue)  # we were woken but will not take: pass it on
+                getter.cancel()
+                raise
+            finally:
+                self._getter = None
+        if self._closed:
+            return []
+        batch = []
+        for _ in range(min(max_messages, len(queue.items))):
+            item = queue.items.popleft()
+            token = next(self._tokens)
+            self._leases[token] = item
+            batch.append(MemoryDelivery(self, item, token))
+        if queue.items:
+            _wake_next(queue)
+        return batch
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._getter is not None and not self._getter.done():
+            self._getter.set_result(None)
+        leases, self._leases = self._leases, {}
+        for item in leases.values():
+            self._queue.put(_Item(item.data, item.attempt + 1))
+
+
+def _wake_next(queue: _Queue) -> None:
+    while queue.getters:
+        getter = queue.getters.popleft()
+        if not getter.done():
+            getter.set_result(None)
+            return
+
+
+class MemoryTransport:
+    """The `Transport` of ``memory://``."""
+
+    capabilities = CAPABILITIES
+
+    def __init__(self, config: BackendConfig) -> None:
+        self._key = (config.url.split("?", 1)[0], config.namespace)
+        self._broker = _brokers.setdefault(self._key, _Broker())
+        self._node: NodeInfo | None = None
+        self._receivers: list[MemoryReceiver] = []
+
+    async def open(self, node: NodeInfo, replies: ReplySink) -> None:
+        self._node = node
+        self._broker.nodes[node.id] = node
+        self._broker.reply_sinks[node.id] = replies
+
+    async def publish(self, envelopes: Sequence[Envelope]) -> None:
+        route = self._broker.route
+        for env in envelopes:
+            route(env)
+
+    async def subscribe(self, subscription: Subscription) -> MemoryReceiver:
+        receiver = MemoryReceiver(self._broker, self._broker.subscribe(subscription))
+        self._receivers.append(receiver)
+        return receiver
+
+    async def nodes(self) -> list[NodeInfo]:
+        return [node.seen() for node in self._broker.nodes.values()]
+
+    async def dead_letters(self, service: str, limit: int) -> list[DeadLetter]:
+        return list(itertools.islice(self._broker.dead.get(service, {}).values(), limit))
+
+    async def replay(self, service: str, ids: Sequence[str] | None) -> int:
+        letters = self._take(service, ids)
+        queue = self._broker.queue(service)
+        for letter in letters:
+            queue.put(_Item(letter.envelope, 1))
+        return len(letters)
+
+    async def purge(self, service: str, ids: Sequence[str] | None) -> int:
+        return len(self._take(service, ids))
+
+    def _take(self, service: str, ids: Sequence[str] | None) -> list[DeadLetter]:
+        store = self._broker.dead.get(service, {})
+        wanted = list(store) if ids is None else [i for i in ids if i in store]
+        return [store.pop(i) for i in wanted]
+
+    async def close(self) -> None:
+        for receiver in self._receivers:
+            await receiver.close()
+        if self._node is not None:
+            self._broker.nodes.pop(self._node.id, None)
+            self._broker.reply_sinks.pop(self._node.id, None)
+
+
+@hookimpl
+def pycomms_schemes() -> list[SchemeInfo]:
+    return [SchemeInfo("memory", "pycomms-core", "in-process broker shared by buses with the same name (tests, demos)")]
+
+
+@hookimpl
+def pycomms_transport(config: BackendConfig) -> MemoryTransport | None:
+    if config.scheme != "memory":
+        return None
+    if config.options:
+        raise ConfigError(f"memory:// takes no options besides namespace and max_message_size; got {sorted(config.options)}")
+    return MemoryTransport(config)
