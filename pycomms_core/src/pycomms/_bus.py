@@ -45,7 +45,9 @@ class Bus:
     just keeps the process alive until the bus is closed or a signal arrives.
     """
 
-    def __init__(self, transport: Transport, config: BackendConfig, services: Sequence[Service], name: str | None) -> None:
+    def __init__(
+        self, transport: Transport, config: BackendConfig, services: Sequence[Service], name: str | None
+    ) -> None:
         self._transport = transport
         self._config = config
         self._services = list(services)
@@ -140,7 +142,10 @@ class Bus:
             raise
         log.info(
             "bus open: node=%s name=%s url=%s services=%s",
-            self.node.id, self.node.name, self.url, ",".join(self.node.services) or "-",
+            self.node.id,
+            self.node.name,
+            self.url,
+            ",".join(self.node.services) or "-",
         )
         return self
 
@@ -149,7 +154,9 @@ class Bus:
             await self._open()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.close()
 
     async def close(self, grace: float = DEFAULT_GRACE) -> None:
@@ -215,7 +222,9 @@ class Bus:
     def _check_open(self) -> None:
         if self._state is not BusState.OPEN:
             if self._state is BusState.UNOPENED:
-                raise RuntimeError("the bus is not open yet: use 'async with pycomms.connect(...)' or 'await pycomms.connect(...)'")
+                raise RuntimeError(
+                    "the bus is not open yet: use 'async with pycomms.connect(...)' or 'await pycomms.connect(...)'"
+                )
             raise BusClosed(f"the bus is {self._state.value}")
 
     # sending -----------------------------------------------------------------------
@@ -269,7 +278,10 @@ class Bus:
         if not isinstance(message, expected) or (kind == "command" and isinstance(message, Request)):
             verb = {"event": "publish", "command": "send", "request": "request"}[kind]
             hint = {Event: "publish()", Command: "send()", Request: "request()"}
-            actual = next((h for t, h in hint.items() if isinstance(message, t)), "nothing: it is not an Event, Command or Request")
+            actual = next(
+                (h for t, h in hint.items() if isinstance(message, t)),
+                "nothing: it is not an Event, Command or Request",
+            )
             raise TypeError(f"{verb}() takes {expected.__name__} messages; {type(message).__name__} goes to {actual}")
         env = Envelope(
             id=new_id(),
@@ -338,7 +350,9 @@ class Bus:
         try:
             return request.reply_type.model_validate(reply.body)  # type: ignore[return-value]
         except ValidationError as exc:
-            raise RemoteError(f"reply to {env.type} is not a valid {request.reply_type.__name__}: {exc}", error_type="invalid_reply") from None
+            raise RemoteError(
+                f"reply to {env.type} is not a valid {request.reply_type.__name__}: {exc}", error_type="invalid_reply"
+            ) from None
 
     def _on_reply(self, data: bytes) -> None:
         try:
@@ -384,9 +398,16 @@ class Bus:
     async def _send_reply(self, env: Envelope) -> None:
         if len(env.encode()) > self._config.max_message_size:
             env = Envelope(
-                id=env.id, type="pycomms.error", kind="reply", source=env.source, body={"error": "reply over the size limit"},
-                time=env.time, correlation_id=env.correlation_id, causation_id=env.causation_id,
-                reply_to=env.reply_to, headers={ERROR_HEADER: "too_large"},
+                id=env.id,
+                type="pycomms.error",
+                kind="reply",
+                source=env.source,
+                body={"error": "reply over the size limit"},
+                time=env.time,
+                correlation_id=env.correlation_id,
+                causation_id=env.causation_id,
+                reply_to=env.reply_to,
+                headers={ERROR_HEADER: "too_large"},
             )
         try:
             await self._publish([env])
@@ -452,7 +473,9 @@ class connect:  # noqa: N801 - reads as a function: `async with connect(...)` / 
     over the URL's query options).
     """
 
-    def __init__(self, url: str | None = None, *, services: Iterable[Service] = (), name: str | None = None, **options: Any) -> None:
+    def __init__(
+        self, url: str | None = None, *, services: Iterable[Service] = (), name: str | None = None, **options: Any
+    ) -> None:
         config = backend_config(resolve_url(url), options)
         self._bus = Bus(make_transport(config), config, list(services), name)
 
@@ -462,5 +485,7 @@ class connect:  # noqa: N801 - reads as a function: `async with connect(...)` / 
     async def __aenter__(self) -> Bus:
         return await self._bus._open()
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self._bus.close()

@@ -62,7 +62,8 @@ def backend_config(url: str, options: dict[str, Any]) -> BackendConfig:
     namespace = str(merged.pop("namespace", "default"))
     if not _NAMESPACE.match(namespace):
         raise ConfigError(
-            f"namespace {namespace!r} is invalid: use 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"
+            f"namespace {namespace!r} is invalid: use 1-64 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit"
         )
     raw_size = merged.pop("max_message_size", DEFAULT_MAX_MESSAGE_SIZE)
     try:
@@ -74,7 +75,13 @@ def backend_config(url: str, options: dict[str, Any]) -> BackendConfig:
     backend_query = urlencode([(k, v) for k, v in query.items() if k not in CORE_OPTIONS])
     clean = urlunsplit((parts.scheme, parts.netloc, parts.path, backend_query, parts.fragment))
     backend_options = {k: v for k, v in merged.items()}
-    return BackendConfig(url=clean, scheme=scheme.split("+", 1)[0], namespace=namespace, max_message_size=max_size, options=backend_options)
+    return BackendConfig(
+        url=clean,
+        scheme=scheme.split("+", 1)[0],
+        namespace=namespace,
+        max_message_size=max_size,
+        options=backend_options,
+    )
 
 
 def make_transport(config: BackendConfig) -> Transport:

@@ -115,8 +115,7 @@ class ServiceRunner:
                     await self._idle.wait()
             except TimeoutError:
                 log.warning(
-                    "service %s: grace period over with %d message(s) in flight; cancelling, "
-                    "they will be redelivered",
+                    "service %s: grace period over with %d message(s) in flight; cancelling, they will be redelivered",
                     self._service.name,
                     self._pending,
                 )
@@ -173,7 +172,9 @@ class ServiceRunner:
             return
         binding = self._bindings.get(env.type)
         if binding is None:
-            await self._dead(delivery, env, "unknown_type", f"service {self._service.name!r} has no handler for {env.type!r}")
+            await self._dead(
+                delivery, env, "unknown_type", f"service {self._service.name!r} has no handler for {env.type!r}"
+            )
             return
         spec = binding.spec
         try:
@@ -212,7 +213,8 @@ class ServiceRunner:
         if env.kind == "request" and env.reply_to:
             reply_type = getattr(spec.message_type, "reply_type", None)
             if reply_type is None or not isinstance(result, reply_type):
-                error = f"handler {spec.name} returned {type(result).__name__}, expected {getattr(reply_type, '__name__', '?')}"
+                expected = getattr(reply_type, "__name__", "?")
+                error = f"handler {spec.name} returned {type(result).__name__}, expected {expected}"
                 await self._dead(delivery, env, "failed", error)
                 return
             await self._bus._reply(env, result)
@@ -234,7 +236,12 @@ class ServiceRunner:
         await delivery.dead_letter(letter)
         log.warning(
             "dead letter: service=%s type=%s id=%s reason=%s attempts=%d error=%s",
-            letter.service, letter.type, letter.id, reason, letter.attempts, error.splitlines()[0] if error else "",
+            letter.service,
+            letter.type,
+            letter.id,
+            reason,
+            letter.attempts,
+            error.splitlines()[0] if error else "",
         )
         if env is not None and env.kind == "request" and env.reply_to:
             await self._bus._reply_error(env, reason, error)

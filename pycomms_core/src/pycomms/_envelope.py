@@ -135,8 +135,6 @@ def _opt(raw: dict[str, Any], name: str) -> str | None:
 def _headers(value: Any) -> dict[str, str]:
     if value is None:
         return {}
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    ):
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
         raise ValueError("envelope field 'headers' must map strings to strings")
     return value

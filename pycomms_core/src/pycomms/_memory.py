@@ -19,7 +19,7 @@ from .hookspecs import hookimpl
 from .spi import BackendConfig, Capabilities, DeadLetter, Envelope, NodeInfo, ReplySink, SchemeInfo, Subscription
 
 CAPABILITIES = Capabilities(
-    retention=True, persistent=False, delayed_delivery=True, ordering=False, presence=True, cross_process=False
+    retention=True, persistent=False, delayed_delivery=True, ordering=True, presence=True, cross_process=False
 )
 
 
@@ -252,5 +252,7 @@ def pycomms_transport(config: BackendConfig) -> MemoryTransport | None:
     if config.scheme != "memory":
         return None
     if config.options:
-        raise ConfigError(f"memory:// takes no options besides namespace and max_message_size; got {sorted(config.options)}")
+        raise ConfigError(
+            f"memory:// takes no options besides namespace and max_message_size; got {sorted(config.options)}"
+        )
     return MemoryTransport(config)

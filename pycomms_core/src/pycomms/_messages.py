@@ -66,8 +66,7 @@ class Request(Message, Generic[R]):
             return
         if "reply_type" not in cls.__dict__ and not hasattr(cls, "reply_type"):
             raise TypeError(
-                f"{cls.__qualname__}: a request declares its reply type, "
-                f"e.g. class {cls.__name__}(Request[MyReply])"
+                f"{cls.__qualname__}: a request declares its reply type, e.g. class {cls.__name__}(Request[MyReply])"
             )
 
 

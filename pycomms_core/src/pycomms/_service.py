@@ -56,9 +56,9 @@ class Service:
         return f"Service({self.name!r}, handles={sorted(self.handlers)})"
 
     @overload
-    def on(self, target: F, /) -> F: ...
-    @overload
     def on(self, target: type[Message], /) -> Callable[[F], F]: ...
+    @overload
+    def on(self, target: F, /) -> F: ...
 
     def on(self, target: Any, /) -> Any:
         """Register a handler: ``@service.on`` (type from the first parameter's
@@ -100,7 +100,7 @@ class Service:
             )
         unwrapped = inspect.unwrap(func)
         is_async = inspect.iscoroutinefunction(unwrapped) or inspect.iscoroutinefunction(
-            getattr(unwrapped, "__call__", None)
+            getattr(unwrapped, "__call__", None)  # noqa: B004 - an object with an async __call__
         )
         self.handlers[message_type.type_name] = HandlerSpec(message_type, func, len(positional) >= 2, is_async)
 

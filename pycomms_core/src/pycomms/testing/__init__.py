@@ -1,0 +1,17 @@
+"""The conformance kit: the semantics every PyComms backend must show, as pytest tests.
+
+A backend (ours or a third party's) runs the whole suite with::
+
+    from pycomms.testing import ConformanceSuite
+
+    class TestMyBackend(ConformanceSuite):
+        def make_url(self, namespace: str) -> str:
+            return f"mybackend://localhost?namespace={namespace}"
+"""
+
+from __future__ import annotations
+
+from ._runner import Recorder, eventually, run_strict, scale
+from ._suite import ConformanceSuite, scenario
+
+__all__ = ["ConformanceSuite", "Recorder", "eventually", "run_strict", "scale", "scenario"]
