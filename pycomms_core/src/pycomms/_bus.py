@@ -208,6 +208,13 @@ class Bus:
                     installed.append(sig)
                 except (NotImplementedError, RuntimeError, ValueError):
                     pass  # not the main thread, or not supported here
+        log.info(
+            "serving %s on %s as node %s%s",
+            ", ".join(self.node.services) or "no services",
+            self.url,
+            self.node.id,
+            "; Ctrl-C to stop" if installed else "",
+        )
         try:
             await self._closed.wait()
         finally:

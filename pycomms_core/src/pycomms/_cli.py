@@ -1,0 +1,131 @@
+"""The ``pycomms`` command line: ``run``, ``backends``, ``demo`` and plugin commands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import importlib.util
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ._bus import DEFAULT_GRACE, connect
+from ._errors import PyCommsError
+from ._plugins import plugin_manager
+from ._service import Service
+
+log = logging.getLogger("pycomms")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return 2
+    logging.basicConfig(
+        level=getattr(logging, (args.log_level or getattr(args, "default_log_level", "warning")).upper()),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return int(args.handler(args))
+    except PyCommsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pycomms", description="Typed messages between applications.")
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="default: info for run")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run services as a worker until SIGINT/SIGTERM")
+    run.add_argument("target", help="MODULE:ATTR or path/to/file.py:ATTR naming a Service or a list of them")
+    run.add_argument("--url", help="backend URL (default: $PYCOMMS_URL, pycomms.toml, then the built-in default)")
+    run.add_argument("--name", help="node name shown in presence")
+    run.add_argument("--grace", type=float, default=DEFAULT_GRACE, help="seconds to let handlers finish on shutdown")
+    run.set_defaults(handler=_run, default_log_level="info")
+
+    backends = sub.add_parser("backends", help="list installed backends and their URL schemes")
+    backends.set_defaults(handler=_backends)
+
+    demo = sub.add_parser("demo", help="run the shop demo: orders, billing, shipping, pricing")
+    demo.add_argument("--url", help="backend URL (default: as for every command)")
+    demo.add_argument("--orders", type=int, default=8, help="how many orders to place (one of them is poison)")
+    demo.set_defaults(handler=_demo, default_log_level="error")
+
+    plugin_manager().hook.pycomms_add_commands(subparsers=sub)
+    return parser
+
+
+def load_services(target: str) -> list[Service]:
+    """Resolve ``MODULE:ATTR`` or ``path/file.py:ATTR`` to a list of services."""
+    module_name, sep, attr = target.rpartition(":")
+    if not sep or not module_name or not attr:
+        raise PyCommsError(f"target {target!r} must look like MODULE:ATTR or path/to/file.py:ATTR")
+    module: Any
+    if module_name.endswith(".py") or "/" in module_name:
+        path = Path(module_name)
+        if not path.is_file():
+            raise PyCommsError(f"no such file: {path}")
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        if spec is None or spec.loader is None:
+            raise PyCommsError(f"cannot load {path}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[path.stem] = module
+        spec.loader.exec_module(module)
+    else:
+        sys.path.insert(0, str(Path.cwd()))
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise PyCommsError(f"cannot import {module_name!r}: {exc}") from None
+    try:
+        value = getattr(module, attr)
+    except AttributeError:
+        raise PyCommsError(f"{module_name!r} has no attribute {attr!r}") from None
+    services = [value] if isinstance(value, Service) else value
+    if not isinstance(services, list | tuple) or not services or not all(isinstance(s, Service) for s in services):
+        raise PyCommsError(f"{target} must be a pycomms.Service or a list of them, got {type(value).__name__}")
+    return list(services)
+
+
+def _run(args: argparse.Namespace) -> int:
+    services = load_services(args.target)
+
+    async def serve() -> None:
+        async with connect(args.url, services=services, name=args.name) as bus:
+            await bus.serve()
+            await bus.close(grace=args.grace)
+
+    asyncio.run(serve())
+    return 0
+
+
+def _backends(args: argparse.Namespace) -> int:
+    infos = sorted(
+        (info for infos in plugin_manager().hook.pycomms_schemes() for info in infos), key=lambda i: i.scheme
+    )
+    width = max((len(i.scheme) for i in infos), default=6) + 3
+    print(f"{'scheme':<{width}}{'distribution':<16}description")
+    for info in infos:
+        print(f"{info.scheme + '://':<{width}}{info.distribution:<16}{info.description}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from ._demo import run_demo
+
+    if args.orders < 2:
+        raise PyCommsError(f"--orders must be at least 2 (one of them is poison), got {args.orders}")
+    return asyncio.run(run_demo(args.url, orders=args.orders))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

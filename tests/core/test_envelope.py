@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pycomms.spi import DeadLetter, Envelope, EnvelopeError, NodeInfo, new_id, redact_url
+
+
+def make(body: bytes = b'{"a":1}', **kw: object) -> Envelope:
+    fields: dict[str, object] = {"id": new_id(), "type": "t", "kind": "event", "source": "n1", "body": body}
+    fields.update(kw)
+    return Envelope(**fields)  # type: ignore[arg-type]
+
+
+def test_encode_is_plain_json_with_the_body_nested() -> None:
+    env = make(headers={"traceparent": "00-x"}, key="k", correlation_id="c")
+    doc = json.loads(env.encode())
+    assert doc["body"] == {"a": 1}
+    assert (doc["type"], doc["kind"], doc["key"], doc["correlation_id"]) == ("t", "event", "k", "c")
+    assert doc["headers"] == {"traceparent": "00-x"}
+    assert doc["v"] == 1
+
+
+def test_round_trip() -> None:
+    env = make(reply_to="node", causation_id="x")
+    back = Envelope.decode(env.encode())
+    assert back.body == {"a": 1}
+    assert (back.id, back.reply_to, back.causation_id) == (env.id, "node", "x")
+
+
+def test_size_is_checked_before_parsing() -> None:
+    with pytest.raises(EnvelopeError) as info:
+        Envelope.decode(b"[" * 2000, max_size=1024)
+    assert info.value.reason == "too_large"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"not json", b"[]", b'{"id": 1}', b'{"id":"a","type":"t","kind":"event","source":"s","headers":{"a":1}}'],
+)
+def test_malformed(data: bytes) -> None:
+    with pytest.raises(EnvelopeError) as info:
+        Envelope.decode(data)
+    assert info.value.reason == "malformed"
+
+
+@given(st.binary(max_size=300))
+def test_random_bytes_raise_only_envelope_error(data: bytes) -> None:
+    try:
+        Envelope.decode(data)
+    except EnvelopeError:
+        pass
+
+
+def test_ids_are_unique_and_time_sortable() -> None:
+    ids = [new_id() for _ in range(1000)]
+    assert len(set(ids)) == 1000
+    assert all(len(i) == 32 for i in ids)
+    assert ids[0][:12] <= ids[-1][:12]
+
+
+def test_dead_letter_and_node_serialization() -> None:
+    letter = DeadLetter("i", "t", "s", "failed", "E: x", 3, 1.5, {"a": [1]}, "src", b"\x00\xff raw")
+    assert DeadLetter.from_json(letter.to_json()) == letter
+    node = NodeInfo("id", "name", ("a",), ("t1", "t2"), "host", 12, 1.0, 2.0)
+    assert NodeInfo.from_json(node.to_json()) == node
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("redis://:hunter2@h:6379/0", "redis://:***@h:6379/0"),
+        ("amqp://guest:guest@h/", "amqp://guest:***@h/"),
+        ("tcp://h:1?secret=hunter2&seeds=a:1", "tcp://h:1?secret=***&seeds=a:1"),
+        ("memory://x", "memory://x"),
+    ],
+)
+def test_redact_url(url: str, expected: str) -> None:
+    assert redact_url(url) == expected
+    assert "hunter2" not in redact_url(url)
