@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ._bus import DEFAULT_GRACE, connect
+from ._cli_ops import add_commands
 from ._errors import PyCommsError
 from ._plugins import plugin_manager
 from ._service import Service
@@ -60,12 +61,23 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--orders", type=int, default=8, help="how many orders to place (one of them is poison)")
     demo.set_defaults(handler=_demo, default_log_level="error")
 
+    add_commands(sub)
     plugin_manager().hook.pycomms_add_commands(subparsers=sub)
     return parser
 
 
 def load_services(target: str) -> list[Service]:
     """Resolve ``MODULE:ATTR`` or ``path/file.py:ATTR`` to a list of services."""
+    value = load_attribute(target)
+    services = [value] if isinstance(value, Service) else value
+    if not isinstance(services, list | tuple) or not services or not all(isinstance(s, Service) for s in services):
+        raise PyCommsError(f"{target} must be a pycomms.Service or a list of them, got {type(value).__name__}")
+    return list(services)
+
+
+def load_attribute(target: str) -> Any:
+    """The object named by ``MODULE:ATTR`` or ``path/file.py:ATTR`` (user code named on
+    the command line; nothing is ever imported from message data)."""
     module_name, sep, attr = target.rpartition(":")
     if not sep or not module_name or not attr:
         raise PyCommsError(f"target {target!r} must look like MODULE:ATTR or path/to/file.py:ATTR")
@@ -87,13 +99,9 @@ def load_services(target: str) -> list[Service]:
         except ImportError as exc:
             raise PyCommsError(f"cannot import {module_name!r}: {exc}") from None
     try:
-        value = getattr(module, attr)
+        return getattr(module, attr)
     except AttributeError:
         raise PyCommsError(f"{module_name!r} has no attribute {attr!r}") from None
-    services = [value] if isinstance(value, Service) else value
-    if not isinstance(services, list | tuple) or not services or not all(isinstance(s, Service) for s in services):
-        raise PyCommsError(f"{target} must be a pycomms.Service or a list of them, got {type(value).__name__}")
-    return list(services)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -1,0 +1,209 @@
+"""Day-two commands of the ``pycomms`` CLI: send messages, see nodes, work dead letters."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from ._bus import Bus, connect
+from ._errors import PyCommsError
+from ._messages import Command, Event, Message, Request, is_message_type
+from .spi import DeadLetter
+
+PAGE = 500
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    for verb, kind in (("publish", "event"), ("send", "command"), ("request", "request")):
+        p = sub.add_parser(verb, help=f"{verb} one {kind} given as JSON (argument or stdin)")
+        p.add_argument("type", metavar="MODULE:CLASS", help=f"the {kind} class")
+        p.add_argument("body", nargs="?", default="-", help="the message as JSON; '-' or nothing reads stdin")
+        p.add_argument("--url")
+        if verb == "request":
+            p.add_argument("--timeout", type=float, default=10.0)
+        p.set_defaults(handler=_sync(_emit), verb=verb)
+
+    nodes = sub.add_parser("nodes", help="who is up: services, types handled, host, last seen")
+    nodes.add_argument("--url")
+    nodes.add_argument("--json", action="store_true", help="one JSON object per line")
+    nodes.set_defaults(handler=_sync(_nodes))
+
+    dlq = sub.add_parser("dlq", help="dead letters: ls, show, replay, purge").add_subparsers(metavar="ACTION")
+    for action, text in (
+        ("ls", "list dead letters"),
+        ("show", "show dead letters in full"),
+        ("replay", "send dead letters back to their service"),
+        ("purge", "delete dead letters"),
+    ):
+        p = dlq.add_parser(action, help=text)
+        p.add_argument("service")
+        p.add_argument("--url")
+        p.add_argument("--id", action="append", dest="ids", help="only this id (repeatable)")
+        p.add_argument("--type", help="only this message type name")
+        p.add_argument("--older-than", type=float, metavar="SECONDS", help="only letters that failed this long ago")
+        p.add_argument("--limit", type=int, default=100_000)
+        if action in ("ls", "show"):
+            p.add_argument("--json", action="store_true", help="one JSON object per line")
+        else:
+            p.add_argument("--dry-run", action="store_true", help="say what would be done, do nothing")
+        p.set_defaults(handler=_sync(_dlq), action=action)
+
+
+def _sync(func: Callable[[argparse.Namespace], Coroutine[Any, Any, int]]) -> Callable[[argparse.Namespace], int]:
+    return lambda args: asyncio.run(func(args))
+
+
+def load_message_type(spec: str) -> type[Message]:
+    """``module:Class`` (or ``path/file.py:Class``) naming a message class."""
+    from ._cli import load_attribute
+
+    value = load_attribute(spec)
+    if not is_message_type(value):
+        raise PyCommsError(f"{spec} is not a message class (a subclass of pycomms.Event, Command or Request)")
+    return value  # type: ignore[no-any-return]
+
+
+async def _emit(args: argparse.Namespace) -> int:
+    cls = load_message_type(args.type)
+    expected = {"publish": Event, "send": Command, "request": Request}[args.verb]
+    if not issubclass(cls, expected):
+        raise PyCommsError(f"{args.verb} takes a {expected.__name__}; the kind of {cls.__name__} is {cls.kind!r}")
+    text = sys.stdin.read() if args.body == "-" else args.body
+    try:
+        message = cls.model_validate_json(text)
+    except ValidationError as exc:
+        print(f"invalid {cls.__name__}:\n{exc}", file=sys.stderr)
+        return 2
+    async with connect(args.url, name="pycomms-cli") as bus:
+        if args.verb == "publish":
+            await bus.publish(message)  # type: ignore[arg-type]
+        elif args.verb == "send":
+            await bus.send(message)  # type: ignore[arg-type]
+        else:
+            reply: Message = await bus.request(message, timeout=args.timeout)  # type: ignore[arg-type]
+            print(reply.model_dump_json())
+            return 0
+    print(f"{args.verb}: {cls.type_name} accepted", file=sys.stderr)
+    return 0
+
+
+async def _nodes(args: argparse.Namespace) -> int:
+    async with connect(args.url, name="pycomms-cli") as bus:
+        nodes = [n for n in await bus.nodes() if n.id != bus.node.id]
+    now = time.time()
+    if args.json:
+        for node in nodes:
+            print(node.to_json().decode())
+        return 0
+    rows = [
+        (
+            node.name,
+            node.id,
+            ",".join(node.services) or "-",
+            ",".join(node.handles) or "-",
+            f"{node.host}:{node.pid}",
+            f"{max(0.0, now - node.last_seen):.1f}s ago",
+        )
+        for node in sorted(nodes, key=lambda n: (n.name, n.id))
+    ]
+    _table(("NAME", "ID", "SERVICES", "HANDLES", "HOST:PID", "LAST SEEN"), rows)
+    return 0
+
+
+async def _dlq(args: argparse.Namespace) -> int:
+    async with connect(args.url, name="pycomms-cli") as bus:
+        letters = _filter(await bus.dead_letters(args.service, limit=max(1, args.limit)), args)
+        if args.action in ("ls", "show"):
+            _print_letters(letters, full=args.action == "show", as_json=args.json)
+            return 0
+        if args.dry_run:
+            print(f"would {args.action} {len(letters)} dead letter(s) of {args.service}", file=sys.stderr)
+            return 0
+        done = await _bulk(bus, args.action, args.service, [letter.id for letter in letters])
+        print(f"{args.action}: {done} of {len(letters)} dead letter(s) of {args.service}", file=sys.stderr)
+        return 0 if done == len(letters) else 1
+
+
+def _filter(letters: list[DeadLetter], args: argparse.Namespace) -> list[DeadLetter]:
+    now = time.time()
+    ids = set(args.ids or ())
+    return [
+        letter
+        for letter in letters
+        if (not ids or letter.id in ids)
+        and (args.type is None or letter.type == args.type)
+        and (args.older_than is None or now - letter.failed_at >= args.older_than)
+    ]
+
+
+async def _bulk(bus: Bus, action: str, service: str, ids: list[str]) -> int:
+    """Replay or purge ``ids`` in pages, with a progress bar on stderr."""
+    operation = bus.replay if action == "replay" else bus.purge
+    done = 0
+    progress = Progress(len(ids), action)
+    for start in range(0, len(ids), PAGE):
+        done += await operation(service, ids[start : start + PAGE])
+        progress.update(min(start + PAGE, len(ids)))
+    progress.finish()
+    return done
+
+
+class Progress:
+    """A one-line progress bar on stderr (plain lines when stderr is not a terminal)."""
+
+    def __init__(self, total: int, label: str) -> None:
+        self.total = total
+        self.label = label
+        self.tty = sys.stderr.isatty()
+        self.started = time.monotonic()
+
+    def update(self, done: int) -> None:
+        fraction = done / self.total if self.total else 1.0
+        bar = "#" * int(fraction * 30)
+        line = f"{self.label}: [{bar:<30}] {done}/{self.total} ({time.monotonic() - self.started:.1f}s)"
+        print(f"\r{line}" if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
+
+    def finish(self) -> None:
+        if self.tty:
+            print(file=sys.stderr)
+
+
+def _print_letters(letters: list[DeadLetter], *, full: bool, as_json: bool) -> None:
+    for letter in letters:
+        if as_json:
+            record = json.loads(letter.to_json())
+            if not full:
+                record.pop("envelope", None)
+            print(json.dumps(record, ensure_ascii=False))
+        elif full:
+            print(f"id:        {letter.id}\ntype:      {letter.type}\nreason:    {letter.reason}")
+            print(
+                f"attempts:  {letter.attempts}\nfailed at: {time.ctime(letter.failed_at)}\nsource:    {letter.source}"
+            )
+            print(f"error:     {letter.error}\nbody:      {json.dumps(letter.body, ensure_ascii=False)}\n")
+    if not full and not as_json:
+        rows = [
+            (
+                letter.id,
+                letter.type,
+                letter.reason,
+                str(letter.attempts),
+                time.ctime(letter.failed_at),
+                letter.error[:60],
+            )
+            for letter in letters
+        ]
+        _table(("ID", "TYPE", "REASON", "ATTEMPTS", "FAILED AT", "ERROR"), rows)
+
+
+def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=False)]
+    for row in (header, *rows):
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip())
