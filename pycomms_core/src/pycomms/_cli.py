@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
-import importlib.util
 import logging
 import sys
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
 from ._bus import DEFAULT_GRACE, connect
 from ._cli_ops import add_commands
 from ._errors import PyCommsError
+from ._loading import load_attribute
 from ._plugins import plugin_manager
 from ._service import Service
 
@@ -73,35 +70,6 @@ def load_services(target: str) -> list[Service]:
     if not isinstance(services, list | tuple) or not services or not all(isinstance(s, Service) for s in services):
         raise PyCommsError(f"{target} must be a pycomms.Service or a list of them, got {type(value).__name__}")
     return list(services)
-
-
-def load_attribute(target: str) -> Any:
-    """The object named by ``MODULE:ATTR`` or ``path/file.py:ATTR`` (user code named on
-    the command line; nothing is ever imported from message data)."""
-    module_name, sep, attr = target.rpartition(":")
-    if not sep or not module_name or not attr:
-        raise PyCommsError(f"target {target!r} must look like MODULE:ATTR or path/to/file.py:ATTR")
-    module: Any
-    if module_name.endswith(".py") or "/" in module_name:
-        path = Path(module_name)
-        if not path.is_file():
-            raise PyCommsError(f"no such file: {path}")
-        spec = importlib.util.spec_from_file_location(path.stem, path)
-        if spec is None or spec.loader is None:
-            raise PyCommsError(f"cannot load {path}")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[path.stem] = module
-        spec.loader.exec_module(module)
-    else:
-        sys.path.insert(0, str(Path.cwd()))
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise PyCommsError(f"cannot import {module_name!r}: {exc}") from None
-    try:
-        return getattr(module, attr)
-    except AttributeError:
-        raise PyCommsError(f"{module_name!r} has no attribute {attr!r}") from None
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -14,7 +14,9 @@ from pydantic import ValidationError
 
 from ._bus import Bus, connect
 from ._errors import PyCommsError
+from ._loading import load_attribute, load_module
 from ._messages import Command, Event, Message, Request, is_message_type
+from ._schema import asyncapi, collect, diff, json_schemas
 from .spi import DeadLetter
 
 PAGE = 500
@@ -29,6 +31,13 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         if verb == "request":
             p.add_argument("--timeout", type=float, default=10.0)
         p.set_defaults(handler=_sync(_emit), verb=verb)
+
+    schema = sub.add_parser(
+        "schema", help="MODULE: AsyncAPI 3.0 / JSON Schema of its message types; diff OLD NEW: breaking changes"
+    )
+    schema.add_argument("args", nargs="+", metavar="MODULE | diff OLD NEW")
+    schema.add_argument("--format", choices=["asyncapi", "json"], default="asyncapi")
+    schema.set_defaults(handler=_schema)
 
     nodes = sub.add_parser("nodes", help="who is up: services, types handled, host, last seen")
     nodes.add_argument("--url")
@@ -62,8 +71,6 @@ def _sync(func: Callable[[argparse.Namespace], Coroutine[Any, Any, int]]) -> Cal
 
 def load_message_type(spec: str) -> type[Message]:
     """``module:Class`` (or ``path/file.py:Class``) naming a message class."""
-    from ._cli import load_attribute
-
     value = load_attribute(spec)
     if not is_message_type(value):
         raise PyCommsError(f"{spec} is not a message class (a subclass of pycomms.Event, Command or Request)")
@@ -129,6 +136,36 @@ async def _dlq(args: argparse.Namespace) -> int:
         done = await _bulk(bus, args.action, args.service, [letter.id for letter in letters])
         print(f"{args.action}: {done} of {len(letters)} dead letter(s) of {args.service}", file=sys.stderr)
         return 0 if done == len(letters) else 1
+
+
+def _schema(args: argparse.Namespace) -> int:
+    if args.args[0] == "diff":
+        if len(args.args) != 3:
+            raise PyCommsError("usage: pycomms schema diff OLD NEW (each a module or a JSON file from --format json)")
+        breaking, compatible = diff(_schema_doc(args.args[1]), _schema_doc(args.args[2]))
+        for line in breaking:
+            print(f"BREAKING  {line}")
+        for line in compatible:
+            print(f"ok        {line}")
+        print(f"{len(breaking)} breaking, {len(compatible)} compatible change(s)", file=sys.stderr)
+        return 1 if breaking else 0
+    if len(args.args) != 1:
+        raise PyCommsError("usage: pycomms schema MODULE [--format asyncapi|json]")
+    types = collect(load_module(args.args[0]))
+    document = json_schemas(types) if args.format == "json" else asyncapi(types, title=args.args[0])
+    print(json.dumps(document, indent=2, ensure_ascii=False))
+    return 0
+
+
+def _schema_doc(source: str) -> dict[str, Any]:
+    if source.endswith(".json"):
+        try:
+            with open(source, encoding="utf-8") as file:
+                document: dict[str, Any] = json.load(file)
+        except (OSError, ValueError) as exc:
+            raise PyCommsError(f"cannot read {source}: {exc}") from None
+        return document
+    return json_schemas(collect(load_module(source)))
 
 
 def _filter(letters: list[DeadLetter], args: argparse.Namespace) -> list[DeadLetter]:
