@@ -117,9 +117,16 @@ class Bus:
             raise RuntimeError(f"bus is already {self._state.value}")
         try:
             await self._transport.open(self.node, self._on_reply)
-        except PyCommsError:
-            raise
-        except Exception as exc:  # a transport must map its errors; this is the safety net
+        except BaseException as exc:
+            self._state = BusState.CLOSED
+            self._closed.set()
+            try:
+                await self._transport.close()  # release whatever was opened before the failure
+            except Exception:
+                log.debug("transport close after a failed open raised", exc_info=True)
+            if isinstance(exc, PyCommsError) or not isinstance(exc, Exception):
+                raise
+            # a transport must map its errors; this is the safety net
             raise PyCommsError(f"opening {self.url} failed: {type(exc).__name__}: {exc}") from exc
         self._state = BusState.OPEN
         pm = plugin_manager()

@@ -257,6 +257,9 @@ class Receiver(Protocol):
 
         Returns an empty sequence once the receiver is closed. Core calls this from
         one task at a time and never asks for more than it has free handler slots.
+        Core cancels a pending ``receive`` when the bus closes: a message fetched but
+        not yet returned must then not be lost (release it, or let the backend's
+        visibility timeout hand it to another instance).
         """
 
     async def close(self) -> None:
