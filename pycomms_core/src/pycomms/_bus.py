@@ -96,6 +96,7 @@ class Bus:
     def _check_services(self) -> None:
         seen_services: set[str] = set()
         types: dict[str, type[Message]] = {}
+        point_to_point: dict[str, str] = {}
         for service in self._services:
             if not isinstance(service, Service):
                 raise TypeError(f"services must be pycomms.Service objects, got {service!r}")
@@ -103,6 +104,13 @@ class Bus:
                 raise ConfigError(f"service {service.name!r} is given twice")
             seen_services.add(service.name)
             for type_name, spec in service.handlers.items():
+                if spec.message_type.kind != "event" and type_name in point_to_point:
+                    raise ConfigError(
+                        f"services {point_to_point[type_name]!r} and {service.name!r} both handle "
+                        f"{type_name!r}; a command or request is handled by exactly one service"
+                    )
+                if spec.message_type.kind != "event":
+                    point_to_point[type_name] = service.name
                 known = types.setdefault(type_name, spec.message_type)
                 if known is not spec.message_type:
                     raise ConfigError(
@@ -202,16 +210,16 @@ class Bus:
         if was_open:
             log.info("bus closed: node=%s", self.node.id)
 
-    async def serve(self, *, handle_signals: bool = True) -> None:
+    async def serve(self, *, handle_signals: bool = True, grace: float = DEFAULT_GRACE) -> None:
         """Run the handlers until the bus is closed; with ``handle_signals``, SIGINT and
-        SIGTERM close it gracefully (the default grace)."""
+        SIGTERM close it, letting handlers finish for up to ``grace`` seconds."""
         self._check_open()
         loop = asyncio.get_running_loop()
         installed: list[signal.Signals] = []
         if handle_signals:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 try:
-                    loop.add_signal_handler(sig, self._on_signal, sig)
+                    loop.add_signal_handler(sig, self._on_signal, sig, grace)
                     installed.append(sig)
                 except (NotImplementedError, RuntimeError, ValueError):
                     pass  # not the main thread, or not supported here
@@ -228,10 +236,10 @@ class Bus:
             for sig in installed:
                 loop.remove_signal_handler(sig)
 
-    def _on_signal(self, sig: signal.Signals) -> None:
-        log.info("received %s, closing gracefully", sig.name)
+    def _on_signal(self, sig: signal.Signals, grace: float) -> None:
+        log.info("received %s, closing gracefully (grace %.1fs)", sig.name, grace)
         if self._close_task is None:
-            self._close_task = asyncio.ensure_future(self._do_close(DEFAULT_GRACE))
+            self._close_task = asyncio.ensure_future(self._do_close(grace))
 
     def _check_open(self) -> None:
         if self._state is not BusState.OPEN:

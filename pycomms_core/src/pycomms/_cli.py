@@ -77,8 +77,7 @@ def _run(args: argparse.Namespace) -> int:
 
     async def serve() -> None:
         async with connect(args.url, services=services, name=args.name) as bus:
-            await bus.serve()
-            await bus.close(grace=args.grace)
+            await bus.serve(grace=args.grace)
 
     asyncio.run(serve())
     return 0

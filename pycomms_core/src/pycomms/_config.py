@@ -7,7 +7,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from ._errors import BackendNotFound, ConfigError
 from ._plugins import KNOWN_DISTRIBUTIONS, plugin_manager
@@ -72,8 +72,10 @@ def backend_config(url: str, options: dict[str, Any]) -> BackendConfig:
         max_size = -1
     if max_size < 1024:
         raise ConfigError(f"max_message_size must be an integer >= 1024 (bytes), got {raw_size!r}")
+    # rebuilt by hand: urlunsplit would turn "sqlite:////abs.db" into "sqlite://abs.db"
+    base = url.partition("?")[0].partition("#")[0]
     backend_query = urlencode([(k, v) for k, v in query.items() if k not in CORE_OPTIONS])
-    clean = urlunsplit((parts.scheme, parts.netloc, parts.path, backend_query, parts.fragment))
+    clean = f"{base}?{backend_query}" if backend_query else base
     backend_options = {k: v for k, v in merged.items()}
     return BackendConfig(
         url=clean,

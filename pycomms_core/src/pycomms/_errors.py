@@ -34,8 +34,9 @@ class RequestTimeout(PyCommsError, TimeoutError):
 class RemoteError(PyCommsError):
     """The remote handler of a request failed for good.
 
-    ``type`` and ``reason`` describe the remote failure; the remote traceback is not
-    carried over the wire.
+    ``error_type`` is the dead-letter reason on the remote side (``failed``,
+    ``rejected``, ``invalid``, ...) and ``reason`` the remote error text; the remote
+    traceback is not carried over the wire.
     """
 
     def __init__(self, message: str, *, error_type: str = "", reason: str = "") -> None:

@@ -84,6 +84,9 @@ class Service:
             raise TypeError(f"handler {fname}: cannot read its signature ({exc})") from None
         positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
         required = [p for p in params if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        keyword_only = [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.default is p.empty]
+        if keyword_only:
+            raise TypeError(f"handler {fname}: required keyword-only parameters {keyword_only} are never passed")
         if not positional or len(required) > 2:
             raise TypeError(f"handler {fname} must take (message) or (message, ctx), got {len(params)} parameters")
         message_type = given if given is not None else self._annotation(func, fname, positional[0].name)

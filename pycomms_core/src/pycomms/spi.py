@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pydantic_core import from_json, to_json
 
@@ -318,16 +318,19 @@ def redact_url(url: str) -> str:
         parts = urlsplit(url)
     except ValueError:
         return "<unparseable url>"
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, hostport = netloc.rpartition("@")
+    head, _, rest = url.partition("://")
+    if "@" in parts.netloc:
+        userinfo, _, hostport = parts.netloc.rpartition("@")
         user, sep, _password = userinfo.partition(":")
         netloc = f"{user}{':***' if sep else ''}@{hostport}"
+        rest = netloc + rest[len(parts.netloc) :]
+    base, qmark, query = f"{head}://{rest}".partition("?")
+    query, hash_, fragment = query.partition("#")
     query = "&".join(
         f"{k}=***" if k.lower() in _SECRET_OPTIONS else f"{k}={v}" if sep else k
-        for k, sep, v in (item.partition("=") for item in parts.query.split("&") if item)
+        for k, sep, v in (item.partition("=") for item in query.split("&") if item)
     )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    return f"{base}{qmark if query else ''}{query}{hash_}{fragment}"
 
 
 _SECRET_OPTIONS = frozenset({"secret", "password", "token", "tls_key"})
