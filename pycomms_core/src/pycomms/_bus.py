@@ -136,6 +136,9 @@ class Bus:
                 raise
             # a transport must map its errors; this is the safety net
             raise PyCommsError(f"opening {self.url} failed: {type(exc).__name__}: {exc}") from exc
+        if self._close_started():  # closed while the transport was opening
+            await self._transport.close()
+            raise BusClosed("the bus was closed while it was opening")
         self._state = BusState.OPEN
         pm = plugin_manager()
         try:
@@ -149,6 +152,9 @@ class Bus:
                     concurrency=service.concurrency,
                 )
                 receiver = await self._transport.subscribe(subscription)
+                if self._close_started():
+                    await receiver.close()
+                    raise BusClosed("the bus was closed while it was opening")
                 runner = ServiceRunner(self, service, receiver, bindings, self._dead_lettered)
                 runner.start()
                 self._runners.append(runner)
@@ -164,6 +170,9 @@ class Bus:
         )
         return self
 
+    def _close_started(self) -> bool:
+        return self._close_task is not None
+
     async def __aenter__(self) -> Bus:
         if self._state is BusState.UNOPENED:
             await self._open()
@@ -178,15 +187,40 @@ class Bus:
         """Stop taking deliveries, let running handlers finish for up to ``grace``
         seconds, flush publishes, then cancel what is left without acking it (another
         instance will get it) and disconnect. Idempotent."""
-        if self._close_task is None:
+        if self._close_task is None or (self._close_task.cancelled() and self._state is not BusState.CLOSED):
             self._close_task = asyncio.ensure_future(self._do_close(grace))
-        await asyncio.shield(self._close_task)
+        me = asyncio.current_task()
+        if any(me in runner._workers for runner in self._runners):
+            return  # called from a handler: do not wait for ourselves; the close goes on
+        try:
+            await asyncio.shield(self._close_task)
+        except asyncio.CancelledError:
+            if self._close_task.cancelled() and me is not None and not me.cancelling():
+                return  # the close task was cancelled by someone else; its finally closed the bus
+            raise
 
     async def _do_close(self, grace: float) -> None:
         was_open = self._state is BusState.OPEN
         self._state = BusState.CLOSING
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, grace)
+        try:
+            await self._close_steps(loop, deadline)
+        finally:
+            for future in self._pending_replies.values():
+                if not future.done():
+                    future.set_exception(BusClosed("the bus was closed while waiting for a reply"))
+            self._pending_replies.clear()
+            try:
+                await self._transport.close()
+            except Exception:
+                log.exception("bus close: transport close failed")
+            self._state = BusState.CLOSED
+            self._closed.set()
+        if was_open:
+            log.info("bus closed: node=%s", self.node.id)
+
+    async def _close_steps(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
         await asyncio.gather(*(runner.stop(deadline) for runner in self._runners), return_exceptions=True)
         if self._publishing:
             remaining = deadline - loop.time()
@@ -197,18 +231,6 @@ class Bus:
                         await self._published.wait()
             except TimeoutError:
                 log.warning("bus close: %d publish call(s) still running after the grace period", self._publishing)
-        for future in self._pending_replies.values():
-            if not future.done():
-                future.set_exception(BusClosed("the bus was closed while waiting for a reply"))
-        self._pending_replies.clear()
-        try:
-            await self._transport.close()
-        except Exception:
-            log.exception("bus close: transport close failed")
-        self._state = BusState.CLOSED
-        self._closed.set()
-        if was_open:
-            log.info("bus closed: node=%s", self.node.id)
 
     async def serve(self, *, handle_signals: bool = True, grace: float = DEFAULT_GRACE) -> None:
         """Run the handlers until the bus is closed; with ``handle_signals``, SIGINT and
@@ -216,9 +238,11 @@ class Bus:
         self._check_open()
         loop = asyncio.get_running_loop()
         installed: list[signal.Signals] = []
+        previous: dict[signal.Signals, Any] = {}
         if handle_signals:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 try:
+                    previous[sig] = signal.getsignal(sig)
                     loop.add_signal_handler(sig, self._on_signal, sig, grace)
                     installed.append(sig)
                 except (NotImplementedError, RuntimeError, ValueError):
@@ -235,6 +259,8 @@ class Bus:
         finally:
             for sig in installed:
                 loop.remove_signal_handler(sig)
+                if previous.get(sig) is not None:
+                    signal.signal(sig, previous[sig])
 
     def _on_signal(self, sig: signal.Signals, grace: float) -> None:
         log.info("received %s, closing gracefully (grace %.1fs)", sig.name, grace)
@@ -362,6 +388,10 @@ class Bus:
             raise RequestTimeout(f"no reply to {env.type} {env.id} within {timeout}s") from None
         finally:
             self._pending_replies.pop(env.id, None)
+            if not future.done():
+                future.cancel()
+            elif not future.cancelled():
+                future.exception()  # close may have failed it while we were still publishing
         if ERROR_HEADER in reply.headers:
             body = reply.body if isinstance(reply.body, dict) else {}
             raise RemoteError(

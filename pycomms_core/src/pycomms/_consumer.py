@@ -90,6 +90,7 @@ class ServiceRunner:
         self._idle.set()
         self._fetcher: asyncio.Task[None] | None = None
         self._workers: list[asyncio.Task[None]] = []
+        self._stopping = False
 
     @property
     def service(self) -> Service:
@@ -119,9 +120,12 @@ class ServiceRunner:
                     self._service.name,
                     self._pending,
                 )
+        self._stopping = True
         for worker in self._workers:
             worker.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
+        _, stuck = await asyncio.wait(self._workers, timeout=1.0) if self._workers else (set(), set())
+        if stuck:
+            log.error("service %s: %d handler(s) ignore cancellation; abandoning them", self._service.name, len(stuck))
         try:
             await self._receiver.close()
         except Exception:
@@ -150,7 +154,7 @@ class ServiceRunner:
 
     async def _work(self) -> None:
         queue = self._queue
-        while True:
+        while not self._stopping:
             delivery = await queue.get()
             try:
                 await self._handle(delivery)
@@ -203,13 +207,19 @@ class ServiceRunner:
             else:
                 await delivery.retry(exc.delay)
             return
-        except Exception as exc:
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
+                raise
+            if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                raise asyncio.CancelledError from exc
             if attempt >= self._retry.max_attempts:
-                await self._dead(delivery, env, "failed", f"{type(exc).__name__}: {exc}")
+                await self._dead(delivery, env, "failed", _describe(exc))
             else:
                 log.debug("service %s: %s %s attempt %d failed: %r", self._service.name, env.type, env.id, attempt, exc)
                 await delivery.retry(self._retry.delay_for(attempt + 1))
             return
+        if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+            raise asyncio.CancelledError  # the handler swallowed our cancel: do not ack
         if env.kind == "request" and env.reply_to:
             reply_type = getattr(spec.message_type, "reply_type", None)
             if reply_type is None or not isinstance(result, reply_type):
@@ -217,7 +227,11 @@ class ServiceRunner:
                 error = f"handler {spec.name} returned {type(result).__name__}, expected {expected}"
                 await self._dead(delivery, env, "failed", error)
                 return
-            await self._bus._reply(env, result)
+            try:
+                await self._bus._reply(env, result)
+            except Exception as exc:
+                await self._dead(delivery, env, "failed", f"reply could not be sent: {_describe(exc)}")
+                return
         await delivery.ack()
 
     async def _dead(self, delivery: Delivery, env: Envelope | None, reason: str, error: str) -> None:
@@ -246,3 +260,10 @@ class ServiceRunner:
         if env is not None and env.kind == "request" and env.reply_to:
             await self._bus._reply_error(env, reason, error)
         self._on_dead_letter(letter)
+
+
+def _describe(exc: BaseException) -> str:
+    try:
+        return f"{type(exc).__name__}: {exc}"
+    except Exception:
+        return f"{type(exc).__name__}: <unprintable>"
