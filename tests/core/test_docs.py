@@ -165,12 +165,12 @@ def test_worker_runs_under_pycomms_run_until_sigterm(tmp_path: Path) -> None:
                 proc.communicate()
 
 
-def test_client_and_worker_across_processes(tmp_path: Path) -> None:
-    """The pair as the docs tell users to run it, in two processes over a SQLite file
-    (a cross-process backend that needs no service)."""
-    pytest.importorskip("pycomms_sql")
-    url = f"sqlite:///{tmp_path / 'greeter.db'}"
-    command = [sys.executable, "-m", "pycomms", "run", f"{EXAMPLES / 'worker.py'}:greeter", "--url", url]
+@pytest.mark.parametrize("backend", ["tcp", "sqlite"])
+def test_client_and_worker_across_processes(tmp_path: Path, backend: str) -> None:
+    """The pair as the docs tell users to run it, in two processes: over the default
+    (``tcp://``, no URL given at all) and over a SQLite file."""
+    url_args = [] if backend == "tcp" else ["--url", f"sqlite:///{tmp_path / 'greeter.db'}"]
+    command = [sys.executable, "-m", "pycomms", "run", f"{EXAMPLES / 'worker.py'}:greeter", *url_args]
     with subprocess.Popen(
         command,
         cwd=tmp_path,
@@ -181,7 +181,7 @@ def test_client_and_worker_across_processes(tmp_path: Path) -> None:
         text=True,
     ) as worker:
         try:
-            client = run_example(str(EXAMPLES / "client.py"), "--url", url, "--timeout", "30", "Ada", cwd=tmp_path)
+            client = run_example(str(EXAMPLES / "client.py"), *url_args, "--timeout", "30", "Ada", cwd=tmp_path)
             assert client.returncode == 0, client.stdout + client.stderr
             assert "Hello, Ada! (greeting #1)" in client.stdout
             assert "serving the greeter in this process" not in client.stdout

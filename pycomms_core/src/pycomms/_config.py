@@ -13,7 +13,7 @@ from ._errors import BackendNotFound, ConfigError
 from ._plugins import KNOWN_DISTRIBUTIONS, plugin_manager
 from .spi import DEFAULT_MAX_MESSAGE_SIZE, BackendConfig, Transport, redact_url
 
-DEFAULT_URL = "memory://default"
+DEFAULT_URL = "tcp://"
 ENV_VAR = "PYCOMMS_URL"
 _NAMESPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 CORE_OPTIONS = frozenset({"namespace", "max_message_size"})

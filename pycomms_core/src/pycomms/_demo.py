@@ -153,7 +153,7 @@ async def run_demo(url: str | None, *, orders: int = 8, timeout: float = 60.0) -
             return 1
         poison = orders // 2
         print(f"\norders: placing {orders} orders (order #{poison} asks for a product that has no price)")
-        started = time.monotonic()
+        started = monitor.started = time.monotonic()
         placed = [
             OrderPlaced(order_id=i, sku=POISON_SKU if i == poison else SKUS[i % len(SKUS)], quantity=1 + i % 3)
             for i in range(1, orders + 1)

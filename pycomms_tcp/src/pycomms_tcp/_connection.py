@@ -1,0 +1,284 @@
+"""One peer link: an asyncio protocol that frames bytes, runs the handshake, and
+hands established traffic to its node.
+
+Frames produced during one turn of the event loop are written together (one
+``write`` call), which keeps small acks and deliveries cheap without delaying them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from typing import TYPE_CHECKING, Any
+
+from ._frames import Frame, FrameDecoder, ProtocolError, frame, json_frame, parse_json
+from ._handshake import PROTOCOL_VERSION, Hello, new_nonce, parse_hello, proof, verify
+
+if TYPE_CHECKING:
+    from ._membership import Peer
+    from ._transport import TcpTransport
+
+log = logging.getLogger("pycomms.tcp")
+
+PREAUTH_MAX_FRAME = 64 * 1024
+"""Frame limit until the handshake is done, so an unauthenticated peer cannot make us buffer much."""
+
+FRAME_OVERHEAD = 64 * 1024
+"""Room for frame headers and the service name on top of ``max_message_size``."""
+
+
+SELF_LINK = "connected to itself"
+"""The refusal a node gets when it dialled its own address (a seed list naming every node)."""
+
+
+class Link(enum.Enum):
+    """A link's life: ``NEW -> HELLO`` (HELLO exchange) ``-> AUTH`` (listener waits for
+    the dialer's proof) ``-> STATE`` (this side sent its STATE) ``-> OPEN -> CLOSED``."""
+
+    NEW = "new"
+    HELLO = "hello"
+    AUTH = "auth"
+    STATE = "state"
+    OPEN = "open"
+    CLOSED = "closed"
+
+    @property
+    def announced(self) -> bool:
+        """This side's STATE went out: later updates (SUBSCRIBE, ...) may follow it."""
+        return self in (Link.STATE, Link.OPEN)
+
+
+class HandshakeError(Exception):
+    """The other side refused us, or we refused it (reason in ``args[0]``)."""
+
+
+class Connection(asyncio.Protocol):
+    """A TCP link to one peer. ``dialer`` is True on the side that connected."""
+
+    def __init__(self, node: TcpTransport, *, dialer: bool) -> None:
+        loop = asyncio.get_running_loop()
+        self.node = node
+        self.dialer = dialer
+        self.transport: asyncio.Transport | None = None
+        self.remote = "?"
+        self.decoder = FrameDecoder(PREAUTH_MAX_FRAME)
+        self.state = Link.NEW
+        self.peer: Peer | None = None
+        self.peer_id = ""
+        self.flights: set[int] = set()
+        self.last_rx = self.last_tx = loop.time()
+        self.partial_since: float | None = None
+        self.opened_at = loop.time()
+        self.established: asyncio.Future[None] = loop.create_future()
+        self.lost: asyncio.Future[None] = loop.create_future()
+        self._nonce = new_nonce()
+        self._their: Hello | None = None
+        self._out: list[bytes] = []
+        self._flush_pending = False
+        self._paused = False
+        self._drain: asyncio.Future[None] | None = None
+        self._loop = loop
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.remote} peer={self.peer_id or '?'} {self.state.value}>"
+
+    # asyncio.Protocol --------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peername = transport.get_extra_info("peername")
+        self.remote = f"{peername[0]}:{peername[1]}" if peername else "?"
+        if not self.node._accept(self):
+            transport.abort()
+            return
+        self.state = Link.HELLO
+        if self.dialer:
+            self._write_now(json_frame(Frame.HELLO, self._hello("")))
+
+    def data_received(self, data: bytes) -> None:
+        now = self._loop.time()
+        self.last_rx = now
+        frames: list[tuple[int, bytes]] = []
+        try:
+            frames = self.decoder.feed(data)
+            for kind, payload in frames:
+                if self.state is Link.OPEN:
+                    self.node._on_frame(self, kind, payload)
+                elif self.state is Link.CLOSED:
+                    return
+                else:
+                    self._handshake(kind, payload)
+        except ProtocolError as exc:
+            log.warning("closing the link to %s: protocol error: %s", self.remote, exc)
+            self.abort()
+            return
+        except HandshakeError as exc:
+            self.refuse(str(exc))
+            return
+        except Exception:
+            # a local failure (e.g. the spool's disk) must not kill the event loop's reader
+            log.exception("internal error while handling a frame from %s; closing the link", self.remote)
+            self.abort()
+            return
+        if not self.decoder.partial:
+            self.partial_since = None
+        elif frames or self.partial_since is None:
+            self.partial_since = now  # a new frame began: its own deadline (busy links end most reads mid-frame)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.state = Link.CLOSED
+        self._out.clear()
+        if not self.established.done():
+            self.established.set_exception(ConnectionError(f"link to {self.remote} closed during the handshake"))
+            self.established.exception()  # retrieved: a failed dial is reported by the dialer
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+        self.node._connection_lost(self)
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+        self._drain = None
+
+    # writing -----------------------------------------------------------------------
+
+    def send(self, data: bytes) -> None:
+        """Queue one encoded frame; frames queued in one loop turn go out together."""
+        if self.state is Link.CLOSED:
+            return
+        self._out.append(data)
+        if not self._flush_pending:
+            self._flush_pending = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_pending = False
+        transport = self.transport
+        if self._out and transport is not None and self.state is not Link.CLOSED and not transport.is_closing():
+            data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
+            self._out.clear()
+            transport.write(data)
+            self.last_tx = self._loop.time()
+
+    def flush(self) -> None:
+        """Write queued frames now."""
+        self._flush()
+
+    def _write_now(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+            self.last_tx = self._loop.time()
+
+    @property
+    def writable(self) -> bool:
+        return self.state is Link.OPEN
+
+    async def drain(self) -> None:
+        """Wait while the kernel buffer toward this peer is full."""
+        if self._paused and self.state is not Link.CLOSED:
+            if self._drain is None or self._drain.done():
+                self._drain = self._loop.create_future()
+            await asyncio.shield(self._drain)
+
+    def abort(self) -> None:
+        if self.transport is not None and self.state is not Link.CLOSED:
+            self.transport.abort()
+
+    def close(self) -> None:
+        """Flush and close gracefully."""
+        self._flush()
+        if self.transport is not None and self.state is not Link.CLOSED:
+            self.transport.close()
+
+    def refuse(self, reason: str) -> None:
+        """Tell the other side why, then close (handshake failures)."""
+        log.warning("refusing the link with %s: %s", self.remote, reason)
+        if not self.established.done():
+            self.established.set_exception(HandshakeError(reason))
+            self.established.exception()
+        self._write_now(json_frame(Frame.ERROR, {"error": reason}))
+        if self.transport is not None:
+            self.transport.close()
+        self.state = Link.CLOSED
+
+    # handshake ---------------------------------------------------------------------
+
+    def _hello(self, mac: str) -> dict[str, Any]:
+        node = self.node
+        return Hello(PROTOCOL_VERSION, node.namespace, node.node_id, self._nonce, mac).to_json()
+
+    def _pair(self) -> tuple[tuple[str, str], tuple[str, str]]:
+        assert self._their is not None
+        mine = (self.node.node_id, self._nonce)
+        theirs = (self._their.id, self._their.nonce)
+        return (mine, theirs) if self.dialer else (theirs, mine)
+
+    def _check_hello(self, payload: bytes) -> Hello:
+        hello = parse_hello(parse_json(payload))
+        if hello.proto != PROTOCOL_VERSION:
+            raise HandshakeError(f"protocol version {hello.proto} is not supported (this side: {PROTOCOL_VERSION})")
+        if hello.namespace != self.node.namespace:
+            raise HandshakeError(f"namespace mismatch: {hello.namespace!r} != {self.node.namespace!r}")
+        if hello.id == self.node.node_id:
+            raise HandshakeError(SELF_LINK)
+        return hello
+
+    def _handshake(self, kind: int, payload: bytes) -> None:
+        node = self.node
+        if kind == Frame.ERROR:
+            reason = str(parse_json(payload).get("error", "?"))[:200]
+            log.warning("%s refused the link: %s", self.remote, reason)
+            if not self.established.done():
+                self.established.set_exception(HandshakeError(reason))
+                self.established.exception()
+            self.abort()
+            return
+        if self.state is Link.HELLO and kind == Frame.HELLO:
+            self._their = hello = self._check_hello(payload)
+            self.peer_id = hello.id
+            dialer, listener = self._pair()
+            if self.dialer:
+                expected = proof(node.secret, "listener", node.namespace, dialer, listener)
+                if node.secret is None and hello.mac:
+                    raise HandshakeError("the peer requires a secret and this node has none")
+                if not verify(expected, hello.mac):
+                    raise HandshakeError("authentication failed (wrong secret)")
+                self.decoder.max_frame = node.max_frame
+                mac = proof(node.secret, "dialer", node.namespace, dialer, listener)
+                self._write_now(json_frame(Frame.AUTH, {"mac": mac}))
+                self._write_now(json_frame(Frame.STATE, node._state_body()))
+                self.state = Link.STATE
+            else:
+                mac = proof(node.secret, "listener", node.namespace, dialer, listener)
+                self._write_now(json_frame(Frame.HELLO, self._hello(mac)))
+                self.state = Link.AUTH
+            return
+        if self.state is Link.AUTH and kind == Frame.AUTH and not self.dialer:
+            dialer, listener = self._pair()
+            mac = parse_json(payload).get("mac", "")
+            expected = proof(node.secret, "dialer", node.namespace, dialer, listener)
+            if not isinstance(mac, str) or not verify(expected, mac):
+                raise HandshakeError("authentication failed (wrong secret)")
+            self.decoder.max_frame = node.max_frame
+            self._write_now(json_frame(Frame.STATE, node._state_body()))
+            self.state = Link.STATE
+            return
+        if self.state is Link.STATE and kind == Frame.STATE:
+            self.state = Link.OPEN
+            node._established(self, parse_json(payload))
+            if not self.established.done():
+                self.established.set_result(None)
+            return
+        raise ProtocolError(f"unexpected frame {kind} during the handshake (state {self.state.value})")
+
+
+def ping_frame() -> bytes:
+    return frame(Frame.PING)

@@ -1,0 +1,134 @@
+"""The options of ``tcp://`` URLs: one pydantic model, validated at `pycomms.connect`."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pycomms import ConfigError
+from pycomms.spi import BackendConfig
+
+ACCEPTED = {
+    "seeds": "comma-separated host:port list",
+    "secret": "shared secret for the HMAC handshake (never logged)",
+    "spool": "directory of the SQLite spool file, or 'memory' (default)",
+    "spool_max_messages": "integer >= 1",
+    "spool_max_bytes": "integer >= 1024",
+    "heartbeat": "seconds between heartbeats, 0.05..60",
+    "window": "integer >= 1: unacked messages per service instance before the spool takes new ones",
+    "discovery": "'local' (default), 'off'",
+    "mdns": "true/false (LAN discovery with zeroconf; default false)",
+    "registry": "directory of the same-host registry",
+    "advertise": "host other nodes should dial (default: the listen host)",
+    "tls_cert": "PEM certificate file",
+    "tls_key": "PEM private key file",
+    "tls_ca": "PEM CA bundle: verify peers (mutual TLS when both sides set it)",
+}
+
+
+class TcpOptions(BaseModel):
+    """Validated options of one ``tcp://`` transport."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=0, ge=0, le=65535)
+    seeds: tuple[tuple[str, int], ...] = ()
+    secret: str | None = Field(default=None, repr=False)
+    spool: str = "memory"
+    spool_max_messages: int = Field(default=100_000, ge=1)
+    spool_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
+    heartbeat: float = Field(default=1.0, ge=0.05, le=60.0)
+    window: int = Field(default=10_000, ge=1)
+    discovery: str = "local"
+    mdns: bool = False
+    registry: str = ""
+    advertise: str = ""
+    tls_cert: str | None = None
+    tls_key: str | None = Field(default=None, repr=False)
+    tls_ca: str | None = None
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seeds(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        out = []
+        for item in value:
+            if isinstance(item, str):
+                host, sep, port = item.rpartition(":")
+                if not sep or not host or not port.isdigit():
+                    raise ValueError(f"seed {item!r} is not host:port")
+                out.append((host.strip("[]"), int(port)))
+            else:
+                out.append(tuple(item))
+        return tuple(out)
+
+    @field_validator("discovery")
+    @classmethod
+    def _discovery(cls, value: str) -> str:
+        if value not in ("local", "off"):
+            raise ValueError("must be 'local' or 'off'")
+        return value
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert or self.tls_ca)
+
+    @property
+    def spool_path(self) -> str:
+        """SQLite database path (``:memory:`` unless ``spool=DIR``)."""
+        if self.spool in ("", "memory", ":memory:"):
+            return ":memory:"
+        return str(Path(self.spool) / "pycomms-spool.sqlite3")
+
+    def registry_dir(self, namespace: str) -> Path:
+        """The same-host registry directory of ``namespace``."""
+        if self.registry:
+            base = Path(self.registry)
+        elif runtime := os.environ.get("XDG_RUNTIME_DIR"):
+            base = Path(runtime) / "pycomms"
+        else:
+            base = Path(tempfile.gettempdir()) / f"pycomms-{os.getuid()}"
+        return base / namespace
+
+
+def parse_options(config: BackendConfig) -> TcpOptions:
+    """Build `TcpOptions` from the URL's host/port and ``config.options``.
+
+    Raises `ConfigError` naming the bad option and what it accepts; never echoes a
+    secret's value.
+    """
+    try:
+        parts = urlsplit(config.url)
+        url_port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"invalid tcp URL {config.redacted_url!r}: {exc}") from None
+    raw: dict[str, Any] = {}
+    if parts.hostname:
+        raw["host"] = parts.hostname
+    if url_port is not None:
+        raw["port"] = url_port
+    for key, value in config.options.items():
+        if key not in ACCEPTED:
+            accepted = ", ".join(sorted(ACCEPTED))
+            raise ConfigError(f"tcp:// does not accept the option {key!r}; accepted options: {accepted}")
+        raw[key] = value
+    try:
+        options = TcpOptions.model_validate(raw)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = str(error["loc"][0]) if error["loc"] else "?"
+        hint = ACCEPTED.get(name, "a valid value")
+        shown = "***" if name in ("secret", "tls_key") else repr(raw.get(name))
+        raise ConfigError(f"tcp:// option {name}={shown} is invalid ({error['msg']}); expected {hint}") from None
+    if bool(options.tls_cert) != bool(options.tls_key):
+        raise ConfigError("tcp:// options tls_cert and tls_key must be given together")
+    if options.secret is not None and not options.secret:
+        raise ConfigError("tcp:// option secret must not be empty")
+    return options

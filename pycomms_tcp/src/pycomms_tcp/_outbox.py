@@ -1,0 +1,244 @@
+"""The sender's side of delivery: messages out on a link or in a local inbox until
+their outcome arrives (*flights*), and the spool for services with no live instance.
+
+A flight ends with an ACK (the receiver handled or dead-lettered the message) or a
+RELEASE / a lost link (the message goes to another instance, or back to the spool).
+A message that came from the spool stays there until it is acked, so a sender
+restart with ``spool=DIR`` loses nothing that was not acked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pycomms import PublishError
+from pycomms.spi import Envelope
+
+from ._errors import map_errors, map_publish_errors
+from ._frames import Frame, deliver_payload, frame
+from ._membership import Catalog, Peer, Routes, Target
+from ._receiver import Item, TcpReceiver
+from ._spool import Spool, SpoolFullError, unrouted_key
+
+if TYPE_CHECKING:
+    from ._connection import Connection
+
+log = logging.getLogger("pycomms.tcp")
+DRAIN_BATCH = 256
+
+
+@dataclass(slots=True, eq=False)
+class Flight:
+    """A message this node sent and waits an outcome for."""
+
+    seq: int
+    service: str
+    data: bytes
+    attempt: int
+    row: int | None
+    key: str | None
+    target: Target
+    conn: Connection | None
+
+
+class Outbox:
+    """Flights and the spool of one node."""
+
+    def __init__(
+        self,
+        spool: Spool,
+        routes: Routes,
+        catalog: Catalog,
+        receivers: dict[str, TcpReceiver],
+        links: set[Connection],
+        spawn: Callable[[Coroutine[Any, Any, Any], str], None],
+        window: int,
+    ) -> None:
+        self._spool = spool
+        self._routes = routes
+        self._catalog = catalog
+        self._receivers = receivers
+        self._links = links
+        self._spawn = spawn
+        self.flights: dict[int, Flight] = {}
+        self._seq = itertools.count(1)
+        self._rows_in_flight: set[int] = set()
+        self._draining: set[str] = set()
+        self._cursor: dict[str, int] = {}
+        """Per service, the highest spool row sent; rows above it were never sent."""
+        self._window = window
+        self.open = False
+
+    def route(self, envelopes: Sequence[Envelope], send_reply: Callable[[str, bytes], None]) -> bool:
+        """Send each envelope to its services' instances, or spool it; True if any went
+        on a link. Raises `PublishError` (spool full: nothing of the batch is spooled)."""
+        catalog, routes, waiting, window = self._catalog, self._routes, self._spool.per_service, self._window
+        direct: list[tuple[str, bytes, str | None]] = []
+        planned: dict[str, int] = {}
+        spooled: list[tuple[str, bytes, int, str | None]] = []
+        for env in envelopes:
+            data = env.encode()
+            kind = env.kind
+            if kind == "event":
+                services: Sequence[str] = catalog.event_services.get(env.type, ())
+            elif kind in ("command", "request"):
+                owner = catalog.command_owner.get(env.type)
+                services = (owner,) if owner is not None else ()
+                if owner is None:
+                    spooled.append((unrouted_key(env.type), data, 1, env.key))
+            elif kind == "reply":
+                send_reply(env.reply_to or "", data)
+                continue
+            else:
+                raise PublishError(f"unknown envelope kind {kind!r}")
+            for service in services:
+                # behind messages already spooled for the service, so that it sees them in order;
+                # past the window of unacked messages, the spool takes them (bounded: backpressure)
+                if not waiting.get(service) and planned.get(service, 0) < routes.room(service, window):
+                    planned[service] = planned.get(service, 0) + 1
+                    direct.append((service, data, env.key))
+                else:
+                    spooled.append((service, data, 1, env.key))
+        if spooled:
+            with map_publish_errors("spooling"):
+                try:
+                    self._spool.put_many(spooled)
+                except SpoolFullError as exc:
+                    raise PublishError(str(exc)) from exc
+            for item in spooled:
+                if routes.instances(item[0]):
+                    self.schedule_drain(item[0])
+        for service, data, key in direct:
+            if not self.dispatch(service, data, 1, None, key):  # a keyed message whose instance is full
+                self._spool.put_many([(service, data, 1, key)], force=True)
+                self.schedule_drain(service)
+        return bool(direct)
+
+    def adopt(self, service: str, data: bytes, attempt: int, key: str | None) -> None:
+        """Take over a message another node spooled and handed over as it closed."""
+        self._spool.put_many([(service, data, attempt, key)], force=True)
+        if service.startswith("?"):
+            self.catalog_changed()
+        elif self._routes.instances(service):
+            self.schedule_drain(service)
+
+    def handover(self) -> list[tuple[int, str, bytes, int, str | None]]:
+        """Spooled messages not out on a link, for another node to keep."""
+        return self._spool.everything(self._rows_in_flight)
+
+    def catalog_changed(self) -> None:
+        """Persist the catalog; move spooled commands that now have an owner."""
+        for service, (events, commands) in self._catalog.services.items():
+            with map_errors("saving the catalog"):
+                self._spool.save_service(service, events, commands)
+        owners = self._catalog.command_owner
+        for key in self._spool.services():
+            if key.startswith("?") and (owner := owners.get(key[1:])) is not None:
+                self._spool.rekey(key, owner)
+                self._cursor[owner] = 0  # the moved rows may sit below the owner's cursor
+                self.schedule_drain(owner)
+
+    def dispatch(self, service: str, data: bytes, attempt: int, row: int | None, key: str | None) -> bool:
+        """Send one message to a live instance of ``service``; False if there is none."""
+        routes, window = self._routes, self._window
+        target = routes.choose(service, window) if key is None else routes.choose_keyed(service, key, window)
+        if target is None:
+            return False
+        seq = next(self._seq)
+        if target.local:
+            self.flights[seq] = Flight(seq, service, data, attempt, row, key, target, None)
+            self._receivers[service].put(Item(data, attempt, None, seq))
+        else:
+            assert isinstance(target, Peer)
+            conn = target.link
+            if conn is None:
+                return False
+            self.flights[seq] = Flight(seq, service, data, attempt, row, key, target, conn)
+            conn.flights.add(seq)
+            conn.send(frame(Frame.DELIVER, deliver_payload(seq, attempt, service, data)))
+        target.load[service] += 1
+        if row is not None:
+            self._rows_in_flight.add(row)
+        return True
+
+    def _unflight(self, seq: int) -> Flight | None:
+        flight = self.flights.pop(seq, None)
+        if flight is None:
+            return None
+        flight.target.load[flight.service] -= 1
+        if flight.conn is not None:
+            flight.conn.flights.discard(seq)
+        if flight.row is not None:
+            self._rows_in_flight.discard(flight.row)
+        return flight
+
+    def settle(self, seq: int) -> None:
+        flight = self._unflight(seq)
+        if flight is None:
+            return
+        if flight.row is not None:
+            with map_errors("removing a delivered message from the spool"):
+                self._spool.delete([flight.row])
+        if self._spool.per_service.get(flight.service):
+            self.schedule_drain(flight.service)  # room in the window again
+
+    def release(self, seq: int, attempt: int) -> None:
+        flight = self._unflight(seq)
+        if flight is None or not self.open:
+            return
+        if self.dispatch(flight.service, flight.data, attempt, flight.row, flight.key):
+            return
+        if flight.row is not None:  # a spooled message stays in the spool until it is acked: send it again later
+            self._cursor[flight.service] = min(self._cursor.get(flight.service, 0), flight.row - 1)
+            return
+        try:
+            self._spool.put_many([(flight.service, flight.data, attempt, flight.key)], force=True)
+        except Exception:
+            log.exception("could not spool a released message for %s", flight.service)
+
+    def schedule_drain(self, service: str) -> None:
+        if service in self._draining or not self.open or not self._spool.count:
+            return
+        self._draining.add(service)
+        self._spawn(self._drain(service), f"drain {service}")
+
+    async def _drain(self, service: str) -> None:
+        """Send spooled messages of ``service`` to its live instances."""
+        try:
+            while self.open:
+                after = self._cursor.get(service, 0)
+                rows = self._spool.waiting(service, after, DRAIN_BATCH, self._rows_in_flight)
+                if not rows:
+                    return
+                for row, data, attempt, key in rows:
+                    if not self.dispatch(service, data, attempt, row, key):
+                        return
+                    self._cursor[service] = row
+                await self.drain_links()
+                await asyncio.sleep(0)
+        finally:
+            self._draining.discard(service)
+
+    async def drain_links(self) -> None:
+        for conn in list(self._links):
+            await conn.drain()
+
+    def replay(self, service: str, ids: list[str] | None) -> int:
+        letters = self._spool.take_dead(service, ids)
+        for letter in letters:
+            if not self.dispatch(service, letter.envelope, 1, None, None):
+                self._spool.put_many([(service, letter.envelope, 1, None)], force=True)
+        return len(letters)
+
+    def release_link(self, conn: Connection) -> None:
+        """Give the unacked messages of a dead link to other instances."""
+        seqs, conn.flights = conn.flights, set()
+        for seq in sorted(seqs):
+            flight = self.flights.get(seq)
+            if flight is not None:
+                self.release(seq, flight.attempt + 1)

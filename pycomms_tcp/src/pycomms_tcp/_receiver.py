@@ -1,0 +1,162 @@
+"""A service instance's inbox on this node, and the deliveries it hands to core.
+
+Messages arrive from peers (or from this node's own publishes) and wait here until
+core asks for them. The sender keeps each message until this node reports the
+outcome: ``ack`` and ``dead_letter`` send an ACK to the sender; ``retry`` keeps the
+message here (a timer) with the sender still waiting; ``close`` sends every message
+not settled back to its sender (RELEASE), which gives it to another instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from pycomms.spi import DeadLetter
+
+if TYPE_CHECKING:
+    from ._connection import Connection
+
+
+@dataclass(slots=True)
+class Item:
+    """One message held here: its bytes, attempt, and where the sender waits for the
+    outcome (``conn`` None: the sender is this node)."""
+
+    data: bytes
+    attempt: int
+    conn: Connection | None
+    seq: int
+
+
+class Origin(Protocol):
+    """How outcomes reach senders: implemented by the transport."""
+
+    def done(self, item: Item) -> None:
+        """The message was handled or dead-lettered: tell its sender."""
+
+    def release(self, item: Item, attempt: int) -> None:
+        """Give the message back to its sender, to deliver as ``attempt`` elsewhere."""
+
+    def store_dead(self, letter: DeadLetter) -> None:
+        """Keep a dead letter at this node."""
+
+    def receiver_closed(self, receiver: TcpReceiver) -> None:
+        """Stop routing to ``receiver`` before its messages are released."""
+
+
+class TcpDelivery:
+    """One delivery to core; settling a delivery whose lease ended does nothing."""
+
+    __slots__ = ("_item", "_receiver", "_token", "attempt", "data")
+
+    def __init__(self, receiver: TcpReceiver, item: Item, token: int) -> None:
+        self._receiver = receiver
+        self._item = item
+        self._token = token
+        self.data = item.data
+        self.attempt = item.attempt
+
+    def _settle(self) -> bool:
+        return self._receiver._leases.pop(self._token, None) is not None
+
+    async def ack(self) -> None:
+        if self._settle():
+            self._receiver._origin.done(self._item)
+
+    async def retry(self, delay: float) -> None:
+        if self._settle():
+            item = self._item
+            self._receiver._put_later(Item(item.data, item.attempt + 1, item.conn, item.seq), delay)
+
+    async def dead_letter(self, letter: DeadLetter) -> None:
+        if self._settle():
+            self._receiver._origin.store_dead(letter)
+            self._receiver._origin.done(self._item)
+
+
+class TcpReceiver:
+    """The `Receiver` of one service on one node."""
+
+    def __init__(self, service: str, origin: Origin) -> None:
+        self.service = service
+        self._origin = origin
+        self._items: collections.deque[Item] = collections.deque()
+        self._leases: dict[int, Item] = {}
+        self._timers: dict[asyncio.TimerHandle, Item] = {}
+        self._tokens = itertools.count()
+        self._wakeup: asyncio.Future[None] | None = None
+        self.closed = False
+
+    def put(self, item: Item) -> None:
+        self._items.append(item)
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
+
+    def _put_later(self, item: Item, delay: float) -> None:
+        if self.closed:
+            self._origin.release(item, item.attempt)
+            return
+        if delay <= 0:
+            self.put(item)
+            return
+        handle: asyncio.TimerHandle
+
+        def fire() -> None:
+            self._timers.pop(handle, None)
+            self.put(item)
+
+        handle = asyncio.get_running_loop().call_later(delay, fire)
+        self._timers[handle] = item
+
+    @property
+    def held(self) -> int:
+        return len(self._items) + len(self._leases) + len(self._timers)
+
+    async def receive(self, max_messages: int) -> Sequence[TcpDelivery]:
+        items = self._items
+        while not items:
+            if self.closed:
+                return []
+            self._wakeup = asyncio.get_running_loop().create_future()
+            try:
+                await self._wakeup
+            finally:
+                self._wakeup = None
+        if self.closed:
+            return []
+        batch = []
+        for _ in range(min(max_messages, len(items))):
+            item = items.popleft()
+            token = next(self._tokens)
+            self._leases[token] = item
+            batch.append(TcpDelivery(self, item, token))
+        return batch
+
+    async def close(self) -> None:
+        self.release_all()
+
+    def release_all(self) -> None:
+        """Stop, and give every message not settled back to its sender."""
+        if self.closed:
+            return
+        self.closed = True
+        self._origin.receiver_closed(self)
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+        release = self._origin.release
+        leases, self._leases = self._leases, {}
+        for item in leases.values():
+            release(item, item.attempt + 1)
+        for handle, item in list(self._timers.items()):
+            handle.cancel()
+            release(item, item.attempt)
+        self._timers.clear()
+        while self._items:
+            item = self._items.popleft()
+            release(item, item.attempt)
