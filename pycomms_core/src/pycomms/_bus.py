@@ -23,7 +23,7 @@ from ._errors import BusClosed, ConfigError, PublishError, PyCommsError, RemoteE
 from ._messages import Command, Event, Message, Request
 from ._plugins import plugin_manager
 from ._service import Service
-from .spi import BackendConfig, DeadLetter, NodeInfo, Subscription, Transport
+from .spi import BackendConfig, Capabilities, DeadLetter, NodeInfo, Subscription, Transport
 
 log = logging.getLogger("pycomms")
 R = TypeVar("R", bound=Message)
@@ -84,7 +84,8 @@ class Bus:
         return self._config.namespace
 
     @property
-    def capabilities(self) -> Any:
+    def capabilities(self) -> Capabilities:
+        """What the backend promises (see `pycomms.spi.Capabilities`)."""
         return self._transport.capabilities
 
     @property

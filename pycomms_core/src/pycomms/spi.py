@@ -238,7 +238,11 @@ class Delivery(Protocol):
     """1 for the first delivery, then one more for each retry or redelivery."""
 
     async def ack(self) -> None:
-        """Done: remove the message for this service."""
+        """Done: remove the message for this service.
+
+        May return before the backend confirmed (acks batched in the background), as
+        long as `Receiver.close` flushes them; an ack lost in a crash only means the
+        message is delivered again (at-least-once)."""
 
     async def retry(self, delay: float) -> None:
         """Deliver again to this service (any instance) after ``delay`` seconds, with

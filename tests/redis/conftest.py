@@ -1,0 +1,47 @@
+"""Fixtures of the Redis backend's own tests (helpers live in redis_support.py)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+import redis
+from redis_support import REDIS_SERVER, REDIS_URL, PrivateRedis, delete_namespace, new_namespace
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_server() -> None:
+    """The shared server must answer: skipped locally when it does not, failed under CI."""
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=5, socket_connect_timeout=3)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        message = f"Redis is not reachable at {REDIS_URL}: {exc}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def namespace() -> Iterator[str]:
+    """A fresh namespace on the shared server, deleted after the test."""
+    name = new_namespace()
+    yield name
+    delete_namespace(name)
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    """A private redis-server with AOF everysec, killed and removed after the test."""
+    if not os.path.exists(REDIS_SERVER):
+        message = f"redis-server not found at {REDIS_SERVER}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    server = PrivateRedis()
+    server.start()
+    yield server
+    server.stop()
