@@ -8,6 +8,7 @@ configuration. A block that must not run (it needs a broker, say) is marked with
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import signal
@@ -165,7 +166,7 @@ def test_worker_runs_under_pycomms_run_until_sigterm(tmp_path: Path) -> None:
                 proc.communicate()
 
 
-@pytest.mark.parametrize("backend", ["tcp", "sqlite"])
+@pytest.mark.parametrize("backend", ["tcp", *(["sqlite"] if importlib.util.find_spec("pycomms_sql") else [])])
 def test_client_and_worker_across_processes(tmp_path: Path, backend: str) -> None:
     """The pair as the docs tell users to run it, in two processes: over the default
     (``tcp://``, no URL given at all) and over a SQLite file."""
