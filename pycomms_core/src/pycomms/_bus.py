@@ -23,7 +23,15 @@ from ._errors import BusClosed, ConfigError, PublishError, PyCommsError, RemoteE
 from ._messages import Command, Event, Message, Request
 from ._plugins import plugin_manager
 from ._service import Service
-from .spi import BackendConfig, Capabilities, DeadLetter, NodeInfo, Subscription, Transport
+from .spi import (
+    BackendConfig,
+    Capabilities,
+    DeadLetter,
+    NodeInfo,
+    Subscription,
+    TransactionalTransport,
+    Transport,
+)
 
 log = logging.getLogger("pycomms")
 R = TypeVar("R", bound=Message)
@@ -278,16 +286,30 @@ class Bus:
 
     # sending -----------------------------------------------------------------------
 
-    async def publish(self, *events: Event, key: str | None = None, headers: dict[str, str] | None = None) -> None:
+    async def publish(
+        self, *events: Event, key: str | None = None, headers: dict[str, str] | None = None, connection: Any = None
+    ) -> None:
         """Publish events (fan-out); returns once the backend accepted all of them.
-        Many events go in one backend round trip."""
-        self._check_open()
-        await self._emit("event", events, key, headers, None, None)
+        Many events go in one backend round trip.
 
-    async def send(self, *commands: Command, key: str | None = None, headers: dict[str, str] | None = None) -> None:
-        """Send commands to the one service that handles each; returns once accepted."""
+        ``connection``: the caller's open database connection (SQL backends): the
+        events are written in its transaction and delivered if and only if it commits.
+        """
         self._check_open()
-        await self._emit("command", commands, key, headers, None, None)
+        await self._emit("event", events, key, headers, None, None, connection)
+
+    async def send(
+        self, *commands: Command, key: str | None = None, headers: dict[str, str] | None = None, connection: Any = None
+    ) -> None:
+        """Send commands to the one service that handles each; returns once accepted.
+        ``connection`` as for `publish`."""
+        self._check_open()
+        await self._emit("command", commands, key, headers, None, None, connection)
+
+    @property
+    def max_message_size(self) -> int:
+        """The size limit of one encoded message, in bytes."""
+        return self._config.max_message_size
 
     async def request(self, request: Request[R], *, timeout: float, headers: dict[str, str] | None = None) -> R:
         """Send a request and wait for its typed reply.
@@ -306,12 +328,31 @@ class Bus:
         headers: dict[str, str] | None,
         correlation_id: str | None,
         causation_id: str | None,
+        connection: Any = None,
     ) -> None:
         if self._state is BusState.CLOSED:
             raise BusClosed("the bus is closed")
         envelopes = [self._envelope(kind, m, key, headers, correlation_id, causation_id) for m in messages]
-        if envelopes:
+        if connection is not None:
+            await self._publish_in(connection, envelopes)
+        elif envelopes:
             await self._publish(envelopes)
+
+    async def _publish_in(self, connection: Any, envelopes: Sequence[Envelope]) -> None:
+        transport = self._transport
+        if not (self.capabilities.transactional_publish and isinstance(transport, TransactionalTransport)):
+            raise TypeError(
+                f"connection= needs a backend that publishes inside the caller's transaction (an SQL backend); "
+                f"{self._config.scheme}:// does not"
+            )
+        if not envelopes:
+            return
+        try:
+            await transport.publish_in(connection, envelopes)
+        except (PyCommsError, TypeError):
+            raise
+        except Exception as exc:  # a transport must map its errors; this is the safety net
+            raise PublishError(f"publish failed: {type(exc).__name__}: {exc}") from exc
 
     def _envelope(
         self,

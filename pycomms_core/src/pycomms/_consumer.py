@@ -141,8 +141,15 @@ class ServiceRunner:
                 batch = await receiver.receive(limit - self._pending)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("service %s: receive failed; retrying in 1s", self._service.name)
+            except Exception as exc:
+                # the transport reconnects by itself; say so once a second, without a traceback
+                detail = str(exc).splitlines()[0][:200] if str(exc) else ""
+                log.warning(
+                    "service %s: receive failed (%s: %s); retrying in 1s",
+                    self._service.name,
+                    type(exc).__name__,
+                    detail,
+                )
                 await asyncio.sleep(1.0)
                 continue
             if not batch:

@@ -41,6 +41,7 @@ __all__ = [
     "ReplySink",
     "SchemeInfo",
     "Subscription",
+    "TransactionalTransport",
     "Transport",
     "new_id",
     "peek_type",
@@ -61,6 +62,8 @@ class Capabilities:
       order by a service whose concurrency is 1.
     - ``presence``: ``nodes()`` sees other processes (not only this one).
     - ``cross_process``: buses in different OS processes can talk to each other.
+    - ``transactional_publish``: the transport implements `TransactionalTransport`, so
+      ``publish(..., connection=conn)`` writes inside the caller's own transaction.
     """
 
     retention: bool = True
@@ -69,6 +72,7 @@ class Capabilities:
     ordering: bool = False
     presence: bool = True
     cross_process: bool = True
+    transactional_publish: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,6 +318,16 @@ class Transport(Protocol):
 
     async def close(self) -> None:
         """Leave presence at once and release every resource. Never raises."""
+
+
+@runtime_checkable
+class TransactionalTransport(Transport, Protocol):
+    """A transport that can publish inside a transaction the caller owns (an outbox)."""
+
+    async def publish_in(self, connection: Any, envelopes: Sequence[Envelope]) -> None:
+        """Write ``envelopes`` with ``connection`` (the caller's open transaction) so
+        they are delivered if and only if that transaction commits. Raises
+        `TypeError` for a connection the backend cannot use, `PublishError` else."""
 
 
 def redact_url(url: str) -> str:

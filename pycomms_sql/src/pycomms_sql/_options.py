@@ -1,0 +1,49 @@
+"""The SQL backend's options, parsed once from the URL query and `connect()` keywords."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pycomms import ConfigError
+
+
+class SqlOptions(BaseModel):
+    """Options of ``postgresql://``, ``sqlite://`` and ``mysql://`` / ``mariadb://`` URLs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    visibility_timeout: float = Field(30.0, gt=0, description="seconds a claimed message stays invisible to others")
+    heartbeat: float = Field(2.0, gt=0, description="presence heartbeat in seconds; a dead node vanishes after 3")
+    poll_min: float = Field(0.005, gt=0, description="shortest wait between empty polls, seconds")
+    poll_max: float | None = Field(
+        None, gt=0, description="longest wait between empty polls (default 5 s with LISTEN/NOTIFY, else 0.5 s)"
+    )
+    listen: bool = Field(True, description="PostgreSQL: wake consumers with LISTEN/NOTIFY")
+    connect_timeout: float = Field(10.0, gt=0, description="seconds to establish a connection (PostgreSQL, MariaDB)")
+    pool_size: int = Field(10, ge=1, le=1000, description="connections in the pool")
+    busy_timeout: float = Field(30.0, gt=0, description="SQLite: seconds to wait for the write lock")
+    batch_size: int = Field(500, ge=1, le=5000, description="most messages written by one INSERT")
+
+    def idle_poll(self, notified: bool) -> float:
+        """The longest wait between polls: long when NOTIFY wakes consumers."""
+        if self.poll_max is not None:
+            return max(self.poll_max, self.poll_min)
+        return 5.0 if notified else 0.5
+
+
+def parse_options(options: dict[str, Any]) -> SqlOptions:
+    """Validate ``options``; a bad or unknown one is a `ConfigError` naming it."""
+    try:
+        return SqlOptions.model_validate(options)
+    except ValidationError as exc:
+        accepted = ", ".join(sorted(SqlOptions.model_fields))
+        problems = []
+        for error in exc.errors():
+            name = ".".join(str(part) for part in error["loc"]) or "?"
+            if error["type"] == "extra_forbidden":
+                problems.append(f"unknown option {name!r}")
+            else:
+                problems.append(f"option {name!r}: {error['msg']} (got {error.get('input')!r})")
+        raise ConfigError(f"SQL backend: {'; '.join(problems)}. Accepted options: {accepted}") from None

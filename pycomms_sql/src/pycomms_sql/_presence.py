@@ -1,0 +1,104 @@
+"""Presence: one row per live node, refreshed every heartbeat.
+
+A row carries its own expiry (``last_seen + 2.5 heartbeats``), so nodes with different
+heartbeats share the table and a dead node vanishes within three of its heartbeats.
+A closing node deletes its row. Every tenth beat also sweeps expired rows and replies
+nobody collected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from pycomms.spi import NodeInfo
+
+from ._db import Database
+from ._errors import describe
+from ._schema import Tables
+
+log = logging.getLogger("pycomms.sql")
+EXPIRY_BEATS = 2.5
+REPLY_TTL = 300.0
+
+
+class Presence:
+    """The heartbeat of one node."""
+
+    def __init__(self, db: Database, tables: Tables, node: NodeInfo, heartbeat: float) -> None:
+        self._db = db
+        self._tables = tables
+        self._node = node
+        self._heartbeat = heartbeat
+        self._task: asyncio.Task[None] | None = None
+
+    async def join(self) -> None:
+        """Announce the node and start the heartbeat."""
+        await self._beat(insert_first=True)
+        self._task = asyncio.create_task(self._run(), name=f"pycomms-sql:{self._node.id}:heartbeat")
+
+    async def _beat(self, *, insert_first: bool = False) -> None:
+        nodes = self._tables.nodes
+        now = time.time()
+        values = {"last_seen": now, "expires_at": now + EXPIRY_BEATS * self._heartbeat}
+
+        async def body(conn: AsyncConnection) -> None:
+            if not insert_first:
+                updated = await conn.execute(update(nodes).where(nodes.c.id == self._node.id).values(**values))
+                if updated.rowcount:
+                    return
+            # New, or swept as dead after a long stall: (re-)announce.
+            await conn.execute(delete(nodes).where(nodes.c.id == self._node.id))
+            await conn.execute(insert(nodes).values(id=self._node.id, info=self._node.to_json().decode(), **values))
+
+        await self._db.run_write(body)
+
+    async def _sweep(self) -> None:
+        nodes, replies = self._tables.nodes, self._tables.replies
+        now = time.time()
+
+        async def body(conn: AsyncConnection) -> None:
+            await conn.execute(delete(nodes).where(nodes.c.expires_at < now - 60.0))
+            await conn.execute(delete(replies).where(replies.c.created_at < now - REPLY_TTL))
+
+        await self._db.run_write(body)
+
+    async def _run(self) -> None:
+        beats = 0
+        while True:
+            await asyncio.sleep(self._heartbeat)
+            beats += 1
+            try:
+                await self._beat()
+                if beats % 10 == 0:
+                    await self._sweep()
+            except Exception as exc:
+                log.warning("presence heartbeat of node %s failed: %s", self._node.id, describe(exc))
+
+    async def leave(self) -> None:
+        """Stop the heartbeat and delete the node's row at once."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        nodes = self._tables.nodes
+
+        async def body(conn: AsyncConnection) -> None:
+            await conn.execute(delete(nodes).where(nodes.c.id == self._node.id))
+
+        await self._db.run_write(body)
+
+
+async def live_nodes(db: Database, tables: Tables) -> list[NodeInfo]:
+    nodes = tables.nodes
+    async with db.read() as conn:
+        rows = (
+            await conn.execute(
+                select(nodes.c.info, nodes.c.last_seen).where(nodes.c.expires_at > time.time()).order_by(nodes.c.id)
+            )
+        ).all()
+    return [NodeInfo.from_json(info).seen(last_seen) for info, last_seen in rows]

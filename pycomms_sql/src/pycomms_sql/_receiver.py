@@ -1,0 +1,289 @@
+"""Consuming one service's queue: claims under a lease, settles conditional on it.
+
+A claim leases rows to a fresh token until ``now + visibility_timeout`` (the lease end
+is the row's ``available_at``, so an expired lease simply makes the row claimable
+again, as the next attempt). Ack, retry and dead-letter name the row *and* the token:
+after the lease moved on they match nothing. Leases of deliveries still in the
+handler are renewed every third of the visibility timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Coroutine, Sequence
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from pycomms import PyCommsError
+from pycomms.spi import DeadLetter, Subscription
+
+from . import _queries as q
+from ._batching import Coalescer
+from ._errors import map_errors
+
+if TYPE_CHECKING:
+    from ._transport import SqlTransport
+
+log = logging.getLogger("pycomms.sql")
+_ADOPT_EVERY = 2.0
+
+
+class SqlDelivery:
+    """One leased row."""
+
+    __slots__ = ("_receiver", "_row", "_token", "attempt", "data")
+
+    def __init__(self, receiver: SqlReceiver, row: q.Claimed, token: str) -> None:
+        self._receiver = receiver
+        self._row = row.id
+        self._token = token
+        self.data = row.data
+        self.attempt = row.attempt
+
+    async def ack(self) -> None:
+        if self._receiver._forget(self._token, self._row):
+            await self._receiver._settling(
+                self._token, self._row, self._receiver._acks.submit([(self._token, self._row)])
+            )
+
+    async def retry(self, delay: float) -> None:
+        if self._receiver._forget(self._token, self._row):
+            await self._receiver._settling(self._token, self._row, self._receiver._retry(self._token, self._row, delay))
+
+    async def dead_letter(self, letter: DeadLetter) -> None:
+        if self._receiver._forget(self._token, self._row):
+            await self._receiver._settling(
+                self._token, self._row, self._receiver._dead_letter(self._token, self._row, letter)
+            )
+
+
+class SqlReceiver:
+    """The receiver of one `Subscription` on one transport."""
+
+    def __init__(self, transport: SqlTransport, subscription: Subscription, routed: Sequence[str]) -> None:
+        self._t = transport
+        self._service = subscription.service
+        self._routed = list(routed)
+        self._types = subscription.events | subscription.commands
+        self._wake = asyncio.Event()
+        self._closed = False
+        self._leases: dict[str, set[int]] = {}
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._acks: Coalescer[tuple[str, int]] = Coalescer(self._flush_acks, max_batch=1000, parallel=2)
+        self._last_adopt = time.monotonic()
+        self._claiming: asyncio.Future[list[SqlDelivery]] | None = None
+        self._renewer = asyncio.create_task(self._renew_loop(), name=f"pycomms-sql:{self._service}:renew")
+
+    @property
+    def service(self) -> str:
+        return self._service
+
+    @property
+    def types(self) -> frozenset[str]:
+        return self._types
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # receiving -------------------------------------------------------------------------
+
+    async def receive(self, max_messages: int) -> Sequence[SqlDelivery]:
+        opts = self._t.options
+        delay, idle = opts.poll_min, self._t.idle_poll
+        while not self._closed:
+            self._wake.clear()
+            deliveries = await self._claim(max_messages)
+            if deliveries:
+                return deliveries
+            if self._routed and time.monotonic() - self._last_adopt >= _ADOPT_EVERY:
+                await self._adopt()
+                continue
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
+            delay = min(delay * 2, idle)
+        return []
+
+    async def _claim(self, limit: int) -> list[SqlDelivery]:
+        # The claim runs to its end even if receive() is cancelled, and records its
+        # leases itself: close() then releases them instead of leaving them to expire.
+        self._claiming = task = asyncio.ensure_future(self._claim_rows(limit))
+        try:
+            return await asyncio.shield(task)
+        finally:
+            if task.done():
+                self._claiming = None
+
+    async def _claim_rows(self, limit: int) -> list[SqlDelivery]:
+        t = self._t
+        now = time.time()
+        token = uuid.uuid4().hex
+        with map_errors(PyCommsError, f"claiming messages for {self._service}"):
+            if t.db.kind == "sqlite":
+                # A cheap read first: an empty poll must not take SQLite's write lock.
+                async with t.db.read() as conn:
+                    if not await q.has_ready(conn, t.tables, self._service, now):
+                        return []
+
+            async def body(conn: AsyncConnection) -> list[q.Claimed]:
+                return await q.claim(
+                    conn, t.db.kind, t.tables, self._service, limit, token, now, now + t.options.visibility_timeout
+                )
+
+            rows = await t.db.run_write(body)
+        if not rows:
+            return []
+        self._leases[token] = {row.id for row in rows}
+        return [SqlDelivery(self, row, token) for row in rows]
+
+    async def _adopt(self) -> None:
+        self._last_adopt = time.monotonic()
+        t = self._t
+        with map_errors(PyCommsError, f"routing waiting commands to {self._service}"):
+            async with t.db.read() as conn:
+                if not await q.has_waiting_commands(conn, t.tables, self._routed):
+                    return
+
+            async def body(conn: AsyncConnection) -> int:
+                return await q.adopt(conn, t.tables, self._service, self._routed)
+
+            moved: int = await t.db.run_write(body)
+        if moved:
+            log.debug("service %s: took over %d command(s) sent before it subscribed", self._service, moved)
+
+    # settling --------------------------------------------------------------------------
+
+    def _forget(self, token: str, row: int) -> bool:
+        """Drop a lease locally; False if it was already settled or released."""
+        rows = self._leases.get(token)
+        if rows is None or row not in rows:
+            return False
+        rows.discard(row)
+        if not rows:
+            del self._leases[token]
+        return True
+
+    async def _settling(self, token: str, row: int, settle: Coroutine[Any, Any, Any]) -> None:
+        """Run ``settle``; if it is cancelled, keep the lease for close() to release
+        (a release after a settle that did commit matches nothing)."""
+        try:
+            await settle
+        except asyncio.CancelledError:
+            if not self._closed:
+                self._leases.setdefault(token, set()).add(row)
+            raise
+
+    async def _flush_acks(self, items: list[tuple[str, int]]) -> None:
+        leases: dict[str, list[int]] = {}
+        for token, row in items:
+            leases.setdefault(token, []).append(row)
+        t = self._t
+        with map_errors(PyCommsError, f"acknowledging messages of {self._service}"):
+
+            async def body(conn: AsyncConnection) -> int:
+                return await q.ack(conn, t.tables, leases)
+
+            await t.db.run_write(body)
+
+    async def _retry(self, token: str, row: int, delay: float) -> None:
+        t = self._t
+        when = time.time() + max(0.0, delay)
+        with map_errors(PyCommsError, f"scheduling a retry for {self._service}"):
+
+            async def body(conn: AsyncConnection) -> int:
+                return await q.reschedule(conn, t.tables, {token: [row]}, when)
+
+            await t.db.run_write(body)
+        self._wake_later(delay)
+
+    async def _dead_letter(self, token: str, row: int, letter: DeadLetter) -> None:
+        t = self._t
+        data = letter.to_json()
+        with map_errors(PyCommsError, f"dead-lettering a message of {self._service}"):
+
+            async def body(conn: AsyncConnection) -> bool:
+                return await q.dead_letter(
+                    conn,
+                    t.tables,
+                    row,
+                    token,
+                    self._service,
+                    letter.id,
+                    data,
+                    time.time(),
+                )
+
+            await t.db.run_write(body)
+
+    def _wake_later(self, delay: float) -> None:
+        if delay <= 0:
+            self._wake.set()
+            return
+        handle: asyncio.TimerHandle
+
+        def fire() -> None:
+            self._timers.discard(handle)
+            self._wake.set()
+
+        handle = asyncio.get_running_loop().call_later(delay, fire)
+        self._timers.add(handle)
+
+    # leases ----------------------------------------------------------------------------
+
+    async def _renew_loop(self) -> None:
+        t = self._t
+        interval = t.options.visibility_timeout / 3
+        while True:
+            await asyncio.sleep(interval)
+            leases = {token: sorted(rows) for token, rows in self._leases.items() if rows}
+            if not leases:
+                continue
+            until = time.time() + t.options.visibility_timeout
+
+            async def body(conn: AsyncConnection, leases: dict[str, list[int]] = leases, until: float = until) -> int:
+                return await q.renew(conn, t.tables, leases, until)
+
+            try:
+                await t.db.run_write(body)
+            except Exception as exc:
+                log.warning("service %s: could not renew leases: %s", self._service, exc)
+
+    async def close(self) -> None:
+        """Stop receiving; give unsettled deliveries back for another instance at once."""
+        if self._closed:
+            return
+        self._closed = True
+        self._wake.set()
+        self._t.forget_receiver(self)
+        for handle in self._timers:
+            handle.cancel()
+        self._timers.clear()
+        self._renewer.cancel()
+        await asyncio.gather(self._renewer, return_exceptions=True)
+        if self._claiming is not None:
+            await asyncio.gather(self._claiming, return_exceptions=True)
+            self._claiming = None
+        await self._acks.drain()
+        leases = {token: sorted(rows) for token, rows in self._leases.items() if rows}
+        self._leases.clear()
+        if not leases:
+            return
+        t = self._t
+
+        async def body(conn: AsyncConnection) -> int:
+            return await q.reschedule(conn, t.tables, leases, time.time())
+
+        try:
+            released: int = await t.db.run_write(body)
+        except Exception as exc:
+            log.warning(
+                "service %s: could not release unsettled messages (redelivered after the lease): %s", self._service, exc
+            )
+            return
+        log.debug("service %s: released %d unsettled message(s)", self._service, released)
+        t.wake_service(self._service)

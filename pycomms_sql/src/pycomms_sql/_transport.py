@@ -1,0 +1,329 @@
+"""`SqlTransport`: the bus stored in tables of PostgreSQL, SQLite or MariaDB/MySQL."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from pycomms import Capabilities, ConnectError, PublishError, PyCommsError
+from pycomms.spi import BackendConfig, DeadLetter, Envelope, NodeInfo, ReplySink, Subscription
+
+from . import _queries as q
+from ._batching import Coalescer
+from ._db import Database, create_engine
+from ._errors import describe, map_errors
+from ._local import LocalGroup, local_group
+from ._notify import Listener
+from ._options import SqlOptions, parse_options
+from ._presence import Presence, live_nodes
+from ._receiver import SqlReceiver
+from ._schema import Tables, ensure_schema, make_tables
+from ._url import parse_target
+
+log = logging.getLogger("pycomms.sql")
+
+CAPABILITIES = Capabilities(
+    retention=True,
+    persistent=True,
+    delayed_delivery=True,
+    ordering=True,
+    presence=True,
+    cross_process=True,
+    transactional_publish=True,
+)
+_REQUEST_HOT = 60.0
+
+
+class SqlTransport:
+    """The `pycomms.spi.Transport` of ``postgresql://``, ``sqlite://``, ``mysql://``."""
+
+    capabilities = CAPABILITIES
+
+    def __init__(self, config: BackendConfig) -> None:
+        self.options: SqlOptions = parse_options(config.options)
+        self.target = parse_target(config.url)
+        self.tables: Tables = make_tables(config.namespace)
+        self._config = config
+        self._namespace = config.namespace
+        self._db: Database | None = None
+        self._node: NodeInfo | None = None
+        self._replies: ReplySink | None = None
+        self._group: LocalGroup | None = None
+        self._presence: Presence | None = None
+        self._listener: Listener | None = None
+        self._receivers: list[SqlReceiver] = []
+        self._reply_task: asyncio.Task[None] | None = None
+        self._reply_wake = asyncio.Event()
+        self._hot_until = 0.0
+        self._closed = False
+        batch = self.options.batch_size
+        if self.target.engine == "sqlite":
+            batch = min(batch, q.SQLITE_MAX_ROWS)
+        self._batch = batch
+        self._writes: Coalescer[Envelope] = Coalescer(
+            self._flush, max_batch=batch, parallel=max(1, min(4, self.options.pool_size // 2))
+        )
+
+    @property
+    def db(self) -> Database:
+        if self._db is None:
+            raise PyCommsError("the SQL transport is not open")
+        return self._db
+
+    @property
+    def notified(self) -> bool:
+        """Whether LISTEN/NOTIFY wakes this transport's consumers."""
+        return self.target.engine == "postgresql" and self.options.listen
+
+    @property
+    def idle_poll(self) -> float:
+        return self.options.idle_poll(self.notified)
+
+    # lifecycle -------------------------------------------------------------------------
+
+    async def open(self, node: NodeInfo, replies: ReplySink) -> None:
+        self._node, self._replies = node, replies
+        engine = create_engine(self.target, self.options)
+        self._db = db = Database(engine, self.target)
+        where = self._config.redacted_url
+        try:
+            with map_errors(ConnectError, f"connecting to {where}"):
+                async with engine.connect():
+                    self._check_version()  # before any DDL on a server we cannot use
+                await ensure_schema(engine, db.kind, self.tables)
+                self._presence = Presence(db, self.tables, node, self.options.heartbeat)
+                await self._presence.join()
+                if self.notified:
+                    self._listener = Listener(engine, self.tables.channel, self._on_notify, self._wake_all)
+                    await self._listener.start()
+        except BaseException:
+            await self._shutdown()
+            raise
+        self._group = local_group(self.target.key, self._namespace)
+        self._group.reply_sinks[node.id] = replies
+        self._reply_task = asyncio.create_task(self._collect_replies(), name=f"pycomms-sql:{node.id}:replies")
+        log.debug("sql transport open: %s namespace=%s tables=%s_*", where, self._namespace, self.tables.prefix)
+
+    async def publish_in(self, connection: object, envelopes: Sequence[Envelope]) -> None:
+        """The outbox: insert ``envelopes`` with the caller's connection, inside its open
+        transaction; consumers claim by availability, so a late commit is never skipped."""
+        if not isinstance(connection, AsyncConnection):
+            raise TypeError(f"connection= takes a SQLAlchemy AsyncConnection, got {type(connection).__name__}")
+        dialect = connection.dialect.name
+        expected = {"postgresql": "postgresql", "sqlite": "sqlite", "mysql": "mysql", "mariadb": "mysql"}.get(dialect)
+        if expected != self.target.engine:
+            raise TypeError(f"connection= is a {dialect} connection; this bus is on {self.target.engine}")
+        with map_errors(PublishError, f"publishing {len(envelopes)} message(s) in the caller's transaction"):
+            await q.insert_messages(connection, self.target.engine, self.tables, envelopes, time.time())
+
+    def _check_version(self) -> None:
+        dialect = self.db.engine.dialect
+        version = dialect.server_version_info or ()
+        if self.db.kind != "mysql":
+            return
+        is_mariadb = bool(getattr(dialect, "is_mariadb", False))
+        needed = (10, 6) if is_mariadb else (8, 0, 1)
+        if tuple(version[: len(needed)]) < needed:
+            name = "MariaDB" if is_mariadb else "MySQL"
+            raise ConnectError(
+                f"{name} {'.'.join(map(str, version))} lacks FOR UPDATE SKIP LOCKED; "
+                f"pycomms-sql needs {name} >= {'.'.join(map(str, needed))}"
+            )
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for receiver in list(self._receivers):
+            with contextlib.suppress(Exception):
+                await receiver.close()
+        with contextlib.suppress(Exception):
+            await self._writes.drain()
+        if self._group is not None and self._node is not None:
+            self._group.reply_sinks.pop(self._node.id, None)
+        await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        """Stop background work, leave presence, dispose of the engine. Never raises."""
+        if self._reply_task is not None:
+            self._reply_task.cancel()
+            await asyncio.gather(self._reply_task, return_exceptions=True)
+            self._reply_task = None
+        if self._listener is not None:
+            await self._listener.stop()
+            self._listener = None
+        if self._presence is not None:
+            try:
+                await self._presence.leave()
+            except Exception as exc:
+                log.warning("could not remove node %s from presence: %s", self._node and self._node.id, describe(exc))
+            self._presence = None
+        if self._db is not None:
+            try:
+                await self._db.engine.dispose()
+            except Exception as exc:
+                log.debug("engine dispose failed: %s", describe(exc))
+
+    # publishing ------------------------------------------------------------------------
+
+    async def publish(self, envelopes: Sequence[Envelope]) -> None:
+        stored: list[Envelope] = []
+        group = self._group
+        for env in envelopes:
+            if env.kind == "reply":
+                sink = group.reply_sinks.get(env.reply_to or "") if group is not None else None
+                if sink is not None:
+                    sink(env.encode())  # a node of this process: hand it over directly
+                    continue
+            elif env.kind not in ("event", "command", "request"):
+                raise PublishError(f"unknown envelope kind {env.kind!r}")
+            elif env.kind == "request" and self._node is not None and env.reply_to == self._node.id:
+                self._hot_until = time.monotonic() + _REQUEST_HOT
+                self._reply_wake.set()
+            stored.append(env)
+        if stored:
+            await self._writes.submit(stored)
+
+    async def _flush(self, envelopes: list[Envelope]) -> None:
+        db, tables = self.db, self.tables
+        messages = [env for env in envelopes if env.kind != "reply"]
+        replies = [env for env in envelopes if env.kind == "reply"]
+
+        async def body(conn: AsyncConnection) -> None:
+            now = time.time()
+            for start in range(0, len(messages), self._batch):
+                await q.insert_messages(conn, db.kind, tables, messages[start : start + self._batch], now)
+            await q.insert_replies(conn, tables, replies, now)
+
+        with map_errors(PublishError, f"publishing {len(envelopes)} message(s)"):
+            await db.run_write(body)
+        if self._group is not None and messages:
+            self._group.wake_types({env.type for env in messages})
+
+    # consuming -------------------------------------------------------------------------
+
+    async def subscribe(self, subscription: Subscription) -> SqlReceiver:
+        db, tables = self.db, self.tables
+
+        async def body(conn: AsyncConnection) -> list[str]:
+            routed = await q.subscribe(
+                conn, db.kind, tables, subscription.service, subscription.events, subscription.commands
+            )
+            await q.adopt(conn, tables, subscription.service, routed)
+            return routed
+
+        with map_errors(PyCommsError, f"subscribing {subscription.service}"):
+            routed = await db.run_write(body)
+        others = sorted(subscription.commands - set(routed))
+        if others:
+            log.warning(
+                "service %s: command type(s) %s are handled by another service that subscribed first; "
+                "this service will not receive them",
+                subscription.service,
+                ", ".join(others),
+            )
+        receiver = SqlReceiver(self, subscription, routed)
+        self._receivers.append(receiver)
+        if self._group is not None:
+            self._group.receivers.add(receiver)
+        return receiver
+
+    def forget_receiver(self, receiver: SqlReceiver) -> None:
+        if receiver in self._receivers:
+            self._receivers.remove(receiver)
+        if self._group is not None:
+            self._group.receivers.discard(receiver)
+
+    def wake_service(self, service: str) -> None:
+        """Wake this process's receivers of ``service`` (released messages wait)."""
+        if self._group is not None:
+            self._group.wake_service(service)
+
+    def _on_notify(self, payload: str) -> None:
+        if payload.startswith("#"):
+            if self._node is not None and payload[1:] == self._node.id:
+                self._reply_wake.set()
+            return
+        for receiver in self._receivers:
+            if receiver.service == payload:
+                receiver.wake()
+
+    def _wake_all(self) -> None:
+        self._reply_wake.set()
+        for receiver in self._receivers:
+            receiver.wake()
+
+    # replies ---------------------------------------------------------------------------
+
+    async def _collect_replies(self) -> None:
+        """Fetch replies stored for this node: promptly while requests are out,
+        rarely otherwise (PostgreSQL: when NOTIFYed)."""
+        node_info, sink = self._node, self._replies
+        if node_info is None or sink is None:
+            return
+        node, db, tables = node_info.id, self.db, self.tables
+        opts = self.options
+        delay = opts.poll_min
+        while True:
+            self._reply_wake.clear()
+            try:
+                async with db.read() as conn:
+                    found = await q.has_replies(conn, tables, node)
+                if found:
+
+                    async def body(conn: AsyncConnection) -> list[bytes]:
+                        return await q.take_replies(conn, tables, node)
+
+                    for data in await db.run_write(body):
+                        sink(data)
+                    delay = opts.poll_min
+                    continue
+            except Exception as exc:
+                log.warning("fetching replies for node %s failed: %s", node, describe(exc))
+                delay = self.idle_poll
+            hot = time.monotonic() < self._hot_until and not self.notified
+            limit = min(self.idle_poll, 0.05) if hot else self.idle_poll
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(delay, limit)):
+                    await self._reply_wake.wait()
+            delay = min(delay * 2, limit)
+
+    # presence and dead letters ---------------------------------------------------------
+
+    async def nodes(self) -> list[NodeInfo]:
+        with map_errors(PyCommsError, "listing nodes"):
+            return await live_nodes(self.db, self.tables)
+
+    async def dead_letters(self, service: str, limit: int) -> list[DeadLetter]:
+        with map_errors(PyCommsError, f"reading dead letters of {service}"):
+            async with self.db.read() as conn:
+                rows = await q.list_dead_letters(conn, self.tables, service, limit)
+        return [DeadLetter.from_json(row) for row in rows]
+
+    async def replay(self, service: str, ids: Sequence[str] | None) -> int:
+        tables = self.tables
+
+        async def body(conn: AsyncConnection) -> int:
+            letters = [DeadLetter.from_json(raw) for raw in await q.take_dead_letters(conn, tables, service, ids)]
+            await q.requeue(conn, tables, service, [(letter.id, letter.envelope) for letter in letters], time.time())
+            return len(letters)
+
+        with map_errors(PyCommsError, f"replaying dead letters of {service}"):
+            count = await self.db.run_write(body)
+        if count:
+            self.wake_service(service)
+        return count
+
+    async def purge(self, service: str, ids: Sequence[str] | None) -> int:
+        tables = self.tables
+
+        async def body(conn: AsyncConnection) -> int:
+            return len(await q.take_dead_letters(conn, tables, service, ids))
+
+        with map_errors(PyCommsError, f"purging dead letters of {service}"):
+            return await self.db.run_write(body)

@@ -1,0 +1,36 @@
+"""Fixtures of the SQL backend's tests: a base URL per engine, reachability checks.
+
+PostgreSQL and MariaDB come from ``$PYCOMMS_TEST_POSTGRES_URL`` / ``$PYCOMMS_TEST_MYSQL_URL``
+(defaults: the local services); SQLite is a file in the test's temporary directory.
+An unreachable server is skipped locally and fails with ``CI=true``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+from sql_helpers import ENGINES, MYSQL_URL, POSTGRES_URL, require_server, with_options
+
+
+@pytest.fixture(params=ENGINES)
+def engine_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A base URL (no namespace) for each engine."""
+    if request.param == "postgresql":
+        require_server(POSTGRES_URL, 5432)
+        return POSTGRES_URL
+    if request.param == "mariadb":
+        require_server(MYSQL_URL, 3306)
+        return MYSQL_URL
+    return f"sqlite:///{tmp_path / 'bus.db'}"
+
+
+@pytest.fixture
+def namespace() -> str:
+    return f"s{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def url(engine_url: str, namespace: str) -> str:
+    return with_options(engine_url, namespace=namespace)
