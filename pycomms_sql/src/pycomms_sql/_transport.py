@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import time
 from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from pycomms import Capabilities, ConnectError, PublishError, PyCommsError
+from pycomms import Capabilities, ConfigError, ConnectError, PublishError, PyCommsError
 from pycomms.spi import BackendConfig, DeadLetter, Envelope, NodeInfo, ReplySink, Subscription
 
 from . import _queries as q
@@ -47,6 +48,7 @@ class SqlTransport:
     def __init__(self, config: BackendConfig) -> None:
         self.options: SqlOptions = parse_options(config.options)
         self.target = parse_target(config.url)
+        _require_driver(self.target.url.get_driver_name(), self.target.engine)
         self.tables: Tables = make_tables(config.namespace)
         self._config = config
         self._namespace = config.namespace
@@ -327,3 +329,15 @@ class SqlTransport:
 
         with map_errors(PyCommsError, f"purging dead letters of {service}"):
             return await self.db.run_write(body)
+
+
+_EXTRAS = {"postgresql": "postgresql", "sqlite": "sqlite", "mysql": "mysql"}
+
+
+def _require_driver(driver: str, engine: str) -> None:
+    """Fail at connect() with the install command when the async driver is missing."""
+    if importlib.util.find_spec(driver) is None:
+        raise ConfigError(
+            f"the {driver} driver for {engine} is not installed; "
+            f"install it with: pip install 'pycomms-sql[{_EXTRAS[engine]}]' (or pycomms-sql[all])"
+        )
