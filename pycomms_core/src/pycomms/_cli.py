@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import asyncio
 import logging
 import sys
@@ -14,6 +15,7 @@ from ._errors import PyCommsError
 from ._loading import load_attribute
 from ._plugins import plugin_manager
 from ._service import Service
+from .spi import Capabilities, SchemeInfo
 
 log = logging.getLogger("pycomms")
 
@@ -51,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_run, default_log_level="info")
 
     backends = sub.add_parser("backends", help="list installed backends and their URL schemes")
+    backends.add_argument("--capabilities", action="store_true", help="print the capability matrix (Markdown) instead")
     backends.set_defaults(handler=_backends)
 
     demo = sub.add_parser("demo", help="run the shop demo: orders, billing, shipping, pricing")
@@ -87,11 +90,28 @@ def _backends(args: argparse.Namespace) -> int:
     infos = sorted(
         (info for infos in plugin_manager().hook.pycomms_schemes() for info in infos), key=lambda i: i.scheme
     )
-    width = max((len(i.scheme) for i in infos), default=6) + 3
+    if args.capabilities:
+        print(capability_matrix(infos))
+        return 0
+    width = max((len(i.scheme) for i in infos), default=6) + 5
     print(f"{'scheme':<{width}}{'distribution':<16}description")
     for info in infos:
         print(f"{info.scheme + '://':<{width}}{info.distribution:<16}{info.description}")
     return 0
+
+
+def capability_matrix(infos: Sequence[SchemeInfo]) -> str:
+    """A Markdown table: one row per scheme, one column per declared capability."""
+    names = [f.name for f in dataclasses.fields(Capabilities)]
+    lines = [
+        "| scheme | distribution | " + " | ".join(names) + " |",
+        "|---|---|" + "---|" * len(names),
+    ]
+    for info in infos:
+        caps = info.capabilities
+        cells = ["?" if caps is None else ("yes" if getattr(caps, n) else "no") for n in names]
+        lines.append(f"| `{info.scheme}://` | {info.distribution} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _demo(args: argparse.Namespace) -> int:

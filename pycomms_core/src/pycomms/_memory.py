@@ -244,7 +244,14 @@ class MemoryTransport:
 
 @hookimpl
 def pycomms_schemes() -> list[SchemeInfo]:
-    return [SchemeInfo("memory", "pycomms-core", "in-process broker shared by buses with the same name (tests, demos)")]
+    return [
+        SchemeInfo(
+            "memory",
+            "pycomms-core",
+            "in-process broker shared by buses with the same name (tests, demos)",
+            CAPABILITIES,
+        )
+    ]
 
 
 @hookimpl

@@ -77,11 +77,16 @@ class Capabilities:
 
 @dataclass(frozen=True, slots=True)
 class SchemeInfo:
-    """One URL scheme a plugin serves, for ``pycomms backends`` and error messages."""
+    """One URL scheme a plugin serves, for ``pycomms backends`` and error messages.
+
+    ``capabilities``: what the transport for this scheme declares (shown by
+    ``pycomms backends --capabilities``); ``None`` when it depends on the URL.
+    """
 
     scheme: str
     distribution: str
     description: str
+    capabilities: Capabilities | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,13 +13,19 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._capabilities import CAPABILITIES
     from ._keys import Keys
     from ._options import RedisOptions
-    from ._transport import CAPABILITIES, RedisTransport
+    from ._transport import RedisTransport
 
 __all__ = ["CAPABILITIES", "Keys", "RedisOptions", "RedisTransport"]
 
-_HOMES = {"CAPABILITIES": "._transport", "Keys": "._keys", "RedisOptions": "._options", "RedisTransport": "._transport"}
+_HOMES = {
+    "CAPABILITIES": "._capabilities",
+    "Keys": "._keys",
+    "RedisOptions": "._options",
+    "RedisTransport": "._transport",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -22,9 +22,10 @@ from typing import Any
 from redis import exceptions as rex
 
 from pycomms import PublishError
-from pycomms.spi import BackendConfig, Capabilities, DeadLetter, Envelope, NodeInfo, ReplySink, Subscription
+from pycomms.spi import BackendConfig, DeadLetter, Envelope, NodeInfo, ReplySink, Subscription
 
 from ._batcher import Batcher
+from ._capabilities import CAPABILITIES
 from ._connection import make_client, warn_without_aof
 from ._delayed import DelayedMover
 from ._errors import TRANSIENT, describe, map_connect_errors, map_redis_errors
@@ -38,9 +39,6 @@ from ._tasks import cancel_and_wait
 
 log = logging.getLogger("pycomms.redis")
 
-CAPABILITIES = Capabilities(
-    retention=True, persistent=True, delayed_delivery=True, ordering=False, presence=True, cross_process=True
-)
 _CHUNK_BYTES = 4 * 1024 * 1024
 _PAGE = 500
 

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 import pycomms
 from pycomms.spi import BackendConfig, SchemeInfo
 
+from ._capabilities import CAPABILITIES
+
 if TYPE_CHECKING:
     from ._transport import RedisTransport
 
@@ -19,8 +21,8 @@ SCHEMES = ("redis", "rediss")
 @pycomms.hookimpl
 def pycomms_schemes() -> list[SchemeInfo]:
     return [
-        SchemeInfo("redis", "pycomms-redis", "Redis Streams with consumer groups"),
-        SchemeInfo("rediss", "pycomms-redis", "Redis Streams with consumer groups, over TLS"),
+        SchemeInfo("redis", "pycomms-redis", "Redis Streams with consumer groups", CAPABILITIES),
+        SchemeInfo("rediss", "pycomms-redis", "Redis Streams with consumer groups, over TLS", CAPABILITIES),
     ]
 
 

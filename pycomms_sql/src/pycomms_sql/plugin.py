@@ -6,7 +6,7 @@ from __future__ import annotations
 import pycomms
 from pycomms.spi import BackendConfig, SchemeInfo
 
-from ._transport import SqlTransport
+from ._transport import CAPABILITIES, SqlTransport
 from ._url import SCHEMES
 
 _DESCRIPTIONS = {
@@ -20,7 +20,7 @@ _DESCRIPTIONS = {
 
 @pycomms.hookimpl
 def pycomms_schemes() -> list[SchemeInfo]:
-    return [SchemeInfo(scheme, "pycomms-sql", _DESCRIPTIONS[scheme]) for scheme in SCHEMES]
+    return [SchemeInfo(scheme, "pycomms-sql", _DESCRIPTIONS[scheme], CAPABILITIES) for scheme in SCHEMES]
 
 
 @pycomms.hookimpl

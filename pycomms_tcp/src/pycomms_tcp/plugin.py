@@ -6,12 +6,14 @@ import pycomms
 from pycomms.spi import BackendConfig, SchemeInfo
 
 from ._options import parse_options
-from ._transport import TcpTransport, build
+from ._transport import CAPABILITIES, TcpTransport, build
 
 
 @pycomms.hookimpl
 def pycomms_schemes() -> list[SchemeInfo]:
-    return [SchemeInfo("tcp", "pycomms-tcp", "brokerless peer-to-peer TCP with same-host and LAN discovery")]
+    return [
+        SchemeInfo("tcp", "pycomms-tcp", "brokerless peer-to-peer TCP with same-host and LAN discovery", CAPABILITIES)
+    ]
 
 
 @pycomms.hookimpl

@@ -1,0 +1,99 @@
+"""A service's dead letters: a durable classic queue that is listed without consuming it.
+
+AMQP has no "peek". Listing takes the letters with ``basic.get`` (unacknowledged) on a
+private channel and then closes that channel, which hands them all back to the broker
+in their original positions. Replay and purge take every letter the same way and
+acknowledge only the chosen ones (after republishing them, for replay). While one of
+these calls runs, the letters it holds are invisible to a concurrent call.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+from aiormq.abc import AbstractChannel as RawChannel
+from aiormq.abc import DeliveredMessage
+from pamqp.commands import Basic
+
+from pycomms import PyCommsError
+from pycomms.spi import DeadLetter
+
+from ._errors import map_amqp_errors
+from ._link import Link, Outgoing, close_channel_quietly, open_channel
+from ._names import ATTEMPT_HEADER, QUEUE_HEADER
+from ._topology import PERSISTENT, Topology
+
+log = logging.getLogger("pycomms.amqp")
+
+Taken = tuple[DeliveredMessage, DeadLetter]
+
+
+class DeadLetterStore:
+    """List, replay and purge the dead-letter queues of a namespace."""
+
+    def __init__(self, link: Link, topology: Topology) -> None:
+        self._link = link
+        self._topology = topology
+
+    @asynccontextmanager
+    async def _taken(self, service: str, limit: int | None) -> AsyncIterator[tuple[RawChannel, list[Taken]]]:
+        """Take up to ``limit`` letters (all if ``None``) unacknowledged on a private
+        channel; closing it at the end returns whatever was not acknowledged."""
+        conn = await self._link.connection()
+        channel = await open_channel(conn)
+        try:
+            queue = await self._topology.declare_dead_letter_queue(channel, service)
+            raw = await channel.get_underlay_channel()
+            taken: list[Taken] = []
+            while limit is None or len(taken) < limit:
+                message = await raw.basic_get(queue, no_ack=False)
+                if not isinstance(message.delivery, Basic.GetOk):
+                    break
+                try:
+                    letter = DeadLetter.from_json(message.body)
+                except (ValueError, KeyError, TypeError) as exc:
+                    log.warning("amqp: skipping an unreadable dead letter in %s: %s", queue, exc)
+                    continue
+                taken.append((message, letter))
+            yield raw, taken
+        finally:
+            await close_channel_quietly(channel)
+
+    async def list(self, service: str, limit: int) -> list[DeadLetter]:
+        with map_amqp_errors(PyCommsError, f"amqp: listing dead letters of {service!r}"):
+            async with self._taken(service, limit) as (_, taken):
+                return [letter for _, letter in taken]
+
+    async def replay(self, service: str, ids: Sequence[str] | None) -> int:
+        wanted = None if ids is None else set(ids)
+        count = 0
+        with map_amqp_errors(PyCommsError, f"amqp: replaying dead letters of {service!r}"):
+            async with self._taken(service, None) as (raw, taken):
+                for message, letter in taken:
+                    if wanted is not None and letter.id not in wanted:
+                        continue
+                    headers = message.header.properties.headers or {}
+                    queue = str(headers.get(QUEUE_HEADER) or self._topology.names.service_queue(service))
+                    properties = Basic.Properties(
+                        content_type="application/json",
+                        delivery_mode=PERSISTENT,
+                        message_id=letter.id,
+                        headers={ATTEMPT_HEADER: 1},
+                    )
+                    await self._link.publish([Outgoing("", queue, letter.envelope, properties)])
+                    await raw.basic_ack(message.delivery_tag or 0)
+                    count += 1
+        return count
+
+    async def purge(self, service: str, ids: Sequence[str] | None) -> int:
+        wanted = None if ids is None else set(ids)
+        count = 0
+        with map_amqp_errors(PyCommsError, f"amqp: purging dead letters of {service!r}"):
+            async with self._taken(service, None) as (raw, taken):
+                for message, letter in taken:
+                    if wanted is None or letter.id in wanted:
+                        await raw.basic_ack(message.delivery_tag or 0)
+                        count += 1
+        return count

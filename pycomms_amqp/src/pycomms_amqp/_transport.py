@@ -1,0 +1,158 @@
+"""``amqp://`` and ``amqps://``: the `Transport` over RabbitMQ (see docs/backends/amqp.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from aio_pika.abc import AbstractChannel, AbstractConnection
+from aiormq.abc import DeliveredMessage
+
+from pycomms import ConnectError, PublishError, PyCommsError
+from pycomms.spi import BackendConfig, Capabilities, DeadLetter, Envelope, NodeInfo, ReplySink, Subscription
+
+from ._deadletters import DeadLetterStore
+from ._errors import SETTLE_ERRORS, describe, map_amqp_errors
+from ._link import Link, close_channel_quietly, open_channel
+from ._names import Names
+from ._options import AmqpOptions, parse_options, tls_context
+from ._presence import Presence
+from ._receiver import AmqpReceiver
+from ._topology import Topology
+
+log = logging.getLogger("pycomms.amqp")
+
+CAPABILITIES = Capabilities(
+    retention=True, persistent=True, delayed_delivery=True, ordering=False, presence=True, cross_process=True
+)
+
+
+class AmqpTransport:
+    """The `pycomms.spi.Transport` of ``amqp://``: one connection per bus, restored by
+    a supervisor when it drops, with the topology and consumers declared again."""
+
+    capabilities = CAPABILITIES
+
+    def __init__(self, config: BackendConfig) -> None:
+        self._config = config
+        self.options: AmqpOptions = parse_options(config.options)
+        self._tls = tls_context(config.scheme, self.options)
+        self.names = Names(config.namespace)
+        self._node: NodeInfo | None = None
+        self._replies: ReplySink | None = None
+        self._link: Link | None = None
+        self._topology: Topology | None = None
+        self._presence: Presence | None = None
+        self._dead: DeadLetterStore | None = None
+        self._receivers: list[AmqpReceiver] = []
+        self._control: AbstractChannel | None = None  # declarations, replies and presence
+
+    def __repr__(self) -> str:
+        return f"<AmqpTransport {self._config.redacted_url!r} namespace={self.names.namespace!r}>"
+
+    async def open(self, node: NodeInfo, replies: ReplySink) -> None:
+        """Connect, declare the topology, start presence; raise `ConnectError`."""
+        self._node, self._replies = node, replies
+        link = Link(self._config.url, self._tls, self.options, f"{self.names.prefix}.{node.id}", self._on_connect)
+        self._link = link
+        self._topology = Topology(self.names, self.options, link)
+        self._presence = Presence(link, self.names, node, self.options.presence_interval)
+        self._dead = DeadLetterStore(link, self._topology)
+        await link.open()
+        self._presence.start()
+        log.debug("amqp: open %s as %s", self._config.redacted_url, link)
+
+    async def _on_connect(self, conn: AbstractConnection) -> None:
+        """Declare this node's part of the topology on a new connection (first or restored)."""
+        assert self._node is not None
+        assert self._topology is not None
+        assert self._presence is not None
+        control = self._control = await open_channel(conn)
+        await self._topology.declare_exchanges(control)
+        replies = await control.declare_queue(None, exclusive=True, auto_delete=True)  # server-named
+        await replies.bind(self.names.replies, routing_key=self._node.id)
+        raw = await control.get_underlay_channel()
+        await raw.basic_consume(replies.name, self._on_reply, no_ack=True)
+        await self._presence.attach(control)
+        for receiver in list(self._receivers):
+            await receiver.attach(conn)
+        if self._link is not None and self._link.generation > 1:
+            self._presence.announce()
+
+    async def _on_reply(self, message: DeliveredMessage) -> None:
+        if self._replies is not None:
+            self._replies(message.body)
+
+    def _parts(self) -> tuple[Link, Topology]:
+        if self._link is None or self._topology is None:
+            raise PyCommsError("amqp: the transport is not open")
+        return self._link, self._topology
+
+    async def publish(self, envelopes: Sequence[Envelope]) -> None:
+        """Route ``envelopes`` by kind and wait for every publisher confirm (``publish_timeout``)."""
+        link, topology = self._parts()
+        timeout = self.options.publish_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                await link.publish(await topology.envelope_messages(envelopes))
+        except TimeoutError as exc:
+            state = "connected" if link.connected else "reconnecting"
+            raise PublishError(
+                f"amqp: no publisher confirm within {timeout}s ({state}; the broker may be unreachable "
+                "or blocking publishers on a resource alarm; option publish_timeout)"
+            ) from exc
+
+    async def subscribe(self, subscription: Subscription) -> AmqpReceiver:
+        """Declare the subscription's queues and bindings and consume them on a channel of its own."""
+        link, topology = self._parts()
+        receiver = AmqpReceiver(link, topology, subscription, self.options)
+        self._receivers.append(receiver)
+        try:
+            async with asyncio.timeout(self.options.connect_timeout):
+                with map_amqp_errors(ConnectError, f"amqp: subscribing service {subscription.service!r}"):
+                    await receiver.attach(await link.connection())
+        except TimeoutError as exc:
+            self._receivers.remove(receiver)
+            raise ConnectError(f"amqp: subscribing service {subscription.service!r} timed out") from exc
+        except BaseException:
+            self._receivers.remove(receiver)
+            raise
+        return receiver
+
+    async def nodes(self) -> list[NodeInfo]:
+        """Live nodes of the namespace, this one first (see `Presence.nodes`)."""
+        if self._presence is None:
+            raise PyCommsError("amqp: the transport is not open")
+        return await self._presence.nodes()
+
+    def _store(self) -> DeadLetterStore:
+        if self._dead is None:
+            raise PyCommsError("amqp: the transport is not open")
+        return self._dead
+
+    async def dead_letters(self, service: str, limit: int) -> list[DeadLetter]:
+        """Up to ``limit`` dead letters of ``service``, oldest first, left in place."""
+        return await self._store().list(service, limit)
+
+    async def replay(self, service: str, ids: Sequence[str] | None) -> int:
+        """Send dead letters back to the queue they came from, with attempt 1."""
+        return await self._store().replay(service, ids)
+
+    async def purge(self, service: str, ids: Sequence[str] | None) -> int:
+        """Delete dead letters (all, or those with ``ids``)."""
+        return await self._store().purge(service, ids)
+
+    async def close(self) -> None:
+        """Say goodbye to presence, close the receivers and the connection. Never raises."""
+        try:
+            if self._presence is not None:
+                await self._presence.leave()
+            for receiver in self._receivers:
+                await receiver.close()
+            if self._control is not None and not self._control.is_closed:
+                await close_channel_quietly(self._control)
+            if self._link is not None:
+                await self._link.close()
+        except SETTLE_ERRORS as exc:
+            log.warning("amqp: error while closing: %s", describe(exc))

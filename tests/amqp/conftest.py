@@ -1,0 +1,76 @@
+"""Fixtures of the AMQP backend's own tests (helpers live in amqp_support.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from amqp_support import (
+    RABBITMQ_SERVER,
+    PrivateBroker,
+    broker_address,
+    delete_namespaces,
+    fresh_namespace,
+    reachable,
+)
+
+_namespaces: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def shared_broker() -> None:
+    """The shared broker must answer: skipped locally when it does not, failed under CI."""
+    if not reachable(broker_address()):
+        message = f"RabbitMQ is not reachable at {':'.join(map(str, broker_address()))}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture
+def namespace(shared_broker: None) -> str:
+    """A fresh namespace; its queues and exchanges are deleted at the end of the session."""
+    name = fresh_namespace()
+    _namespaces.append(name)
+    return name
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cleanup_namespaces() -> Iterator[None]:
+    yield
+    with contextlib.suppress(Exception):
+        delete_namespaces(_namespaces)
+
+
+def _private_broker() -> Iterator[PrivateBroker]:
+    if not Path(RABBITMQ_SERVER).exists():
+        message = f"{RABBITMQ_SERVER} is not installed; these tests need a private RabbitMQ node"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    root = Path(tempfile.mkdtemp(prefix="pycomms-rabbit-"))
+    broker = PrivateBroker(root)
+    try:
+        broker.start()
+        yield broker
+    finally:
+        with contextlib.suppress(Exception):
+            broker.kill()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def private_broker() -> Iterator[PrivateBroker]:
+    """A private RabbitMQ node for one test (it may kill it)."""
+    yield from _private_broker()
+
+
+@pytest.fixture(scope="module")
+def module_broker() -> Iterator[PrivateBroker]:
+    """A private RabbitMQ node shared by the tests of one module."""
+    yield from _private_broker()
