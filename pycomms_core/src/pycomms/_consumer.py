@@ -36,6 +36,7 @@ class Binding:
 
     spec: HandlerSpec
     call: Handler
+    needs_context: bool
 
 
 def bind(spec: HandlerSpec, middleware: Sequence[Middleware]) -> Binding:
@@ -47,8 +48,8 @@ def bind(spec: HandlerSpec, middleware: Sequence[Middleware]) -> Binding:
             call = func
         else:
 
-            async def call(message: Any, ctx: Context) -> Any:
-                return await func(message)
+            def call(message: Any, ctx: Context) -> Any:  # returns the handler's coroutine: no extra frame
+                return func(message)
 
     else:
         if spec.takes_context:
@@ -61,7 +62,8 @@ def bind(spec: HandlerSpec, middleware: Sequence[Middleware]) -> Binding:
             async def call(message: Any, ctx: Context) -> Any:
                 return await asyncio.to_thread(func, message)
 
-    return Binding(spec, compose(call, middleware))
+    # without a ctx parameter or middleware nobody reads the Context: skip building it
+    return Binding(spec, compose(call, middleware), spec.takes_context or bool(middleware))
 
 
 class ServiceRunner:
@@ -194,17 +196,21 @@ class ServiceRunner:
             await self._dead(delivery, env, "invalid", str(exc))
             return
         attempt = delivery.attempt
-        ctx = Context(
-            self._bus,
-            message_id=env.id,
-            correlation_id=env.correlation_id,
-            causation_id=env.causation_id,
-            attempt=attempt,
-            headers=env.headers,
-            service=self._service.name,
+        ctx = (
+            Context(
+                self._bus,
+                message_id=env.id,
+                correlation_id=env.correlation_id,
+                causation_id=env.causation_id,
+                attempt=attempt,
+                headers=env.headers,
+                service=self._service.name,
+            )
+            if binding.needs_context
+            else None
         )
         try:
-            result = await binding.call(message, ctx)
+            result = await binding.call(message, ctx)  # type: ignore[arg-type]
         except Reject as exc:
             await self._dead(delivery, env, "rejected", exc.reason)
             return

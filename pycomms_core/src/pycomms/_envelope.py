@@ -6,6 +6,7 @@ serializer) into the envelope so the body is never serialized twice.
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from dataclasses import dataclass, field
@@ -19,8 +20,21 @@ DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
 
 
 def new_id() -> str:
-    """A unique, time-sortable id: 12 hex digits of milliseconds, 20 of randomness."""
-    return f"{int(time.time() * 1000):012x}{os.urandom(10).hex()}"
+    """A unique, time-sortable id (32 hex digits): 12 of milliseconds, 8 random per
+    process (re-drawn after fork), 12 of a counter starting at a random value."""
+    return f"{int(time.time() * 1000):012x}{_ID_PREFIX[0]}{next(_ID_COUNTER) & 0xFFFFFFFFFFFF:012x}"
+
+
+def _reseed_ids() -> None:
+    global _ID_COUNTER
+    _ID_PREFIX[0] = os.urandom(4).hex()
+    _ID_COUNTER = itertools.count(int.from_bytes(os.urandom(5), "big"))
+
+
+_ID_PREFIX = [""]
+_ID_COUNTER = itertools.count()
+_reseed_ids()
+os.register_at_fork(after_in_child=_reseed_ids)
 
 
 class EnvelopeError(ValueError):
