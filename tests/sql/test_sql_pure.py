@@ -98,3 +98,16 @@ def test_namespace_idents_are_distinct_safe_and_short(namespaces: set[str]) -> N
 )
 def test_sqlite_paths_in_both_spellings(url: str, database: str) -> None:
     assert parse_target(url).url.database == database
+
+
+def test_long_namespaces_fit_postgresql_identifiers() -> None:
+    """Core accepts 64-character namespaces; every table and index name must still fit 63."""
+    from pycomms_sql._schema import make_tables, namespace_ident
+
+    for namespace in ("n" * 64, "Mixed.Case-name_" * 4, "short"):
+        tables = make_tables(namespace[:64])
+        assert len(namespace_ident(namespace[:64])) <= 30
+        names = [t.name for t in tables.metadata.sorted_tables]
+        names += [i.name for t in tables.metadata.sorted_tables for i in t.indexes if i.name]
+        assert all(len(name) <= 63 for name in names), names
+    assert namespace_ident("n" * 64) != namespace_ident("n" * 63)

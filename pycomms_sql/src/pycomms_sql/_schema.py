@@ -48,12 +48,19 @@ _Blob = LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
 
 
 def namespace_ident(namespace: str) -> str:
-    """A short identifier for ``namespace``, unique per namespace."""
-    if _IDENT.match(namespace):
+    """A short identifier for ``namespace``, unique per namespace.
+
+    At most 30 characters, so that ``pycomms_`` + it + the longest suffix
+    (``_dead_letters_service``) stays within PostgreSQL's 63-character identifiers.
+    """
+    if _IDENT.match(namespace) and len(namespace) <= _MAX_PLAIN:
         return namespace
     digest = hashlib.sha256(namespace.encode()).hexdigest()[:10]
-    safe = re.sub(r"[^a-z0-9_]", "_", namespace.lower())[:24]
+    safe = re.sub(r"[^a-z0-9_]", "_", namespace.lower())[: _MAX_PLAIN - 11]
     return f"{safe}_{digest}"
+
+
+_MAX_PLAIN = 30
 
 
 @dataclass(frozen=True)
