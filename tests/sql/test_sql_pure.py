@@ -102,8 +102,6 @@ def test_sqlite_paths_in_both_spellings(url: str, database: str) -> None:
 
 def test_long_namespaces_fit_postgresql_identifiers() -> None:
     """Core accepts 64-character namespaces; every table and index name must still fit 63."""
-    from pycomms_sql._schema import make_tables, namespace_ident
-
     for namespace in ("n" * 64, "Mixed.Case-name_" * 4, "short"):
         tables = make_tables(namespace[:64])
         assert len(namespace_ident(namespace[:64])) <= 30
