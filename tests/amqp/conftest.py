@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -19,6 +18,8 @@ from amqp_support import (
     reachable,
 )
 
+from pycomms.testing import unavailable
+
 _namespaces: list[str] = []
 
 
@@ -26,10 +27,7 @@ _namespaces: list[str] = []
 def shared_broker() -> None:
     """The shared broker must answer: skipped locally when it does not, failed under CI."""
     if not reachable(broker_address()):
-        message = f"RabbitMQ is not reachable at {':'.join(map(str, broker_address()))}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"RabbitMQ is not reachable at {':'.join(map(str, broker_address()))}")
 
 
 @pytest.fixture
@@ -49,10 +47,7 @@ def _cleanup_namespaces() -> Iterator[None]:
 
 def _private_broker() -> Iterator[PrivateBroker]:
     if not Path(RABBITMQ_SERVER).exists():
-        message = f"{RABBITMQ_SERVER} is not installed; these tests need a private RabbitMQ node"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"{RABBITMQ_SERVER} is not installed; these tests need a private RabbitMQ node")
     root = Path(tempfile.mkdtemp(prefix="pycomms-rabbit-"))
     broker = PrivateBroker(root)
     try:

@@ -8,28 +8,14 @@ temporary directory. An unreachable server: skipped locally, a failure with ``CI
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 
-from pycomms.testing import ConformanceSuite
+from pycomms.testing import ConformanceSuite, require_reachable
 
 POSTGRES_URL = os.environ.get("PYCOMMS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 MYSQL_URL = os.environ.get("PYCOMMS_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
-
-
-def _require(url: str, default_port: int) -> None:
-    parts = urlsplit(url)
-    try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default_port), timeout=3):
-            return
-    except OSError:
-        message = f"{parts.scheme} is not reachable at {parts.netloc.rpartition('@')[2]}"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 def _with_namespace(url: str, namespace: str) -> str:
@@ -40,7 +26,7 @@ class TestPostgres(ConformanceSuite):
     @pytest.fixture(autouse=True, scope="class")
     @classmethod
     def _server(cls) -> None:
-        _require(POSTGRES_URL, 5432)
+        require_reachable(POSTGRES_URL, 5432)
 
     def make_url(self, namespace: str) -> str:
         return _with_namespace(POSTGRES_URL, namespace)
@@ -50,7 +36,7 @@ class TestMariaDB(ConformanceSuite):
     @pytest.fixture(autouse=True, scope="class")
     @classmethod
     def _server(cls) -> None:
-        _require(MYSQL_URL, 3306)
+        require_reachable(MYSQL_URL, 3306)
 
     def make_url(self, namespace: str) -> str:
         return _with_namespace(MYSQL_URL, namespace)

@@ -9,6 +9,8 @@ import pytest
 import redis
 from redis_support import REDIS_SERVER, REDIS_URL, PrivateRedis, delete_namespace, new_namespace
 
+from pycomms.testing import unavailable
+
 
 @pytest.fixture(scope="session", autouse=True)
 def shared_server() -> None:
@@ -17,10 +19,7 @@ def shared_server() -> None:
     try:
         client.ping()
     except redis.RedisError as exc:
-        message = f"Redis is not reachable at {REDIS_URL}: {exc}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"Redis is not reachable at {REDIS_URL}: {exc}")
     finally:
         client.close()
 
@@ -37,10 +36,7 @@ def namespace() -> Iterator[str]:
 def private_redis() -> Iterator[PrivateRedis]:
     """A private redis-server with AOF everysec, killed and removed after the test."""
     if not os.path.exists(REDIS_SERVER):
-        message = f"redis-server not found at {REDIS_SERVER}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"redis-server not found at {REDIS_SERVER}")
     server = PrivateRedis()
     server.start()
     yield server

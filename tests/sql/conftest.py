@@ -11,17 +11,19 @@ import uuid
 from pathlib import Path
 
 import pytest
-from sql_helpers import ENGINES, MYSQL_URL, POSTGRES_URL, require_server, with_options
+from sql_helpers import ENGINES, MYSQL_URL, POSTGRES_URL, with_options
+
+from pycomms.testing import require_reachable
 
 
 @pytest.fixture(params=ENGINES)
 def engine_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A base URL (no namespace) for each engine."""
     if request.param == "postgresql":
-        require_server(POSTGRES_URL, 5432)
+        require_reachable(POSTGRES_URL, 5432)
         return POSTGRES_URL
     if request.param == "mariadb":
-        require_server(MYSQL_URL, 3306)
+        require_reachable(MYSQL_URL, 3306)
         return MYSQL_URL
     return f"sqlite:///{tmp_path / 'bus.db'}"
 

@@ -1,28 +1,12 @@
-"""Helpers of the SQL backend's tests: server URLs, reachability, URL building."""
+"""Helpers of the SQL backend's tests: server URLs and URL building."""
 
 from __future__ import annotations
 
 import os
-import socket
-from urllib.parse import urlsplit
-
-import pytest
 
 POSTGRES_URL = os.environ.get("PYCOMMS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 MYSQL_URL = os.environ.get("PYCOMMS_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
 ENGINES = ["postgresql", "mariadb", "sqlite"]
-
-
-def require_server(url: str, default_port: int) -> None:
-    parts = urlsplit(url)
-    try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default_port), timeout=3):
-            return
-    except OSError:
-        message = f"{parts.scheme} is not reachable at {parts.netloc.rpartition('@')[2]}"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 def with_options(base: str, **options: object) -> str:

@@ -12,6 +12,16 @@ A backend (ours or a third party's) runs the whole suite with::
 from __future__ import annotations
 
 from ._runner import Recorder, eventually, run_strict, scale
+from ._services import require_reachable, unavailable
 from ._suite import ConformanceSuite, scenario
 
-__all__ = ["ConformanceSuite", "Recorder", "eventually", "run_strict", "scale", "scenario"]
+__all__ = [
+    "ConformanceSuite",
+    "Recorder",
+    "eventually",
+    "require_reachable",
+    "run_strict",
+    "scale",
+    "scenario",
+    "unavailable",
+]
