@@ -130,9 +130,10 @@ def test_closing_sender_hands_its_spool_to_a_peer(namespace: str, caplog: pytest
 
 
 def test_window_then_spool_bound_push_back_on_a_slow_service(namespace: str) -> None:
-    """A sender keeps at most ``window`` unacked messages at an instance; more wait in
-    its spool; past the spool's bound the caller gets an error. Memory stays bounded
-    on both sides, and everything accepted is handled exactly once."""
+    """A sender keeps at most ``window`` unacked messages at an instance; with
+    ``window_wait=0`` more go straight to its spool; past the spool's bound the caller
+    gets an error. Memory stays bounded on both sides, and everything accepted is
+    handled exactly once."""
     url = f"tcp://127.0.0.1:0?namespace={namespace}"
     gate = asyncio.Event()
     seen: list[int] = []
@@ -149,7 +150,7 @@ def test_window_then_spool_bound_push_back_on_a_slow_service(namespace: str) -> 
     async def scenario() -> None:
         async with (
             pycomms.connect(url, services=[svc]),
-            pycomms.connect(url, window=5, spool_max_messages=10) as pub,
+            pycomms.connect(url, window=5, window_wait=0, spool_max_messages=10) as pub,
         ):
             await pub.send(*(Job(n=i) for i in range(5)))  # the window: out on the link
             await pub.send(*(Job(n=i) for i in range(5, 15)))  # the spool: full now
@@ -161,6 +162,41 @@ def test_window_then_spool_bound_push_back_on_a_slow_service(namespace: str) -> 
         assert sorted(seen) == list(range(15))
 
     run_strict(scenario, 90)
+
+
+def test_a_full_window_makes_publishers_wait_for_room(namespace: str) -> None:
+    """With every instance's window full, ``send()`` waits for acks to free room
+    (back-pressure) instead of spooling; it returns once the consumer catches up, and
+    nothing went through the spool."""
+    url = f"tcp://127.0.0.1:0?namespace={namespace}"
+    gate = asyncio.Event()
+    seen: list[int] = []
+    all_in = asyncio.Event()
+    svc = Service("work", concurrency=2)
+
+    @svc.on
+    async def job(msg: Job) -> None:
+        await gate.wait()
+        seen.append(msg.n)
+        if len(seen) == 12:
+            all_in.set()
+
+    async def scenario() -> None:
+        async with (
+            pycomms.connect(url, services=[svc]),
+            pycomms.connect(url, window=8, window_wait=60, spool_max_messages=1) as pub,
+        ):
+            await pub.send(*(Job(n=i) for i in range(8)))  # fills the window
+            blocked = asyncio.create_task(pub.send(*(Job(n=i) for i in range(8, 12))))
+            await asyncio.sleep(0.3)
+            assert not blocked.done(), "send() returned although the window was full"
+            gate.set()  # acks free room: the send goes out on the link, not to the 1-message spool
+            async with asyncio.timeout(20 * scale()):
+                await blocked
+                await all_in.wait()
+        assert sorted(seen) == list(range(12))
+
+    run_strict(scenario, 60)
 
 
 def test_keyed_messages_keep_their_order_through_the_spool(namespace: str) -> None:

@@ -12,7 +12,7 @@ import enum
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ._frames import Frame, FrameDecoder, ProtocolError, frame, json_frame, parse_json
+from ._frames import Frame, FrameDecoder, ProtocolError, frame, json_frame, parse_json, seqs_payload
 from ._handshake import PROTOCOL_VERSION, Hello, new_nonce, parse_hello, proof, verify
 
 if TYPE_CHECKING:
@@ -75,6 +75,7 @@ class Connection(asyncio.Protocol):
         self._nonce = new_nonce()
         self._their: Hello | None = None
         self._out: list[bytes] = []
+        self._acks: list[int] = []
         self._flush_pending = False
         self._paused = False
         self._drain: asyncio.Future[None] | None = None
@@ -130,6 +131,7 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.state = Link.CLOSED
         self._out.clear()
+        self._acks.clear()
         if not self.established.done():
             self.established.set_exception(ConnectionError(f"link to {self.remote} closed during the handshake"))
             self.established.exception()  # retrieved: a failed dial is reported by the dialer
@@ -159,8 +161,20 @@ class Connection(asyncio.Protocol):
             self._flush_pending = True
             self._loop.call_soon(self._flush)
 
+    def ack(self, seq: int) -> None:
+        """Queue the ACK of one delivery; the ACKs of one loop turn go out as one frame."""
+        if self.state is Link.CLOSED:
+            return
+        self._acks.append(seq)
+        if not self._flush_pending:
+            self._flush_pending = True
+            self._loop.call_soon(self._flush)
+
     def _flush(self) -> None:
         self._flush_pending = False
+        if self._acks:
+            self._out.append(frame(Frame.ACK, seqs_payload(self._acks)))
+            self._acks = []
         transport = self.transport
         if self._out and transport is not None and self.state is not Link.CLOSED and not transport.is_closing():
             data = b"".join(self._out) if len(self._out) > 1 else self._out[0]

@@ -20,7 +20,8 @@ ACCEPTED = {
     "spool_max_messages": "integer >= 1",
     "spool_max_bytes": "integer >= 1024",
     "heartbeat": "seconds between heartbeats, 0.05..60",
-    "window": "integer >= 1: unacked messages per service instance before the spool takes new ones",
+    "window": "integer >= 1: unacked messages per service instance before publishers wait, then spool",
+    "window_wait": "seconds 0..60 publish() waits for room in a full window before spooling (0: spool at once)",
     "discovery": "'local' (default), 'off'",
     "mdns": "true/false (LAN discovery with zeroconf; default false)",
     "registry": "directory of the same-host registry",
@@ -45,6 +46,7 @@ class TcpOptions(BaseModel):
     spool_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
     heartbeat: float = Field(default=1.0, ge=0.05, le=60.0)
     window: int = Field(default=10_000, ge=1)
+    window_wait: float = Field(default=1.0, ge=0.0, le=60.0)
     discovery: str = "local"
     mdns: bool = False
     registry: str = ""

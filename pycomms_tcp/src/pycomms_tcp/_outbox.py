@@ -72,30 +72,49 @@ class Outbox:
         self._cursor: dict[str, int] = {}
         """Per service, the highest spool row sent; rows above it were never sent."""
         self._window = window
+        self._low_water = window - max(1, window // 4)
+        self._room: asyncio.Future[None] | None = None
+        """Set when room opens in a window; publishers blocked by full windows wait on it."""
+        self._idle: asyncio.Future[None] | None = None
+        """Set when the last flight ends (a closing node waits for its acks)."""
         self.open = False
 
-    def route(self, envelopes: Sequence[Envelope], send_reply: Callable[[str, bytes], None]) -> bool:
-        """Send each envelope to its services' instances, or spool it; True if any went
-        on a link. Raises `PublishError` (spool full: nothing of the batch is spooled)."""
+    def route(
+        self, envelopes: Sequence[Envelope], send_reply: Callable[[str, bytes], None], *, block: bool = False
+    ) -> tuple[bool, int | None]:
+        """Send each envelope to its services' instances, or spool it.
+
+        Returns whether any went on a link, and, with ``block``, the index of the first
+        envelope not routed because every live instance of one of its services holds a
+        full window (the caller waits for room, then routes the rest); without
+        ``block`` the spool takes such overflow. Raises `PublishError` (spool full:
+        nothing of the call is spooled)."""
         catalog, routes, waiting, window = self._catalog, self._routes, self._spool.per_service, self._window
         direct: list[tuple[str, bytes, str | None]] = []
         planned: dict[str, int] = {}
         spooled: list[tuple[str, bytes, int, str | None]] = []
-        for env in envelopes:
-            data = env.encode()
+        blocked_at: int | None = None
+        for index, env in enumerate(envelopes):
             kind = env.kind
             if kind == "event":
                 services: Sequence[str] = catalog.event_services.get(env.type, ())
             elif kind in ("command", "request"):
                 owner = catalog.command_owner.get(env.type)
                 services = (owner,) if owner is not None else ()
-                if owner is None:
-                    spooled.append((unrouted_key(env.type), data, 1, env.key))
             elif kind == "reply":
-                send_reply(env.reply_to or "", data)
+                send_reply(env.reply_to or "", env.encode())
                 continue
             else:
                 raise PublishError(f"unknown envelope kind {kind!r}")
+            if block and any(
+                not waiting.get(s) and routes.instances(s) and planned.get(s, 0) >= routes.room(s, window)
+                for s in services
+            ):
+                blocked_at = index
+                break
+            data = env.encode()
+            if not services and kind != "event":
+                spooled.append((unrouted_key(env.type), data, 1, env.key))
             for service in services:
                 # behind messages already spooled for the service, so that it sees them in order;
                 # past the window of unacked messages, the spool takes them (bounded: backpressure)
@@ -117,7 +136,41 @@ class Outbox:
             if not self.dispatch(service, data, 1, None, key):  # a keyed message whose instance is full
                 self._spool.put_many([(service, data, 1, key)], force=True)
                 self.schedule_drain(service)
-        return bool(direct)
+        return bool(direct), blocked_at
+
+    async def wait_room(self, timeout: float) -> bool:
+        """Wait until a flight ends with its instance's load at or below the low-water
+        mark (a quarter of the window free); False after ``timeout`` seconds."""
+        if self._room is None or self._room.done():
+            self._room = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(self._room)
+        except TimeoutError:
+            return False
+        return True
+
+    async def settled(self, timeout: float) -> int:
+        """Wait up to ``timeout`` seconds for every flight's outcome; the number still open."""
+        if self.flights:
+            self._idle = asyncio.get_running_loop().create_future()
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._idle
+            except TimeoutError:
+                pass
+            finally:
+                self._idle = None
+        return len(self.flights)
+
+    def unsent(self) -> int:
+        """Spooled messages not out on a link."""
+        return self._spool.count - len(self._rows_in_flight)
+
+    def wake(self) -> None:
+        """Wake publishers waiting for room (the node is closing)."""
+        if self._room is not None and not self._room.done():
+            self._room.set_result(None)
 
     def adopt(self, service: str, data: bytes, attempt: int, key: str | None) -> None:
         """Take over a message another node spooled and handed over as it closed."""
@@ -170,7 +223,12 @@ class Outbox:
         flight = self.flights.pop(seq, None)
         if flight is None:
             return None
-        flight.target.load[flight.service] -= 1
+        load = flight.target.load
+        load[flight.service] -= 1
+        if self._room is not None and load[flight.service] <= self._low_water:
+            self.wake()
+        if self._idle is not None and not self.flights and not self._idle.done():
+            self._idle.set_result(None)
         if flight.conn is not None:
             flight.conn.flights.discard(seq)
         if flight.row is not None:

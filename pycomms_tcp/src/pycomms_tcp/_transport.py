@@ -39,7 +39,6 @@ from ._frames import (
     parse_releases,
     parse_seqs,
     releases_payload,
-    seqs_payload,
 )
 from ._membership import Catalog, Peer, Routes, Target
 from ._options import TcpOptions
@@ -234,6 +233,7 @@ class TcpTransport:
             return
         self._state = State.CLOSING
         self._outbox.open = False
+        self._outbox.wake()
         try:
             await self._shutdown()
         except Exception:
@@ -245,6 +245,8 @@ class TcpTransport:
             receiver.release_all()
         if self._registry is not None:
             self._registry.withdraw(self.node_id)
+        if unacked := await self._outbox.settled(CLOSE_TIMEOUT):
+            log.info("closing with %d message(s) delivered to peers and not yet acknowledged", unacked)
         if self._spool.path == ":memory:":
             await self._handoff()  # while heartbeats still run
         tasks = list(self._tasks)
@@ -302,11 +304,11 @@ class TcpTransport:
                 )
         if dead := len(self._spool.all_dead()):
             log.warning("closing with %d dead letter(s) kept in memory and no peer to take them; they are lost", dead)
-        if self._spool.count:
+        if unsent := self._outbox.unsent():
             log.warning(
                 "closing with %d message(s) in the in-memory spool for services with no live instance "
                 "and no peer to take them; they are lost (use spool=DIR to keep them across restarts)",
-                self._spool.count,
+                unsent,
             )
 
     def _tokens(self, items: list[Any]) -> list[tuple[int, Any]]:
@@ -664,8 +666,8 @@ class TcpTransport:
     def done(self, item: Item) -> None:
         if item.conn is None:
             self._outbox.settle(item.seq)
-        elif item.conn.state is not Link.CLOSED:
-            item.conn.send(frame(Frame.ACK, seqs_payload([item.seq])))
+        else:
+            item.conn.ack(item.seq)
 
     def release(self, item: Item, attempt: int) -> None:
         if item.conn is None:
@@ -687,8 +689,19 @@ class TcpTransport:
     async def publish(self, envelopes: Sequence[Envelope]) -> None:
         if self._state is not State.OPEN:
             raise PublishError(f"the tcp transport is {self._state.value}")
-        if self._outbox.route(envelopes, self._send_reply):
-            await self._outbox.drain_links()
+        outbox, wait = self._outbox, self._options.window_wait
+        sent, blocked_at = outbox.route(envelopes, self._send_reply, block=wait > 0)
+        while blocked_at is not None:
+            # every live instance of a service holds a full window: wait for room (back-pressure
+            # on a publisher outrunning its consumers), then the spool takes what still does not fit
+            envelopes = envelopes[blocked_at:]
+            room = await outbox.wait_room(wait)
+            if self._state is not State.OPEN:
+                raise PublishError(f"the tcp transport is {self._state.value}")
+            more, blocked_at = outbox.route(envelopes, self._send_reply, block=room)
+            sent |= more
+        if sent:
+            await outbox.drain_links()
 
     def _send_reply(self, node_id: str, data: bytes) -> None:
         if node_id == self.node_id:
