@@ -27,10 +27,10 @@ SMOKE = Params(events=500, requests=50, warmup=50, timeout=30.0)
 WORKLOADS = (EVENTS, BATCHES, REQUESTS)
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(prog: str = "python -m bench") -> argparse.ArgumentParser:
     defaults = Params()
     p = argparse.ArgumentParser(
-        prog="python -m bench",
+        prog=prog,
         description="Benchmark PyComms on one backend URL against named baselines, in one invocation.",
     )
     p.add_argument("--url", default="memory://bench", help="backend URL (default: memory://bench)")
@@ -121,8 +121,8 @@ def _progress(round_index: int, repeat: int, result: Result) -> None:
     print(f"  {prefix}{result.impl:<18} {result.workload:<14} {status}", flush=True)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str = "python -m bench") -> int:
+    args = parser(prog).parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )

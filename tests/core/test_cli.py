@@ -71,3 +71,38 @@ def test_run_with_a_bad_target_explains() -> None:
     proc = subprocess.run([*PYCOMMS, "run", "no_such_module_xyz:svc"], capture_output=True, text=True)
     assert proc.returncode == 1
     assert "cannot import 'no_such_module_xyz'" in proc.stderr
+
+
+def test_bench_runs_the_harness_smoke() -> None:
+    """``pycomms bench`` is the harness of bench/ (installed by the test set-up as the
+    pycomms-bench plugin), every option passed through."""
+    proc = subprocess.run(
+        [*PYCOMMS, "bench", "--url", "memory://", "--smoke", "--baselines", "none", "--workloads", "events"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "pycomms bench memory://: pycomms" in proc.stdout
+    assert "OK: 1 of 1 runs succeeded" in proc.stdout
+    usage = subprocess.run([*PYCOMMS, "bench", "-h"], capture_output=True, text=True, timeout=60).stdout
+    assert usage.startswith("usage: pycomms bench")
+
+
+def test_listen_refuses_commands_and_bad_counts() -> None:
+    proc = subprocess.run(
+        [*PYCOMMS, "listen", "pycomms.testing._messages:Job", "--url", "memory://"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert "listen tails events; pycomms.testing._messages:Job is a command" in proc.stderr
+    proc = subprocess.run(
+        [*PYCOMMS, "listen", "pycomms.testing._messages:Ping", "--count", "0", "--url", "memory://"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert "--count must be at least 1, got 0" in proc.stderr

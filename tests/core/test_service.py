@@ -118,3 +118,13 @@ def test_bad_concurrency_and_retry() -> None:
     with pytest.raises(TypeError, match="Retry"):
         Service("s", retry={"max_attempts": 3})  # type: ignore[arg-type]
     assert Service("s", retry=Retry(max_attempts=2)).retry.max_attempts == 2
+
+
+def test_an_ephemeral_service_handles_events_only() -> None:
+    svc = Service("tail", ephemeral=True)
+    svc.on(Ping)(lambda m: None)
+    assert svc.ephemeral
+    with pytest.raises(TypeError, match=r"'tail' is ephemeral and handles events only; 'Job' is a command"):
+        svc.on(Job)(lambda m: None)
+    with pytest.raises(TypeError, match=r"'Ask' is a request"):
+        svc.on(Ask)(lambda m: Reply(ok=True))

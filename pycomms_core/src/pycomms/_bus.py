@@ -159,6 +159,7 @@ class Bus:
                     events=frozenset(n for n, s in service.handlers.items() if s.message_type.kind == "event"),
                     commands=frozenset(n for n, s in service.handlers.items() if s.message_type.kind != "event"),
                     concurrency=service.concurrency,
+                    ephemeral=service.ephemeral,
                 )
                 receiver = await self._transport.subscribe(subscription)
                 if self._close_started():

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from ._bus import DEFAULT_GRACE, connect
+from ._cli_listen import add_listen
 from ._cli_ops import add_commands
 from ._errors import PyCommsError
 from ._loading import load_attribute
@@ -62,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=_demo, default_log_level="error")
 
     add_commands(sub)
+    add_listen(sub)
     plugin_manager().hook.pycomms_add_commands(subparsers=sub)
     return parser
 

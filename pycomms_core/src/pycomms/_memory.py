@@ -69,6 +69,8 @@ class _Broker:
         self.dead: dict[str, dict[str, DeadLetter]] = collections.defaultdict(dict)
         self.nodes: dict[str, NodeInfo] = {}
         self.reply_sinks: dict[str, ReplySink] = {}
+        self.observers: collections.Counter[str] = collections.Counter()
+        """Running instances of each ephemeral service."""
 
     def queue(self, service: str) -> _Queue:
         queue = self.queues.get(service)
@@ -78,6 +80,8 @@ class _Broker:
 
     def subscribe(self, sub: Subscription) -> _Queue:
         queue = self.queue(sub.service)
+        if sub.ephemeral:
+            self.observers[sub.service] += 1
         for type_name in sub.events:
             self.event_subscribers[type_name].add(sub.service)
         for type_name in sub.commands:
@@ -85,6 +89,16 @@ class _Broker:
             for item in self.unrouted.pop(type_name, ()):
                 queue.put(item)
         return queue
+
+    def unsubscribe(self, service: str) -> None:
+        """The last instance of an ephemeral service stopped: forget it entirely."""
+        self.observers[service] -= 1
+        if self.observers[service] > 0:
+            return
+        del self.observers[service]
+        for services in self.event_subscribers.values():
+            services.discard(service)
+        self.queues.pop(service, None)
 
     def route(self, env: Envelope) -> None:
         data = env.encode()
@@ -133,9 +147,11 @@ class MemoryDelivery:
 
 
 class MemoryReceiver:
-    def __init__(self, broker: _Broker, queue: _Queue) -> None:
+    def __init__(self, broker: _Broker, queue: _Queue, *, ephemeral: str | None = None) -> None:
         self._broker = broker
         self._queue = queue
+        self._ephemeral = ephemeral
+        """The service name when it is ephemeral."""
         self._leases: dict[int, _Item] = {}
         self._tokens = itertools.count()
         self._closed = False
@@ -171,10 +187,15 @@ class MemoryReceiver:
         return batch
 
     async def close(self) -> None:
+        if self._closed:
+            return
         self._closed = True
         if self._getter is not None and not self._getter.done():
             self._getter.set_result(None)
         leases, self._leases = self._leases, {}
+        if self._ephemeral is not None:
+            self._broker.unsubscribe(self._ephemeral)  # an observer's messages go with it
+            return
         for item in leases.values():
             self._queue.put(_Item(item.data, item.attempt + 1))
 
@@ -209,7 +230,8 @@ class MemoryTransport:
             route(env)
 
     async def subscribe(self, subscription: Subscription) -> MemoryReceiver:
-        receiver = MemoryReceiver(self._broker, self._broker.subscribe(subscription))
+        service = subscription.service if subscription.ephemeral else None
+        receiver = MemoryReceiver(self._broker, self._broker.subscribe(subscription), ephemeral=service)
         self._receivers.append(receiver)
         return receiver
 

@@ -34,10 +34,14 @@ class Service:
     """A named group of handlers; every running bus that serves it is an instance.
 
     ``concurrency`` bounds the handlers one instance runs at once; ``retry`` is the
-    policy for handlers that raise.
+    policy for handlers that raise. An ``ephemeral`` service is an observer: it
+    handles events only, gets those published while it runs, and leaves nothing
+    behind on the backend when it stops (no retention, no queue, no group).
     """
 
-    def __init__(self, name: str, *, concurrency: int = 16, retry: Retry | None = None) -> None:
+    def __init__(
+        self, name: str, *, concurrency: int = 16, retry: Retry | None = None, ephemeral: bool = False
+    ) -> None:
         if not isinstance(name, str) or not _NAME.match(name):
             raise ValueError(
                 f"service name {name!r} is invalid: use 1-100 letters, digits, '_', '.' or '-', "
@@ -50,6 +54,7 @@ class Service:
         self.name = name
         self.concurrency = concurrency
         self.retry = retry or Retry()
+        self.ephemeral = bool(ephemeral)
         self.handlers: dict[str, HandlerSpec] = {}
 
     def __repr__(self) -> str:
@@ -94,6 +99,11 @@ class Service:
             raise TypeError(
                 f"handler {fname}: {message_type!r} is not a handleable message type; "
                 "expected a subclass of pycomms.Event, Command or Request"
+            )
+        if self.ephemeral and message_type.kind != "event":
+            raise TypeError(
+                f"handler {fname}: service {self.name!r} is ephemeral and handles events only; "
+                f"{message_type.type_name!r} is a {message_type.kind}, which must reach a lasting service"
             )
         existing = self.handlers.get(message_type.type_name)
         if existing is not None:

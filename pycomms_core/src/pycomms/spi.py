@@ -229,6 +229,11 @@ class Subscription:
     events: frozenset[str]
     commands: frozenset[str]
     concurrency: int
+    ephemeral: bool = False
+    """An observer (``pycomms listen``, a chat window): events only (``commands`` is
+    empty), delivered only while the instance runs. Nothing is retained for it and its
+    queues, groups or rows are removed when its receiver closes; a backend also drops
+    them when the owning node dies, where it can (and documents when it cannot)."""
 
 
 @runtime_checkable

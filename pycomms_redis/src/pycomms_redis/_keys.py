@@ -42,6 +42,12 @@ class Keys:
         return f"{self.prefix}owners"
 
     @property
+    def observers(self) -> str:
+        """Hash: ephemeral service -> JSON ``{"node", "events"}``, so that the groups of
+        an observer whose node died can be removed by any other node."""
+        return f"{self.prefix}observers"
+
+    @property
     def delayed(self) -> str:
         """Sorted set of delayed retries, scored by due time (server ms)."""
         return f"{self.prefix}delayed"

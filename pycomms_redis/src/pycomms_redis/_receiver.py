@@ -89,6 +89,8 @@ class RedisReceiver:
         self._options = options
         self._service = subscription.service
         self._group = subscription.service
+        self._ephemeral = subscription.ephemeral
+        self._events = sorted(subscription.events)
         self._consumer = consumer
         self._on_retry = on_retry
         self._service_stream = keys.service_stream(self._service)
@@ -378,6 +380,9 @@ class RedisReceiver:
             delivery.lost = True
         self._leases.clear()
         self._buffer.clear()
+        if self._ephemeral:
+            await self._remove()
+            return
         try:
             async with asyncio.timeout(self._options.socket_timeout * 2):
                 released = await self._release_script(
@@ -391,6 +396,28 @@ class RedisReceiver:
                 self._service,
                 describe(exc),
             )
+
+    async def _remove(self) -> None:
+        """An ephemeral service leaves nothing behind: its groups, streams, registration."""
+        try:
+            async with asyncio.timeout(self._options.socket_timeout * 2):
+                await remove_observer(self._client, self._keys, self._service, self._events)
+        except (rex.RedisError, OSError, TimeoutError) as exc:
+            log.warning(
+                "ephemeral service %s: could not remove its groups (%s); another node sweeps them",
+                self._service,
+                describe(exc),
+            )
+
+
+async def remove_observer(client: Redis, keys: Keys, service: str, events: Sequence[str]) -> None:
+    """Destroy the consumer groups of ephemeral ``service`` and delete its own streams."""
+    async with client.pipeline(transaction=False) as pipe:
+        for type_name in events:
+            pipe.xgroup_destroy(keys.event_stream(type_name), service)
+        pipe.delete(keys.service_stream(service), keys.dead_letters(service))
+        pipe.hdel(keys.observers, service)
+        await pipe.execute(raise_on_error=False)
 
 
 class _Backoff:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
@@ -32,7 +33,7 @@ from ._errors import TRANSIENT, describe, map_connect_errors, map_redis_errors
 from ._keys import Keys
 from ._options import RedisOptions, parse_options
 from ._presence import Presence
-from ._receiver import RedisReceiver
+from ._receiver import RedisReceiver, remove_observer
 from ._replies import ReplyReader
 from ._scripts import PUBLISH, REPLAY
 from ._tasks import cancel_and_wait
@@ -84,6 +85,7 @@ class RedisTransport:
         reader = ReplyReader(self._client, self._keys.replies(node.id), replies, self._options.block)
         self._spawn(presence.run(), "presence")
         self._spawn(reader.run(), "replies")
+        self._spawn(self._sweep_observers(), "observers")
 
     def _spawn(self, coro: Any, what: str) -> None:
         self._tasks.append(asyncio.create_task(coro, name=f"pycomms:redis:{what}"))
@@ -169,6 +171,9 @@ class RedisTransport:
                             type_name,
                             owner.decode() if owner else "?",
                         )
+            if subscription.ephemeral:
+                entry = json.dumps({"node": self._node.id, "events": sorted(subscription.events)})
+                await self._client.hset(keys.observers, subscription.service, entry)
             streams = [(keys.event_stream(t), "$") for t in sorted(subscription.events)]
             streams += [(keys.command_stream(t), "0") for t in owned]
             streams.append((keys.service_stream(subscription.service), "0"))
@@ -182,6 +187,22 @@ class RedisTransport:
         receiver.start()
         self._receivers.append(receiver)
         return receiver
+
+    async def _sweep_observers(self) -> None:
+        """Remove the groups and streams of ephemeral services whose node is gone (killed
+        before it could remove them itself), so that they hold back no trimming."""
+        while True:
+            await asyncio.sleep(self._options.trim_interval)
+            try:
+                entries: Any = await self._client.hgetall(self._keys.observers)
+                for raw_service, raw in entries.items():
+                    entry = json.loads(raw)
+                    if not await self._client.exists(self._keys.node(str(entry["node"]))):
+                        service = raw_service.decode()
+                        await remove_observer(self._client, self._keys, service, entry["events"])
+                        log.info("removed ephemeral service %s of node %s, which is gone", service, entry["node"])
+            except (rex.RedisError, OSError, ValueError, KeyError, TypeError) as exc:
+                log.warning("sweeping ephemeral services failed: %s", describe(exc))
 
     # presence and dead letters ----------------------------------------------------------
 

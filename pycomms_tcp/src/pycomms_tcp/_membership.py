@@ -39,6 +39,8 @@ class Peer(Target):
     info: NodeInfo = field(default_factory=lambda: NodeInfo(id="", name=""))
     addr: tuple[str, int] = ("", 0)
     live: set[str] = field(default_factory=set)
+    observing: dict[str, frozenset[str]] = field(default_factory=dict)
+    """Its ephemeral services and their event types (never in the catalog)."""
     conns: list[Connection] = field(default_factory=list)
     last_seen: float = field(default_factory=time.time)
 
@@ -91,8 +93,10 @@ class Routes:
     def __init__(self, local: Target) -> None:
         self.local = local
         self.local_services: set[str] = set()
+        self.local_observing: dict[str, frozenset[str]] = {}
         self._peers: dict[str, Peer] = {}
         self._table: dict[str, list[Target]] | None = None
+        self._observers: dict[str, tuple[str, ...]] = {}
         self._turn: collections.Counter[str] = collections.Counter()
 
     def bind(self, peers: dict[str, Peer]) -> None:
@@ -104,16 +108,34 @@ class Routes:
     def instances(self, service: str) -> list[Target]:
         table = self._table
         if table is None:
-            table = collections.defaultdict(list)
-            for service_name in self.local_services:
-                table[service_name].append(self.local)
-            for peer in self._peers.values():
-                if peer.link is None:
-                    continue
-                for service_name in peer.live:
-                    table[service_name].append(peer)
-            self._table = table = dict(table)
+            table = self._rebuild()
         return table.get(service, [])
+
+    def observers(self, type_name: str) -> tuple[str, ...]:
+        """The ephemeral services with a live instance that handle event ``type_name``."""
+        if self._table is None:
+            self._rebuild()
+        return self._observers.get(type_name, ())
+
+    def _rebuild(self) -> dict[str, list[Target]]:
+        table: dict[str, list[Target]] = collections.defaultdict(list)
+        observers: dict[str, set[str]] = collections.defaultdict(set)
+        for service_name in self.local_services:
+            table[service_name].append(self.local)
+        for service_name, types in self.local_observing.items():
+            for type_name in types:
+                observers[type_name].add(service_name)
+        for peer in self._peers.values():
+            if peer.link is None:
+                continue
+            for service_name in peer.live:
+                table[service_name].append(peer)
+            for service_name, types in peer.observing.items():
+                for type_name in types:
+                    observers[type_name].add(service_name)
+        self._observers = {t: tuple(sorted(names)) for t, names in observers.items()}
+        self._table = dict(table)
+        return self._table
 
     def room(self, service: str, window: int) -> int:
         """How many more messages of ``service`` the live instances can be sent now."""

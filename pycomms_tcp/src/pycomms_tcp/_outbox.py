@@ -10,6 +10,7 @@ restart with ``spool=DIR`` loses nothing that was not acked.
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import logging
 from collections.abc import Callable, Coroutine, Sequence
@@ -76,6 +77,8 @@ class Outbox:
         self._room: asyncio.Future[None] | None = None
         """Set when room opens in a window; publishers blocked by full windows wait on it."""
         self._idle: asyncio.Future[None] | None = None
+        self.missed: collections.Counter[str] = collections.Counter()
+        """Events not sent to each ephemeral service because its window was full."""
         """Set when the last flight ends (a closing node waits for its acks)."""
         self.open = False
 
@@ -115,6 +118,14 @@ class Outbox:
             data = env.encode()
             if not services and kind != "event":
                 spooled.append((unrouted_key(env.type), data, 1, env.key))
+            if kind == "event" and (observers := routes.observers(env.type)):
+                for service in observers:
+                    # an observer is never waited for nor spooled for: past its window it misses events
+                    if planned.get(service, 0) < routes.room(service, window):
+                        planned[service] = planned.get(service, 0) + 1
+                        direct.append((service, data, env.key))
+                    else:
+                        self._missed(service)
             for service in services:
                 # behind messages already spooled for the service, so that it sees them in order;
                 # past the window of unacked messages, the spool takes them (bounded: backpressure)
@@ -137,6 +148,13 @@ class Outbox:
                 self._spool.put_many([(service, data, 1, key)], force=True)
                 self.schedule_drain(service)
         return bool(direct), blocked_at
+
+    def _missed(self, service: str) -> None:
+        missed = self.missed[service] = self.missed[service] + 1
+        if missed & (missed - 1) == 0:  # 1, 2, 4, 8, ...: a slow observer does not flood the log
+            log.warning(
+                "ephemeral service %s is too slow: %d event(s) not sent to it (its window is full)", service, missed
+            )
 
     async def wait_room(self, timeout: float) -> bool:
         """Wait until a flight ends with its instance's load at or below the low-water
@@ -251,6 +269,8 @@ class Outbox:
             return
         if self.dispatch(flight.service, flight.data, attempt, flight.row, flight.key):
             return
+        if flight.service not in self._catalog.services and not flight.service.startswith("?"):
+            return  # it was for an ephemeral service that is gone: nothing is kept for it
         if flight.row is not None:  # a spooled message stays in the spool until it is acked: send it again later
             self._cursor[flight.service] = min(self._cursor.get(flight.service, 0), flight.row - 1)
             return

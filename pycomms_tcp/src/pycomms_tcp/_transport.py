@@ -430,8 +430,9 @@ class TcpTransport:
             "live": {
                 s: [sorted(sub.events), sorted(sub.commands)]
                 for s, sub in self._subs.items()
-                if not self._receivers[s].closed
+                if not self._receivers[s].closed and not sub.ephemeral
             },
+            "observers": {s: sorted(events) for s, events in self._routes.local_observing.items()},
             "catalog": self._catalog.to_json(),
             "peers": [[p.id, p.addr[0], p.addr[1]] for p in self._peers.values() if p.addr[1]],
         }
@@ -450,6 +451,7 @@ class TcpTransport:
             )
             addr = (str(body["addr"][0]), int(body["addr"][1]))
             live = _services(body["live"])
+            observing = {str(s): frozenset(map(str, ev)) for s, ev in body.get("observers", {}).items()}
             known = _services(body["catalog"])
             gossip = [(str(i), str(h), int(p)) for i, h, p in body["peers"]]
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
@@ -461,7 +463,8 @@ class TcpTransport:
         self._known[conn.peer_id] = (addr[0], addr[1], time.monotonic())
         peer.info, peer.addr = info, addr
         peer.conns.append(conn)
-        peer.live = set(live)
+        peer.live = set(live) | set(observing)
+        peer.observing = observing
         conn.peer = peer
         changed = False
         for service, (events, commands) in live.items():
@@ -589,6 +592,7 @@ class TcpTransport:
             gone = parse_json(payload).get("service")
             if conn.peer is not None and isinstance(gone, str):
                 conn.peer.live.discard(gone)
+                conn.peer.observing.pop(gone, None)
                 self._routes.changed()
         elif kind == Frame.RPC:
             self._on_rpc(conn, parse_json(payload))
@@ -628,9 +632,15 @@ class TcpTransport:
             events, commands = frozenset(map(str, body["events"])), frozenset(map(str, body["commands"]))
         except (KeyError, TypeError) as exc:
             raise ProtocolError(f"malformed SUBSCRIBE frame: {exc!r}") from None
+        ephemeral = body.get("ephemeral") is True
         if conn.peer is not None:
             conn.peer.live.add(service)
+            if ephemeral:
+                conn.peer.observing[service] = events
             self._routes.changed()
+        if ephemeral:  # an observer: routed to while it runs, never in the catalog, nothing kept for it
+            conn.send(json_frame(Frame.SUBSCRIBED, {"token": token}))
+            return
         if self._catalog.learn(service, events, commands, replace=True):
             self._outbox.catalog_changed()
         conn.send(json_frame(Frame.SUBSCRIBED, {"token": token}))
@@ -681,6 +691,7 @@ class TcpTransport:
 
     def receiver_closed(self, receiver: TcpReceiver) -> None:
         self._routes.local_services.discard(receiver.service)
+        self._routes.local_observing.pop(receiver.service, None)
         self._routes.changed()
         self._broadcast(json_frame(Frame.UNSUBSCRIBE, {"service": receiver.service}))
 
@@ -723,12 +734,20 @@ class TcpTransport:
         self._receivers[service] = receiver
         self._subs[service] = subscription
         self._routes.local_services.add(service)
+        if subscription.ephemeral:  # routed to while it runs; never in the catalog, the registry or a spool
+            self._routes.local_observing[service] = subscription.events
+        else:
+            if self._catalog.learn(service, subscription.events, subscription.commands, replace=True):
+                self._outbox.catalog_changed()
+            if self._registry is not None:
+                self._registry.save_service(service, subscription.events, subscription.commands)
         self._routes.changed()
-        if self._catalog.learn(service, subscription.events, subscription.commands, replace=True):
-            self._outbox.catalog_changed()
-        if self._registry is not None:
-            self._registry.save_service(service, subscription.events, subscription.commands)
-        body = {"service": service, "events": sorted(subscription.events), "commands": sorted(subscription.commands)}
+        body = {
+            "service": service,
+            "events": sorted(subscription.events),
+            "commands": sorted(subscription.commands),
+            "ephemeral": subscription.ephemeral,
+        }
         futures: dict[asyncio.Future[Any], int] = {}
         for conn in [c for c in self._conns if c.state.announced and c.peer_id]:
             wait_id = next(self._wait_ids)

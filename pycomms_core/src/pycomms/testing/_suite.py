@@ -662,6 +662,34 @@ class ConformanceSuite:
                 await rec.wait(10, 30)
         rec.assert_exactly_once([*range(5), *range(100, 105)])
 
+    @scenario()
+    async def test_ephemeral_observer_gets_live_events_only(self) -> None:
+        """An ephemeral service (an observer such as ``pycomms listen``) gets the events
+        published while it runs, beside a lasting service that gets them too; nothing is
+        kept for it while it is down, so a new instance starts with what comes next."""
+        live, lasting = Recorder(), Recorder()
+
+        def observer() -> Service:
+            svc = Service("observer", ephemeral=True)
+            svc.on(Ping)(_recording(live))
+            return svc
+
+        keeper = Service("lasting")
+        keeper.on(Ping)(_recording(lasting))
+        async with self.connect(keeper) as pub:
+            async with self.connect(observer()):
+                await pub.publish(*(Ping(n=i) for i in range(5)))
+                await live.wait(5, 30)
+            await pub.publish(*(Ping(n=i) for i in range(5, 10)))  # no observer runs: not kept for it
+            await lasting.wait(10, 30)
+            async with self.connect(observer()):
+                await pub.publish(*(Ping(n=i) for i in range(10, 15)))
+                await lasting.wait(15, 30)
+                await live.wait(10, 30)
+                await asyncio.sleep(0.3 * scale())  # room for a wrongly kept message to show up
+        live.assert_exactly_once([*range(5), *range(10, 15)])
+        lasting.assert_exactly_once(list(range(15)))
+
     # presence ------------------------------------------------------------------------
 
     @scenario()
