@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pycomms.spi import NodeInfo
 
+from . import _observers as observers
 from ._db import Database
 from ._errors import describe
 from ._schema import Tables
@@ -61,11 +62,13 @@ class Presence:
         nodes, replies = self._tables.nodes, self._tables.replies
         now = time.time()
 
-        async def body(conn: AsyncConnection) -> None:
+        async def body(conn: AsyncConnection) -> list[str]:
             await conn.execute(delete(nodes).where(nodes.c.expires_at < now - 60.0))
             await conn.execute(delete(replies).where(replies.c.created_at < now - REPLY_TTL))
+            return await observers.sweep(conn, self._tables, now)
 
-        await self._db.run_write(body)
+        for service in await self._db.run_write(body):
+            log.info("removed ephemeral service %s, whose node is gone", service)
 
     async def _run(self) -> None:
         beats = 0

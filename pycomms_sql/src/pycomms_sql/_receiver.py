@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from pycomms import PyCommsError
 from pycomms.spi import DeadLetter, Subscription
 
+from . import _observers as observers
 from . import _queries as q
 from ._batching import Coalescer
 from ._errors import map_errors
@@ -68,6 +69,7 @@ class SqlReceiver:
     def __init__(self, transport: SqlTransport, subscription: Subscription, routed: Sequence[str]) -> None:
         self._t = transport
         self._service = subscription.service
+        self._ephemeral = subscription.ephemeral
         self._routed = list(routed)
         self._types = subscription.events | subscription.commands
         self._wake = asyncio.Event()
@@ -269,6 +271,10 @@ class SqlReceiver:
             await asyncio.gather(self._claiming, return_exceptions=True)
             self._claiming = None
         await self._acks.drain()
+        if self._ephemeral:
+            self._leases.clear()
+            await self._remove_observer()
+            return
         leases = {token: sorted(rows) for token, rows in self._leases.items() if rows}
         self._leases.clear()
         if not leases:
@@ -287,3 +293,16 @@ class SqlReceiver:
             return
         log.debug("service %s: released %d unsettled message(s)", self._service, released)
         t.wake_service(self._service)
+
+    async def _remove_observer(self) -> None:
+        """An ephemeral service leaves nothing behind: subscription, messages, letters."""
+        t = self._t
+        node_id = t.node_id
+
+        async def body(conn: AsyncConnection) -> bool:
+            return await observers.remove(conn, t.tables, self._service, node_id)
+
+        try:
+            await t.db.run_write(body)
+        except Exception as exc:
+            log.warning("ephemeral service %s: could not remove its rows (swept later): %s", self._service, exc)

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from pycomms import Capabilities, ConfigError, ConnectError, PublishError, PyCommsError
 from pycomms.spi import BackendConfig, DeadLetter, Envelope, NodeInfo, ReplySink, Subscription
 
+from . import _observers as observers
 from . import _queries as q
 from ._batching import Coalescer
 from ._db import Database, create_engine
@@ -209,10 +210,18 @@ class SqlTransport:
 
     # consuming -------------------------------------------------------------------------
 
+    @property
+    def node_id(self) -> str:
+        return self._node.id if self._node is not None else ""
+
     async def subscribe(self, subscription: Subscription) -> SqlReceiver:
         db, tables = self.db, self.tables
 
+        node_id = self.node_id
+
         async def body(conn: AsyncConnection) -> list[str]:
+            if subscription.ephemeral:
+                await observers.register(conn, tables, subscription.service, node_id)
             routed = await q.subscribe(
                 conn, db.kind, tables, subscription.service, subscription.events, subscription.commands
             )
