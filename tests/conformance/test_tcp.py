@@ -3,7 +3,16 @@ the same-host registry directory of their namespace)."""
 
 from __future__ import annotations
 
+import pytest
+
 from pycomms.testing import ConformanceSuite
+
+
+@pytest.fixture(autouse=True)
+def private_registry(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same-host discovery in a directory of this test's own, so that runs leave nothing
+    behind in /tmp/pycomms-UID."""
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path_factory.mktemp("run")))
 
 
 class TestTcp(ConformanceSuite):
