@@ -21,6 +21,7 @@ import pycomms
 from pycomms_tcp import FrameDecoder, ProtocolError
 from pycomms_tcp._frames import (
     Frame,
+    deliver_frame,
     deliver_payload,
     frame,
     json_frame,
@@ -130,6 +131,10 @@ def test_zero_length_and_unknown_type_are_refused() -> None:
 @given(st.integers(0, 2**64 - 1), st.integers(0, 2**32 - 1), st.text(max_size=50), st.binary(max_size=200))
 def test_deliver_payload_round_trip(seq: int, attempt: int, service: str, data: bytes) -> None:
     assert parse_deliver(deliver_payload(seq, attempt, service, data)) == (seq, attempt, service, data)
+    # the one-pack frame of the send path is the same bytes as the general encoder's
+    whole = deliver_frame(seq, attempt, service.encode(), data)
+    assert whole == frame(Frame.DELIVER, deliver_payload(seq, attempt, service, data))
+    assert FrameDecoder(MAX).feed(whole) == [(Frame.DELIVER, deliver_payload(seq, attempt, service, data))]
 
 
 @settings(max_examples=300, deadline=None)

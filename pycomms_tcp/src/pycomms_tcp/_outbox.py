@@ -21,7 +21,7 @@ from pycomms import PublishError
 from pycomms.spi import Envelope
 
 from ._errors import map_errors, map_publish_errors
-from ._frames import Frame, deliver_payload, frame
+from ._frames import deliver_frame
 from ._membership import Catalog, Peer, Routes, Target
 from ._receiver import Item, TcpReceiver
 from ._spool import Spool, SpoolFullError, unrouted_key
@@ -94,8 +94,10 @@ class Outbox:
         nothing of the call is spooled)."""
         catalog, routes, waiting, window = self._catalog, self._routes, self._spool.per_service, self._window
         direct: list[tuple[str, bytes, str | None]] = []
-        planned: dict[str, int] = {}
         spooled: list[tuple[str, bytes, int, str | None]] = []
+        room: dict[str, int] = {}
+        """Per service, messages this call may still send straight to its instances (0
+        while messages of the service wait in the spool: new ones queue behind them)."""
         blocked_at: int | None = None
         for index, env in enumerate(envelopes):
             kind = env.kind
@@ -109,10 +111,10 @@ class Outbox:
                 continue
             else:
                 raise PublishError(f"unknown envelope kind {kind!r}")
-            if block and any(
-                not waiting.get(s) and routes.instances(s) and planned.get(s, 0) >= routes.room(s, window)
-                for s in services
-            ):
+            for service in services:
+                if service not in room:
+                    room[service] = 0 if waiting.get(service) else routes.room(service, window)
+            if block and any(room[s] <= 0 and not waiting.get(s) and routes.instances(s) for s in services):
                 blocked_at = index
                 break
             data = env.encode()
@@ -121,16 +123,18 @@ class Outbox:
             if kind == "event" and (observers := routes.observers(env.type)):
                 for service in observers:
                     # an observer is never waited for nor spooled for: past its window it misses events
-                    if planned.get(service, 0) < routes.room(service, window):
-                        planned[service] = planned.get(service, 0) + 1
+                    left = room.get(service)
+                    if left is None:
+                        left = routes.room(service, window)
+                    if left > 0:
+                        room[service] = left - 1
                         direct.append((service, data, env.key))
                     else:
                         self._missed(service)
             for service in services:
-                # behind messages already spooled for the service, so that it sees them in order;
-                # past the window of unacked messages, the spool takes them (bounded: backpressure)
-                if not waiting.get(service) and planned.get(service, 0) < routes.room(service, window):
-                    planned[service] = planned.get(service, 0) + 1
+                # past the window of unacked messages the spool takes them (bounded: back-pressure)
+                if room[service] > 0:
+                    room[service] -= 1
                     direct.append((service, data, env.key))
                 else:
                     spooled.append((service, data, 1, env.key))
@@ -231,7 +235,7 @@ class Outbox:
                 return False
             self.flights[seq] = Flight(seq, service, data, attempt, row, key, target, conn)
             conn.flights.add(seq)
-            conn.send(frame(Frame.DELIVER, deliver_payload(seq, attempt, service, data)))
+            conn.send(deliver_frame(seq, attempt, service.encode(), data))
         target.load[service] += 1
         if row is not None:
             self._rows_in_flight.add(row)
