@@ -669,8 +669,6 @@ class TcpTransport:
             conn.send(data)
         return conns
 
-    # routing -----------------------------------------------------------------------
-
     # Origin (used by receivers) ----------------------------------------------------
 
     def done(self, item: Item) -> None:
