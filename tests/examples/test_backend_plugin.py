@@ -72,11 +72,6 @@ def test_pycomms_backends_lists_it(capsys: pytest.CaptureFixture[str]) -> None:
     assert row == "| `example://` | pycomms-example-backend | yes | no | yes | yes | no | no | no |"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="CLI bug: `pycomms backends` pads the distribution column to a fixed 16 characters "
-    "(pycomms/_cli.py, _backends), so a longer distribution name runs into the description",
-)
 def test_pycomms_backends_keeps_columns_apart(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["backends"]) == 0
     [line] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("example://")]

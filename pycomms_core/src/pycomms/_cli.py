@@ -96,9 +96,10 @@ def _backends(args: argparse.Namespace) -> int:
         print(capability_matrix(infos))
         return 0
     width = max((len(i.scheme) for i in infos), default=6) + 5
-    print(f"{'scheme':<{width}}{'distribution':<16}description")
+    dist = max((len(i.distribution) for i in infos), default=12) + 2
+    print(f"{'scheme':<{width}}{'distribution':<{dist}}description")
     for info in infos:
-        print(f"{info.scheme + '://':<{width}}{info.distribution:<16}{info.description}")
+        print(f"{info.scheme + '://':<{width}}{info.distribution:<{dist}}{info.description}")
     return 0
 
 

@@ -20,6 +20,8 @@ from ._schema import asyncapi, collect, diff, json_schemas
 from .spi import DeadLetter
 
 PAGE = 500
+"""Dead letters per replay or purge call."""
+LIST_LIMIT = 100_000
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -57,7 +59,13 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         p.add_argument("--id", action="append", dest="ids", help="only this id (repeatable)")
         p.add_argument("--type", help="only this message type name")
         p.add_argument("--older-than", type=float, metavar="SECONDS", help="only letters that failed this long ago")
-        p.add_argument("--limit", type=int, default=100_000)
+        p.add_argument(
+            "--limit",
+            type=int,
+            default=LIST_LIMIT,
+            help=f"most letters listed at once (default {LIST_LIMIT:,}); replay/purge without filters go on "
+            "until none is left",
+        )
         if action in ("ls", "show"):
             p.add_argument("--json", action="store_true", help="one JSON object per line")
         else:
@@ -81,7 +89,10 @@ async def _emit(args: argparse.Namespace) -> int:
     cls = load_message_type(args.type)
     expected = {"publish": Event, "send": Command, "request": Request}[args.verb]
     if not issubclass(cls, expected):
-        raise PyCommsError(f"{args.verb} takes a {expected.__name__}; the kind of {cls.__name__} is {cls.kind!r}")
+        raise PyCommsError(
+            f"{args.verb} takes {_article(expected.__name__)} {expected.__name__}; "
+            f"the kind of {cls.__name__} is {cls.kind!r}"
+        )
     text = sys.stdin.read() if args.body == "-" else args.body
     try:
         message = cls.model_validate_json(text)
@@ -125,17 +136,52 @@ async def _nodes(args: argparse.Namespace) -> int:
 
 
 async def _dlq(args: argparse.Namespace) -> int:
+    if args.limit < 1:
+        raise PyCommsError(f"--limit must be at least 1, got {args.limit}")
     async with connect(args.url, name="pycomms-cli") as bus:
-        letters = _filter(await bus.dead_letters(args.service, limit=max(1, args.limit)), args)
+        listed = await bus.dead_letters(args.service, limit=args.limit)
+        letters = _filter(listed, args)
+        truncated = len(listed) >= args.limit
         if args.action in ("ls", "show"):
             _print_letters(letters, full=args.action == "show", as_json=args.json)
+            _warn_truncated(truncated, args.limit)
             return 0
         if args.dry_run:
-            print(f"would {args.action} {len(letters)} dead letter(s) of {args.service}", file=sys.stderr)
+            more = " (at least: the listing stopped at --limit)" if truncated else ""
+            print(f"would {args.action} {len(letters)} dead letter(s) of {args.service}{more}", file=sys.stderr)
             return 0
-        done = await _bulk(bus, args.action, args.service, [letter.id for letter in letters])
-        print(f"{args.action}: {done} of {len(letters)} dead letter(s) of {args.service}", file=sys.stderr)
-        return 0 if done == len(letters) else 1
+        filtered = bool(args.ids or args.type is not None or args.older_than is not None)
+        done = wanted = 0
+        seen: set[str] = set()
+        while letters:
+            ids = [letter.id for letter in letters]
+            seen.update(ids)
+            wanted += len(ids)
+            done += await _bulk(bus, args.action, args.service, ids)
+            if filtered or not truncated:
+                break
+            # unfiltered and the listing was full: what was handled left the list, so list again
+            # (a replayed letter that fails again comes back with its id: it is not taken twice)
+            listed = await bus.dead_letters(args.service, limit=args.limit)
+            letters = [letter for letter in listed if letter.id not in seen]
+            truncated = len(listed) >= args.limit
+        print(f"{args.action}: {done} of {wanted} dead letter(s) of {args.service}", file=sys.stderr)
+        if filtered and truncated:
+            _warn_truncated(True, args.limit)
+            return 1
+        return 0 if done == wanted else 1
+
+
+def _article(noun: str) -> str:
+    return "an" if noun[:1] in "AEIOU" else "a"
+
+
+def _warn_truncated(truncated: bool, limit: int) -> None:
+    if truncated:
+        print(
+            f"warning: listed the oldest {limit:,} dead letters (--limit); more may remain: raise --limit",
+            file=sys.stderr,
+        )
 
 
 def _schema(args: argparse.Namespace) -> int:

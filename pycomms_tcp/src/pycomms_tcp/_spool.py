@@ -177,9 +177,10 @@ class Spool:
             (letter.service, letter.id, letter.failed_at, letter.to_json()),
         )
 
-    def dead(self, service: str, limit: int) -> list[DeadLetter]:
+    def dead(self, service: str, limit: int, offset: int = 0) -> list[DeadLetter]:
         rows = self.db.execute(
-            "SELECT letter FROM dead WHERE service = ? ORDER BY failed_at, seq LIMIT ?", (service, limit)
+            "SELECT letter FROM dead WHERE service = ? ORDER BY failed_at, seq LIMIT ? OFFSET ?",
+            (service, limit, offset),
         ).fetchall()
         return [DeadLetter.from_json(bytes(r[0])) for r in rows]
 

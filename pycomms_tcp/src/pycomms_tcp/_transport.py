@@ -16,9 +16,9 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pycomms import ConfigError, ConnectError, PublishError, PyCommsError
 from pycomms.spi import BackendConfig, Capabilities, DeadLetter, Envelope, NodeInfo, ReplySink, Subscription
@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from ._mdns import Mdns
 
 log = logging.getLogger("pycomms.tcp")
+T = TypeVar("T")
 
 CAPABILITIES = Capabilities(
     retention=True, persistent=False, delayed_delivery=True, ordering=True, presence=True, cross_process=True
@@ -61,6 +62,8 @@ FRAME_DEADLINE = 30.0
 """A frame begun must be complete within this many seconds (slow-trickle peers are cut off)."""
 SUBSCRIBE_TIMEOUT = 3.0
 RPC_TIMEOUT = 5.0
+RPC_PAGE = 1000
+"""Most dead letters one RPC answer carries (and at most half a frame of them)."""
 CLOSE_TIMEOUT = 2.0
 MAX_HANDSHAKING_PER_ADDRESS = 16
 MAX_LINKS_PER_ADDRESS = 1024
@@ -772,37 +775,42 @@ class TcpTransport:
                 out.append(replace(peer.info, last_seen=now - (loop_now - last_rx)))
         return out
 
-    async def _rpc_all(self, body: dict[str, Any]) -> list[Any]:
-        """Ask every peer; answers of peers that fail or time out are left out."""
-        loop = asyncio.get_running_loop()
-        futures = []
-        for peer in list(self._peers.values()):
-            conn = peer.link
-            if conn is None:
-                continue
-            wait_id = next(self._wait_ids)
-            future: asyncio.Future[Any] = loop.create_future()
-            self._waits[wait_id] = (conn, future)
-            conn.send(json_frame(Frame.RPC, {**body, "id": wait_id}))
-            futures.append((peer.id, wait_id, future))
-        if not futures:
-            return []
+    async def _rpc(self, peer: Peer, body: dict[str, Any]) -> Any:
+        """Ask one peer; its ``result``. Raises `PyCommsError` if it fails, has no link or
+        does not answer in `RPC_TIMEOUT` seconds."""
+        op = body.get("op")
+        conn = peer.link
+        if conn is None:
+            raise PyCommsError(f"node {peer.id} has no open link for {op}")
+        wait_id = next(self._wait_ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waits[wait_id] = (conn, future)
+        conn.send(json_frame(Frame.RPC, {**body, "id": wait_id}))
         try:
-            await asyncio.wait([f for _, _, f in futures], timeout=RPC_TIMEOUT)
+            async with asyncio.timeout(RPC_TIMEOUT):
+                answer = await future
+        except TimeoutError:
+            raise PyCommsError(f"node {peer.id} did not answer {op} in {RPC_TIMEOUT}s") from None
+        except ConnectionError:
+            raise PyCommsError(f"node {peer.id} left while answering {op}") from None
         finally:
-            late = {f for _, _, f in futures if not f.done()}
-            self._forget({f: i for _, i, f in futures})
-        results = []
-        for node_id, _, future in futures:
-            if future in late:
-                log.warning("node %s did not answer %s in %ss", node_id, body.get("op"), RPC_TIMEOUT)
-            elif future.cancelled() or future.exception() is not None:
-                continue
-            elif (answer := future.result()).get("ok"):
-                results.append(answer.get("result"))
-            else:
-                log.warning("node %s failed %s: %s", node_id, body.get("op"), answer.get("error"))
-        return results
+            self._forget({future: wait_id})
+        if not answer.get("ok"):
+            raise PyCommsError(f"node {peer.id} failed {op}: {answer.get('error')}")
+        return answer.get("result")
+
+    async def _on_every_peer(self, ask: Callable[[Peer], Awaitable[T]], what: str) -> list[T]:
+        """``ask`` every peer at once; all the answers, or `PyCommsError` naming the
+        nodes that failed (a partial answer must not look complete)."""
+        peers = [peer for peer in self._peers.values() if peer.link is not None]
+        results = await asyncio.gather(*(ask(peer) for peer in peers), return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        for result in failed:
+            if not isinstance(result, PyCommsError):
+                raise result
+        if failed:
+            raise PyCommsError(f"{what}: {len(failed)} node(s) did not answer: " + "; ".join(map(str, failed)))
+        return [r for r in results if not isinstance(r, BaseException)]
 
     def _on_rpc(self, conn: Connection, body: dict[str, Any]) -> None:
         op, service, wait_id = str(body.get("op")), body.get("service"), body.get("id")
@@ -811,8 +819,7 @@ class TcpTransport:
             if not isinstance(service, str) or (ids is not None and not isinstance(ids, list)):
                 raise ValueError("bad arguments")
             if op == "dead_letters":
-                limit = int(body.get("limit", 100))
-                result: Any = [letter.to_json().decode() for letter in self._spool.dead(service, limit)]
+                result: Any = self._letters_page(service, int(body.get("limit", 100)), int(body.get("offset", 0)))
             elif op == "replay":
                 result = self._outbox.replay(service, ids)
             elif op == "purge":
@@ -824,11 +831,40 @@ class TcpTransport:
             answer = {"id": wait_id, "ok": False, "error": f"{type(exc).__name__}: {exc}"}
         conn.send(json_frame(Frame.RPC_RESULT, answer))
 
+    def _letters_page(self, service: str, limit: int, offset: int) -> list[str]:
+        """Dead letters from ``offset`` on, as many as fit in half a frame (the asker
+        pages on until it gets an empty page); a letter too large for that is skipped."""
+        budget, size, page = self.max_frame // 2, 0, []
+        for letter in self._spool.dead(service, max(0, min(limit, RPC_PAGE)), max(0, offset)):
+            raw = letter.to_json().decode()
+            if len(raw) > budget:
+                log.warning(
+                    "dead letter %s of %s is too large to list remotely; list it on this node", letter.id, service
+                )
+                page.append("")  # keeps the asker's offset right
+                continue
+            if size + len(raw) > budget:
+                break
+            page.append(raw)
+            size += len(raw)
+        return page
+
+    async def _letters_of(self, peer: Peer, service: str, limit: int) -> list[DeadLetter]:
+        letters: list[DeadLetter] = []
+        offset = 0
+        while len(letters) < limit:
+            page = await self._rpc(peer, {"op": "dead_letters", "service": service, "limit": limit, "offset": offset})
+            if not page:
+                break
+            offset += len(page)
+            letters += [DeadLetter.from_json(item) for item in page if item]
+        return letters
+
     async def dead_letters(self, service: str, limit: int) -> list[DeadLetter]:
         with map_errors("reading dead letters"):
             letters = self._spool.dead(service, limit)
-        for answer in await self._rpc_all({"op": "dead_letters", "service": service, "limit": limit}):
-            letters += [DeadLetter.from_json(item) for item in answer or ()]
+        for theirs in await self._on_every_peer(lambda p: self._letters_of(p, service, limit), "listing dead letters"):
+            letters += theirs
         letters.sort(key=lambda letter: (letter.failed_at, letter.id))
         return letters[:limit]
 
@@ -836,7 +872,8 @@ class TcpTransport:
         wanted = None if ids is None else list(ids)
         with map_errors("replaying dead letters"):
             count = self._outbox.replay(service, wanted)
-        answers = await self._rpc_all({"op": "replay", "service": service, "ids": wanted})
+        body = {"op": "replay", "service": service, "ids": wanted}
+        answers = await self._on_every_peer(lambda p: self._rpc(p, body), "replaying dead letters")
         await self._outbox.drain_links()
         return count + sum(int(a or 0) for a in answers)
 
@@ -844,7 +881,8 @@ class TcpTransport:
         wanted = None if ids is None else list(ids)
         with map_errors("purging dead letters"):
             count = len(self._spool.take_dead(service, wanted))
-        answers = await self._rpc_all({"op": "purge", "service": service, "ids": wanted})
+        body = {"op": "purge", "service": service, "ids": wanted}
+        answers = await self._on_every_peer(lambda p: self._rpc(p, body), "purging dead letters")
         return count + sum(int(a or 0) for a in answers)
 
 
