@@ -271,3 +271,35 @@ def test_dead_letters_outlive_the_node_that_made_them(namespace: str) -> None:
         assert handled == [1]
 
     run_strict(scenario, 60)
+
+
+def test_a_peer_that_does_not_answer_fails_the_dead_letter_call(
+    namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dead letters live at the node that made them: a listing, replay or purge that a
+    peer did not answer raises, naming it, instead of looking complete."""
+    from pycomms_tcp import _transport as tcp_transport
+
+    monkeypatch.setattr(tcp_transport, "RPC_TIMEOUT", 0.5)
+    url = f"tcp://127.0.0.1:0?namespace={namespace}"
+    svc = Service("work")
+
+    @svc.on
+    async def job(msg: Job) -> None:
+        raise pycomms.Reject("not today")
+
+    async def scenario() -> None:
+        async with pycomms.connect(url) as asker, pycomms.connect(url, services=[svc]) as keeper:
+            await asker.send(Job(n=1))
+
+            async def dead() -> bool:
+                return len(await asker.dead_letters("work")) == 1
+
+            await eventually(dead, 10, "the dead letter, listed from the other node")
+            keeper._transport._on_rpc = lambda conn, body: None  # type: ignore[attr-defined,method-assign]
+            for call in (asker.dead_letters("work"), asker.replay("work"), asker.purge("work")):
+                with pytest.raises(pycomms.PyCommsError, match=f"node {keeper.node.id} did not answer"):
+                    await call
+            assert len(await keeper.dead_letters("work")) == 1  # nothing was taken
+
+    run_strict(scenario, 60)
