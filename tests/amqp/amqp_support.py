@@ -12,6 +12,7 @@ import socket
 import subprocess
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -192,13 +193,40 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """A throwaway CA and a server certificate it signed (PEM files)."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def make_tls_files(directory: Path) -> TlsFiles:
+    """A CA and a certificate for ``localhost`` / 127.0.0.1, made with the ``openssl`` CLI."""
+
+    def openssl(command: str) -> None:
+        args = ["openssl", *command.split()]
+        subprocess.run(args, cwd=directory, capture_output=True, timeout=60, check=True)
+
+    openssl("req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=pycomms-test-ca -keyout ca.key -out ca.pem")
+    openssl("req -new -newkey rsa:2048 -nodes -subj /CN=localhost -keyout server.key -out server.csr")
+    (directory / "server.ext").write_text("subjectAltName = DNS:localhost, IP:127.0.0.1\n")
+    openssl(
+        "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile server.ext -out server.pem"
+    )
+    return TlsFiles(directory / "ca.pem", directory / "server.pem", directory / "server.key")
+
+
 class PrivateBroker:
     """A RabbitMQ node of our own (node name, ports, data directory in a temp dir),
-    which a test may SIGKILL and restart without touching the shared broker."""
+    which a test may SIGKILL and restart without touching the shared broker. With
+    ``tls``, it also listens for AMQP over TLS on `tls_port`."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, tls: TlsFiles | None = None) -> None:
         self.root = root
         self.port = free_port()
+        self.tls_port = free_port() if tls else 0
         self.dist_port = free_port()
         self.node = f"pycomms{self.port}@localhost"
         self.env = {
@@ -214,7 +242,15 @@ class PrivateBroker:
             "RABBITMQ_PID_FILE": str(root / "pid"),
             "RABBITMQ_CONF_ENV_FILE": str(root / "rabbitmq-env.conf"),
         }
-        (root / "rabbitmq.conf").write_text(f"listeners.tcp.default = 127.0.0.1:{self.port}\n")
+        config = f"listeners.tcp.default = 127.0.0.1:{self.port}\n"
+        if tls:
+            config += (
+                f"listeners.ssl.default = 127.0.0.1:{self.tls_port}\n"
+                f"ssl_options.cacertfile = {tls.ca}\nssl_options.certfile = {tls.cert}\n"
+                f"ssl_options.keyfile = {tls.key}\nssl_options.verify = verify_none\n"
+                "ssl_options.fail_if_no_peer_cert = false\n"
+            )
+        (root / "rabbitmq.conf").write_text(config)
         (root / "enabled_plugins").write_text("[].\n")
         (root / "rabbitmq-env.conf").write_text("")
         self._process: subprocess.Popen[bytes] | None = None
@@ -241,7 +277,9 @@ class PrivateBroker:
 
     def _booted(self) -> bool:
         text = (self.root / "server.log").read_text(errors="replace")
-        return text.count("Starting broker... completed") > self._boots and reachable(("127.0.0.1", self.port))
+        ports = [self.port, self.tls_port] if self.tls_port else [self.port]
+        booted = text.count("Starting broker... completed") > self._boots
+        return booted and all(reachable(("127.0.0.1", port)) for port in ports)
 
     _boots = 0
 

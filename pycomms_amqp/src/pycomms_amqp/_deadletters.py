@@ -21,8 +21,9 @@ from pycomms import PyCommsError
 from pycomms.spi import DeadLetter
 
 from ._errors import map_amqp_errors
-from ._link import Link, Outgoing, close_channel_quietly, open_channel
+from ._link import Link, close_channel_quietly, open_channel
 from ._names import ATTEMPT_HEADER, QUEUE_HEADER
+from ._publisher import Outgoing
 from ._topology import PERSISTENT, Topology
 
 log = logging.getLogger("pycomms.amqp")

@@ -15,7 +15,6 @@ import contextlib
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
@@ -29,28 +28,20 @@ from pycomms import ConnectError, PublishError, PyCommsError
 
 from ._errors import DRIVER_ERRORS, SETTLE_ERRORS, describe
 from ._options import AmqpOptions
+from ._publisher import Outgoing, Publisher
 
 log = logging.getLogger("pycomms.amqp")
 
 OnConnect = Callable[[AbstractConnection], Awaitable[None]]
 
 
-@dataclass(slots=True)
-class Outgoing:
-    """One message to publish: where to, the bytes, and its AMQP properties."""
-
-    exchange: str
-    routing_key: str
-    body: bytes
-    properties: Basic.Properties
-
-
 class Link:
     """One AMQP connection kept alive by a supervisor task.
 
-    ``publish`` shares one confirm-mode channel between all callers; ``admin`` gives a
-    channel for declarations. Both wait while the connection is being re-established.
-    Not thread-safe; all methods run on the bus's event loop.
+    ``publish`` shares one confirm-mode channel between all callers, through a
+    `Publisher` that writes their messages together; ``admin`` gives a channel for
+    declarations. Both wait while the connection is being re-established. Not
+    thread-safe; all methods run on the bus's event loop.
     """
 
     def __init__(
@@ -66,7 +57,7 @@ class Link:
         self._lost = asyncio.Event()
         self._closing = False
         self._supervisor: asyncio.Task[None] | None = None
-        self._publisher: RawChannel | None = None
+        self._publisher: Publisher | RawChannel | None = None
         self._publisher_wrapper: AbstractChannel | None = None
         self._admin: AbstractChannel | None = None
         self._channel_lock = asyncio.Lock()
@@ -166,16 +157,24 @@ class Link:
                 self._admin = await open_channel(conn)
             return self._admin
 
-    async def _publisher_channel(self) -> RawChannel:
+    async def _publisher_channel(self) -> Publisher | RawChannel:
+        """The `Publisher` of the live connection's confirm-mode channel (or the raw
+        channel itself, with an aiormq that lacks what `Publisher` relies on)."""
         conn = await self.connection()
-        channel = self._publisher
-        if channel is not None and not channel.is_closed:
-            return channel
+        publisher = self._publisher
+        if publisher is not None and not publisher.is_closed:
+            return publisher
         async with self._channel_lock:
             if self._publisher is None or self._publisher.is_closed:
+                # None after a reconnection; else a channel of this connection that died,
+                # or whose write failed and so may be out of step with the broker.
+                previous = self._publisher_wrapper if self._publisher is not None else None
                 wrapper = await open_channel(conn, publisher_confirms=True)
-                self._publisher = await wrapper.get_underlay_channel()
+                raw = await wrapper.get_underlay_channel()
+                self._publisher = Publisher(raw) if Publisher.usable(raw) else raw
                 self._publisher_wrapper = wrapper
+                if previous is not None and not previous.is_closed:
+                    await close_channel_quietly(previous)
             return self._publisher
 
     async def publish(self, messages: Sequence[Outgoing]) -> None:
@@ -193,10 +192,7 @@ class Link:
                 log.debug("amqp: no publisher channel (%s); trying again", describe(exc))
                 await asyncio.sleep(0.05)
                 continue
-            if len(pending) == 1:
-                results: list[Any] = [await _confirm(channel, pending[0])]
-            else:
-                results = await asyncio.gather(*(_confirm(channel, m) for m in pending))
+            results = await _publish_all(channel, pending)
             failed = [m for m, r in zip(pending, results, strict=True) if r is not None]
             if not failed:
                 return
@@ -218,6 +214,8 @@ class Link:
             self._supervisor.cancel()
             await asyncio.gather(self._supervisor, return_exceptions=True)
         self._ready.clear()
+        if isinstance(self._publisher, Publisher):
+            await self._publisher.close()
         # Channels closed one by one, not implicitly with the connection: aio-pika then
         # awaits its per-channel close callbacks instead of leaving them as loose tasks.
         for channel in (self._publisher_wrapper, self._admin):
@@ -228,8 +226,31 @@ class Link:
             await _driver_teardown()
 
 
+async def _publish_all(channel: Publisher | RawChannel, messages: list[Outgoing]) -> list[BaseException | None]:
+    """Publish ``messages``; for each, ``None`` once confirmed, else the error."""
+    if isinstance(channel, Publisher):
+        try:
+            confirms = channel.submit(messages)
+        except DRIVER_ERRORS as exc:
+            return [exc] * len(messages)
+        # Not ``await confirm``: aiormq may fail a confirm with a CancelledError (a channel
+        # closed by the client), which must not pass for the cancellation of this task.
+        await asyncio.wait(confirms)
+        return [_outcome(confirm) for confirm in confirms]
+    if len(messages) == 1:
+        return [await _confirm(channel, messages[0])]
+    return list(await asyncio.gather(*(_confirm(channel, m) for m in messages)))
+
+
+def _outcome(confirm: asyncio.Future[Any]) -> BaseException | None:
+    """``None`` for a positive confirm, else why the message may not be stored."""
+    if confirm.cancelled():
+        return aiormq.exceptions.ChannelInvalidStateError("the confirm was cancelled")
+    return confirm.exception()
+
+
 async def _confirm(channel: RawChannel, message: Outgoing) -> BaseException | None:
-    """Publish one message; ``None`` once confirmed, else the error."""
+    """Publish one message with aiormq's ``basic_publish``; ``None`` once confirmed, else the error."""
     try:
         result = await channel.basic_publish(
             message.body,

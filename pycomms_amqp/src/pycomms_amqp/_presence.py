@@ -29,8 +29,9 @@ from pycomms import PyCommsError
 from pycomms.spi import NodeInfo
 
 from ._errors import QUIET_ERRORS, describe
-from ._link import Link, Outgoing
+from ._link import Link
 from ._names import Names
+from ._publisher import Outgoing
 
 log = logging.getLogger("pycomms.amqp")
 

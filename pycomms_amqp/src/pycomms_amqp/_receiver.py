@@ -5,7 +5,8 @@ one dedicated channel whose QoS bounds unacknowledged messages to the service's
 concurrency. Each delivery remembers the channel it came on: once that channel is closed
 (connection lost, receiver closed) settling it does nothing, because the broker has
 already put the message back and a delivery tag of a newer channel could otherwise be
-acknowledged by mistake.
+acknowledged by mistake. Acks and nacks go through the channel's `Settler`, which
+coalesces them.
 """
 
 from __future__ import annotations
@@ -23,25 +24,37 @@ from aiormq.abc import DeliveredMessage
 
 from pycomms.spi import DeadLetter, Subscription, peek_type
 
-from ._errors import DRIVER_ERRORS, QUIET_ERRORS, SETTLE_ERRORS, describe
-from ._link import Link, Outgoing, close_channel_quietly, open_channel
+from ._errors import QUIET_ERRORS, SETTLE_ERRORS, describe
+from ._link import Link, close_channel_quietly, open_channel
 from ._names import ATTEMPT_HEADER
 from ._options import AmqpOptions
+from ._publisher import Outgoing
+from ._settler import Settler
 from ._topology import Topology
 
 log = logging.getLogger("pycomms.amqp")
+
+SETTLE_FLUSH_TIMEOUT = 5.0
+"""How long a closing receiver waits for its acks to be handed to the writer."""
 
 
 class AmqpDelivery:
     """One message delivered on one channel; settles at most once, on that channel only."""
 
-    __slots__ = ("_channel", "_message_id", "_queue", "_receiver", "_settled", "_tag", "attempt", "data")
+    __slots__ = ("_channel", "_message_id", "_queue", "_receiver", "_settled", "_settler", "_tag", "attempt", "data")
 
     def __init__(
-        self, receiver: AmqpReceiver, channel: RawChannel, message: DeliveredMessage, queue: str, attempt: int
+        self,
+        receiver: AmqpReceiver,
+        channel: RawChannel,
+        settler: Settler,
+        message: DeliveredMessage,
+        queue: str,
+        attempt: int,
     ) -> None:
         self._receiver = receiver
         self._channel = channel
+        self._settler = settler
         self._tag = message.delivery_tag or 0
         self._message_id = message.header.properties.message_id
         self._queue = queue
@@ -55,14 +68,14 @@ class AmqpDelivery:
         return self._settled or self._channel.is_closed
 
     async def ack(self) -> None:
-        """``basic.ack`` on the channel the message came on (nothing if it is gone)."""
+        """``basic.ack`` on the channel the message came on (nothing if it is gone).
+
+        Returns before the frame is written: the `Settler` sends the acks of a loop
+        turn together, and a lost ack only means a redelivery (at-least-once)."""
         if self.stale:
             return
         self._settled = True
-        try:
-            await self._channel.basic_ack(self._tag, wait=False)  # FIFO writer: no need to wait for it
-        except DRIVER_ERRORS as exc:
-            log.debug("amqp: ack not sent (%s); the message will be redelivered", describe(exc))
+        self._settler.ack(self._tag)
 
     async def retry(self, delay: float) -> None:
         """Republish with attempt + 1 (through a delay queue if ``delay`` > 0), then ack."""
@@ -97,10 +110,7 @@ class AmqpDelivery:
         if self.stale:
             return
         self._settled = True
-        try:
-            await self._channel.basic_nack(self._tag, requeue=True)
-        except DRIVER_ERRORS as exc:
-            log.debug("amqp: nack not sent (%s)", describe(exc))
+        self._settler.release(self._tag)
 
 
 class AmqpReceiver:
@@ -119,6 +129,7 @@ class AmqpReceiver:
         self._closed = False
         self._channel: AbstractChannel | None = None
         self._raw: RawChannel | None = None
+        self._settler: Settler | None = None
         self._attached: AbstractConnection | None = None
         self._attach_lock = asyncio.Lock()
         self._recovery: asyncio.Task[None] | None = None
@@ -152,23 +163,33 @@ class AmqpReceiver:
     async def _setup(self, channel: AbstractChannel) -> None:
         sub, topology = self.subscription, self.topology
         quorum = self._options.queue_type == "quorum"
-        # Classic queues: one limit shared by every consumer of the channel (global QoS).
+        # Several classic queues: one limit shared by their consumers (global QoS). With
+        # one queue the per-consumer limit is the same bound, and cheaper for the broker:
+        # the queue counts it alone, without asking the channel at every delivery.
         # Quorum queues do not support global QoS: the limit then applies per queue.
-        await channel.set_qos(prefetch_count=sub.concurrency, global_=not quorum)
+        await channel.set_qos(prefetch_count=sub.concurrency, global_=not quorum and len(self.queues) > 1)
         await topology.declare_dead_letter_queue(channel, sub.service)
         if self._event_queue is not None:
-            events = await topology.declare_work_queue(channel, self._event_queue)
+            if sub.ephemeral:
+                events = await topology.declare_observer_queue(channel, self._event_queue)
+            else:
+                events = await topology.declare_work_queue(channel, self._event_queue)
             for type_name in sorted(sub.events):
                 await events.bind(topology.names.events, routing_key=type_name)
         for queue in self._command_queues:
             await topology.declare_work_queue(channel, queue)
         raw = await channel.get_underlay_channel()
         raw.on_consumer_cancel_callbacks.add(self._on_cancel)
-        self._channel, self._raw = channel, raw
+        if self._settler is not None:
+            self._spawn(self._settler.close())  # the old channel's: nothing left to send
+        settler = Settler(raw)
+        self._channel, self._raw, self._settler = channel, raw, settler
         for queue in self.queues:
-            await raw.basic_consume(queue, self._consumer(raw, queue))
+            await raw.basic_consume(queue, self._consumer(raw, settler, queue))
 
-    def _consumer(self, raw: RawChannel, queue: str) -> Callable[[DeliveredMessage], Coroutine[Any, Any, None]]:
+    def _consumer(
+        self, raw: RawChannel, settler: Settler, queue: str
+    ) -> Callable[[DeliveredMessage], Coroutine[Any, Any, None]]:
         quorum = self._options.queue_type == "quorum"
         limit = self._options.delivery_limit
 
@@ -183,7 +204,8 @@ class AmqpReceiver:
             else:
                 delivered = 1 if message.redelivered else 0
                 attempt += delivered
-            delivery = AmqpDelivery(self, raw, message, queue, attempt)
+            delivery = AmqpDelivery(self, raw, settler, message, queue, attempt)
+            settler.delivered(message.delivery_tag or 0)
             if quorum and delivered >= limit:
                 self._spawn(self._over_limit(delivery, delivered))
                 return
@@ -277,8 +299,26 @@ class AmqpReceiver:
             task.cancel()
         await asyncio.gather(*self._background, *([self._recovery] if self._recovery else []), return_exceptions=True)
         async with self._attach_lock:
+            if self._settler is not None:
+                await self._settler.flush(SETTLE_FLUSH_TIMEOUT)  # the acks of handlers that just finished
             if self._channel is not None:
+                if self.subscription.ephemeral:
+                    await self._remove_dead_letter_queue(self._channel)
                 await close_channel_quietly(self._channel)
+            if self._settler is not None:
+                await self._settler.close()
+
+    async def _remove_dead_letter_queue(self, channel: AbstractChannel) -> None:
+        """An ephemeral service leaves nothing behind: its event queue auto-deletes (the
+        broker removes it); its dead-letter queue goes too, unless letters are in it."""
+        queue = self.topology.names.dead_letter_queue(self.subscription.service)
+        try:
+            async with asyncio.timeout(self._options.connect_timeout):
+                await channel.queue_delete(queue, if_empty=True)
+        except Exception as exc:  # kept letters (PRECONDITION_FAILED), or the link is gone
+            log.info(
+                "amqp: kept the dead-letter queue %s of ephemeral service %s: %s", queue, self.subscription.service, exc
+            )
 
 
 def _int(value: Any, default: int) -> int:

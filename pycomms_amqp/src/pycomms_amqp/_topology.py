@@ -27,7 +27,7 @@ from pycomms import PublishError
 from pycomms.spi import DeadLetter, Envelope
 
 from ._errors import DRIVER_ERRORS, describe
-from ._link import Link, Outgoing
+from ._link import Link
 from ._names import (
     ATTEMPT_HEADER,
     DELAY_HEADER,
@@ -39,11 +39,16 @@ from ._names import (
     work_queue_arguments,
 )
 from ._options import AmqpOptions
+from ._publisher import Outgoing
 
 log = logging.getLogger("pycomms.amqp")
 
 PERSISTENT = 2
 TRANSIENT = 1
+
+
+OBSERVER_QUEUE_EXPIRES_MS = 60_000
+"""An ephemeral service's queue that nobody consumes is deleted after this long."""
 
 
 class Topology:
@@ -71,6 +76,14 @@ class Topology:
     async def declare_work_queue(self, channel: AbstractChannel, queue: str) -> AbstractQueue:
         """A durable service or command queue, with the arguments every node agrees on."""
         return await channel.declare_queue(queue, durable=True, arguments=self._work_arguments)
+
+    async def declare_observer_queue(self, channel: AbstractChannel, queue: str) -> AbstractQueue:
+        """The event queue of an ephemeral service: auto-delete, so the broker deletes it
+        when its last consumer goes (the service stopped, or its node died); shared by
+        the instances of that service like any service queue. Classic: quorum queues
+        cannot auto-delete. ``x-expires`` removes one that never got a consumer."""
+        arguments: dict[str, Any] = {"x-queue-type": "classic", "x-expires": OBSERVER_QUEUE_EXPIRES_MS}
+        return await channel.declare_queue(queue, durable=False, auto_delete=True, arguments=arguments)
 
     async def declare_dead_letter_queue(self, channel: AbstractChannel, service: str) -> str:
         """A service's dead-letter store: always a classic durable queue (listing it
