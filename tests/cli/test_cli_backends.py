@@ -76,16 +76,8 @@ def test_publish_send_request(url: str) -> None:
     run_strict(scenario, 240)
 
 
-def test_nodes(url: str, backend: str, request: pytest.FixtureRequest) -> None:
+def test_nodes(url: str) -> None:
     """``pycomms nodes`` shows the serving node to a process that has just connected."""
-    if backend == "amqp":
-        request.applymarker(
-            pytest.mark.xfail(
-                reason="pycomms-amqp: a node learns of the others from their next heartbeat (2 s), so a "
-                "one-shot `pycomms nodes` sees nobody; see the report of issue 7",
-                strict=False,
-            )
-        )
 
     async def scenario() -> None:
         async with connect(url, services=[serving_service(Recorder())], name=NODE_NAME) as bus:

@@ -39,16 +39,20 @@ class DeadLetterStore:
         self._topology = topology
 
     @asynccontextmanager
-    async def _taken(self, service: str, limit: int | None) -> AsyncIterator[tuple[RawChannel, list[Taken]]]:
-        """Take up to ``limit`` letters (all if ``None``) unacknowledged on a private
-        channel; closing it at the end returns whatever was not acknowledged."""
+    async def _taken(
+        self, service: str, limit: int | None, wanted: set[str] | None = None
+    ) -> AsyncIterator[tuple[RawChannel, list[Taken]]]:
+        """Take up to ``limit`` letters (all if ``None``; with ``wanted``, only until all
+        of those ids were seen) unacknowledged on a private channel; closing it at the
+        end returns whatever was not acknowledged."""
         conn = await self._link.connection()
         channel = await open_channel(conn)
         try:
             queue = await self._topology.declare_dead_letter_queue(channel, service)
             raw = await channel.get_underlay_channel()
             taken: list[Taken] = []
-            while limit is None or len(taken) < limit:
+            missing = set(wanted) if wanted is not None else None
+            while (limit is None or len(taken) < limit) and (missing is None or missing):
                 message = await raw.basic_get(queue, no_ack=False)
                 if not isinstance(message.delivery, Basic.GetOk):
                     break
@@ -58,6 +62,8 @@ class DeadLetterStore:
                     log.warning("amqp: skipping an unreadable dead letter in %s: %s", queue, exc)
                     continue
                 taken.append((message, letter))
+                if missing is not None:
+                    missing.discard(letter.id)
             yield raw, taken
         finally:
             await close_channel_quietly(channel)
@@ -69,12 +75,11 @@ class DeadLetterStore:
 
     async def replay(self, service: str, ids: Sequence[str] | None) -> int:
         wanted = None if ids is None else set(ids)
-        count = 0
         with map_amqp_errors(PyCommsError, f"amqp: replaying dead letters of {service!r}"):
-            async with self._taken(service, None) as (raw, taken):
-                for message, letter in taken:
-                    if wanted is not None and letter.id not in wanted:
-                        continue
+            async with self._taken(service, None, wanted) as (raw, taken):
+                chosen = [(m, letter) for m, letter in taken if wanted is None or letter.id in wanted]
+                outgoing = []
+                for message, letter in chosen:
                     headers = message.header.properties.headers or {}
                     queue = str(headers.get(QUEUE_HEADER) or self._topology.names.service_queue(service))
                     properties = Basic.Properties(
@@ -83,16 +88,18 @@ class DeadLetterStore:
                         message_id=letter.id,
                         headers={ATTEMPT_HEADER: 1},
                     )
-                    await self._link.publish([Outgoing("", queue, letter.envelope, properties)])
+                    outgoing.append(Outgoing("", queue, letter.envelope, properties))
+                if outgoing:  # all confirmed by the broker before any letter is removed: at-least-once
+                    await self._link.publish(outgoing)
+                for message, _ in chosen:
                     await raw.basic_ack(message.delivery_tag or 0)
-                    count += 1
-        return count
+        return len(chosen)
 
     async def purge(self, service: str, ids: Sequence[str] | None) -> int:
         wanted = None if ids is None else set(ids)
         count = 0
         with map_amqp_errors(PyCommsError, f"amqp: purging dead letters of {service!r}"):
-            async with self._taken(service, None) as (raw, taken):
+            async with self._taken(service, None, wanted) as (raw, taken):
                 for message, letter in taken:
                     if wanted is None or letter.id in wanted:
                         await raw.basic_ack(message.delivery_tag or 0)

@@ -185,6 +185,8 @@ class Link:
         `PublishError` at once. The caller bounds the total time.
         """
         pending = list(messages)
+        if not pending:
+            return
         while True:
             try:
                 channel = await self._publisher_channel()

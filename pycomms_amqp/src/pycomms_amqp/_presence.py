@@ -8,7 +8,10 @@ newcomer learns about it at once. Entries silent for three intervals are dropped
 ``nodes()`` is read-your-writes: it publishes a ``ping`` to the fanout and waits until
 its own ping comes back through its queue. A queue is FIFO, so every hello, beat and bye
 the broker had accepted before the ping (e.g. a ``bye`` of a node whose ``close()``
-returned) has been applied to the table by then.
+returned) has been applied to the table by then. A node that joined less than one
+interval ago cannot know everybody yet (the answers to its ``hello`` may still be on
+their way): its ``nodes()`` first waits until one interval has passed since it started,
+by which time every live node has beaten at least once.
 """
 
 from __future__ import annotations
@@ -50,7 +53,8 @@ class Presence:
         self._table: dict[str, tuple[NodeInfo, float]] = {}
         self._echoes: dict[str, asyncio.Future[None]] = {}
         self._heartbeat: asyncio.Task[None] | None = None
-        self._answering = False
+        self._complete_at = 0.0
+        """Loop time from which every live node has been heard from at least once."""
         self._background: set[asyncio.Task[None]] = set()
 
     async def attach(self, channel: AbstractChannel) -> None:
@@ -67,6 +71,7 @@ class Presence:
 
     def start(self) -> None:
         """Start heartbeating (the first beat is a ``hello``)."""
+        self._complete_at = asyncio.get_running_loop().time() + self._interval
         self._heartbeat = asyncio.create_task(self._beat_forever(), name=f"pycomms:amqp:presence:{self._node.id}")
 
     def announce(self) -> None:
@@ -127,8 +132,11 @@ class Presence:
 
     async def nodes(self) -> list[NodeInfo]:
         """Every live node, this one first; see the module docstring for freshness."""
+        loop = asyncio.get_running_loop()
+        if (early := self._complete_at - loop.time()) > 0:
+            await asyncio.sleep(early)  # just joined: let every live node be heard from once
         nonce = os.urandom(8).hex()
-        echo: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        echo: asyncio.Future[None] = loop.create_future()
         self._echoes[nonce] = echo
         try:
             async with asyncio.timeout(max(self._interval * 2, 5.0)):
