@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -16,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from shared_services import AMQP_URL, delete_amqp_namespaces
+
 from pycomms import Command
 
-AMQP_URL = os.environ.get("PYCOMMS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 
 
@@ -47,32 +47,7 @@ def reachable(address: tuple[str, int]) -> bool:
 
 def delete_namespaces(namespaces: list[str], url: str = AMQP_URL) -> None:
     """Delete the queues and exchanges of ``namespaces`` (needs local ``rabbitmqctl``)."""
-    if not namespaces or shutil.which("rabbitmqctl") is None or broker_address(url)[1] != 5672:
-        return  # rabbitmqctl speaks to the local default node only
-    prefixes = tuple(f"pycomms.{ns}." for ns in namespaces)
-
-    def names(kind: str) -> list[str]:
-        done = subprocess.run(
-            ["rabbitmqctl", f"list_{kind}", "-q", "--no-table-headers", "name"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=False,
-        )
-        return [n.strip() for n in done.stdout.splitlines() if n.strip().startswith(prefixes)]
-
-    async def delete() -> None:
-        import aio_pika
-
-        conn = await aio_pika.connect(url.split("?", 1)[0], timeout=10)
-        async with asyncio.timeout(60), conn:
-            channel = await conn.channel()
-            for queue in names("queues"):
-                await channel.queue_delete(queue)
-            for exchange in names("exchanges"):
-                await channel.exchange_delete(exchange)
-
-    asyncio.run(delete())
+    delete_amqp_namespaces(namespaces, url)
 
 
 Writer = asyncio.StreamWriter

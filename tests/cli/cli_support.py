@@ -12,21 +12,23 @@ import asyncio
 import contextlib
 import importlib.util
 import os
-import shutil
-import subprocess
 import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+
+from shared_services import (
+    AMQP_URL,
+    MYSQL_URL,
+    POSTGRES_URL,
+    REDIS_URL,
+    delete_amqp_namespaces,
+    delete_redis_namespace,
+)
 
 from pycomms.testing import require_reachable, scale, unavailable
 
 MESSAGES = Path(__file__).with_name("cli_messages.py")
-REDIS_URL = os.environ.get("PYCOMMS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-AMQP_URL = os.environ.get("PYCOMMS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-POSTGRES_URL = os.environ.get("PYCOMMS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-MYSQL_URL = os.environ.get("PYCOMMS_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
 
 #: backend name -> (distribution's import package, base URL, default port of its server)
 BACKENDS: dict[str, tuple[str, str | None, int]] = {
@@ -74,50 +76,9 @@ def delete_namespace(backend: str, namespace: str) -> None:
     """
     with contextlib.suppress(Exception):
         if backend == "redis":
-            _delete_redis(namespace)
+            delete_redis_namespace(namespace)
         elif backend == "amqp":
-            _delete_amqp(namespace)
-
-
-def _delete_redis(namespace: str) -> None:
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL, socket_timeout=5)
-    try:
-        keys = list(client.scan_iter(match=f"pycomms:{{{namespace}}}:*", count=1000))
-        for start in range(0, len(keys), 1000):
-            client.delete(*keys[start : start + 1000])
-    finally:
-        client.close()
-
-
-def _delete_amqp(namespace: str) -> None:
-    """Delete the namespace's queues and exchanges (names come from local ``rabbitmqctl``)."""
-    if shutil.which("rabbitmqctl") is None or (urlsplit(AMQP_URL).port or 5672) != 5672:
-        return  # rabbitmqctl speaks to the local default node only
-    import aio_pika
-
-    prefix = f"pycomms.{namespace}"
-
-    def names(kind: str) -> list[str]:
-        listing = subprocess.run(
-            ["rabbitmqctl", f"list_{kind}", "-q", "--no-table-headers", "name"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-        return [n.strip() for n in listing.stdout.splitlines() if n.strip().startswith(prefix)]
-
-    async def delete() -> None:
-        async with asyncio.timeout(60), await aio_pika.connect(AMQP_URL.split("?", 1)[0], timeout=10) as conn:
-            channel = await conn.channel()
-            for queue in names("queues"):
-                await channel.queue_delete(queue)
-            for exchange in names("exchanges"):
-                await channel.exchange_delete(exchange)
-
-    asyncio.run(delete())
+            delete_amqp_namespaces([namespace])
 
 
 @dataclass(frozen=True)

@@ -6,21 +6,15 @@ Unreachable broker: skipped locally, a failure with ``CI=true``.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import os
-import shutil
 import socket
-import subprocess
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
-import aio_pika
 import pytest
+from shared_services import AMQP_URL, delete_amqp_namespaces
 
 from pycomms.testing import ConformanceSuite, unavailable
-
-AMQP_URL = os.environ.get("PYCOMMS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
 
 def _reachable(url: str) -> bool:
@@ -41,34 +35,7 @@ def _broker() -> Iterator[None]:
         unavailable(f"RabbitMQ is not reachable at {urlsplit(AMQP_URL).netloc.rpartition('@')[2]}")
     yield
     with contextlib.suppress(Exception):
-        _delete_namespaces(_namespaces)
-
-
-def _delete_namespaces(namespaces: list[str]) -> None:
-    """Remove the durable queues and exchanges the scenarios left (needs local rabbitmqctl)."""
-    if not namespaces or shutil.which("rabbitmqctl") is None or (urlsplit(AMQP_URL).port or 5672) != 5672:
-        return  # rabbitmqctl speaks to the local default node only
-    prefixes = tuple(f"pycomms.{ns}" for ns in namespaces)
-
-    def names(kind: str) -> list[str]:
-        listing = subprocess.run(
-            ["rabbitmqctl", f"list_{kind}", "-q", "--no-table-headers", "name"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=False,
-        )
-        return [n.strip() for n in listing.stdout.splitlines() if n.strip().startswith(prefixes)]
-
-    async def delete() -> None:
-        async with asyncio.timeout(60), await aio_pika.connect(AMQP_URL.split("?", 1)[0], timeout=10) as conn:
-            channel = await conn.channel()
-            for queue in names("queues"):
-                await channel.queue_delete(queue)
-            for exchange in names("exchanges"):
-                await channel.exchange_delete(exchange)
-
-    asyncio.run(delete())
+        delete_amqp_namespaces(_namespaces)
 
 
 class TestAmqp(ConformanceSuite):

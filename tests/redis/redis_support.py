@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import shutil
 import signal
 import socket
@@ -16,8 +15,8 @@ import uuid
 from pathlib import Path
 
 import redis
+from shared_services import REDIS_URL, delete_redis_namespace
 
-REDIS_URL = os.environ.get("PYCOMMS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 
@@ -31,13 +30,7 @@ def url_for(namespace: str, base: str = REDIS_URL, **options: object) -> str:
 
 
 def delete_namespace(namespace: str, base: str = REDIS_URL) -> None:
-    client = redis.Redis.from_url(base, socket_timeout=5)
-    try:
-        keys = list(client.scan_iter(match=f"pycomms:{{{namespace}}}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+    delete_redis_namespace(namespace, base)
 
 
 def free_port() -> int:
