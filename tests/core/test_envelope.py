@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -81,3 +82,25 @@ def test_dead_letter_and_node_serialization() -> None:
 def test_redact_url(url: str, expected: str) -> None:
     assert redact_url(url) == expected
     assert "hunter2" not in redact_url(url)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {},
+        {"headers": {"traceparent": "00-abc"}},
+        {"correlation_id": "c1", "causation_id": "c0", "reply_to": "node", "key": "k"},
+    ],
+)
+def test_decode_gives_back_every_field_on_the_fast_and_the_checked_path(fields: dict[str, Any]) -> None:
+    sent = Envelope(id="i1", type="t", kind="event", source="n", body=b'{"a":1}', time=1.5, **fields)
+    got = Envelope.decode(sent.encode())
+    assert (got.id, got.type, got.kind, got.source, got.body, got.time) == ("i1", "t", "event", "n", {"a": 1}, 1.5)
+    for name, value in fields.items():
+        assert getattr(got, name) == value
+    assert got.headers == fields.get("headers", {})
+
+
+def test_an_integer_time_takes_the_checked_path() -> None:
+    raw = b'{"v":1,"id":"i","type":"t","kind":"event","source":"n","time":7,"body":null}'
+    assert Envelope.decode(raw).time == 7.0

@@ -103,7 +103,46 @@ class Envelope:
             raise EnvelopeError("malformed", f"not JSON: {exc}") from None
         if not isinstance(raw, dict):
             raise EnvelopeError("malformed", "envelope is not a JSON object")
-        try:
+        get = raw.get
+        id_, type_, kind, source = get("id"), get("type"), get("kind"), get("source")
+        correlation_id, causation_id, reply_to, key = (
+            get("correlation_id"),
+            get("causation_id"),
+            get("reply_to"),
+            get("key"),
+        )
+        headers, time_ = get("headers"), get("time")
+        if (  # the common case, checked inline: every field well-typed (one message costs microseconds)
+            type(id_) is str
+            and id_
+            and type(type_) is str
+            and type_
+            and type(kind) is str
+            and kind
+            and type(source) is str
+            and source
+            and (correlation_id is None or type(correlation_id) is str)
+            and (causation_id is None or type(causation_id) is str)
+            and (reply_to is None or type(reply_to) is str)
+            and (key is None or type(key) is str)
+            and (headers is None or headers == {})
+            and type(time_) is float
+        ):
+            return cls(
+                id=id_,
+                type=type_,
+                kind=kind,
+                source=source,
+                body=get("body"),
+                time=time_,
+                correlation_id=correlation_id,
+                causation_id=causation_id,
+                reply_to=reply_to,
+                key=key,
+                headers={},
+                content_type=get("content_type") or CONTENT_TYPE,
+            )
+        try:  # anything else: field by field, naming what is wrong
             env = cls(
                 id=_str(raw, "id"),
                 type=_str(raw, "type"),

@@ -195,6 +195,11 @@ class Connection(asyncio.Protocol):
     def writable(self) -> bool:
         return self.state is Link.OPEN
 
+    @property
+    def paused(self) -> bool:
+        """The kernel buffer toward this peer is full: writers should `drain`."""
+        return self._paused
+
     async def drain(self) -> None:
         """Wait while the kernel buffer toward this peer is full."""
         if self._paused and self.state is not Link.CLOSED:

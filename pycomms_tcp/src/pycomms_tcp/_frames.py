@@ -99,17 +99,18 @@ class FrameDecoder:
         frames: list[tuple[int, bytes]] = []
         pos = 0
         end = len(buf)
-        while end - pos >= 5:
-            length, kind = HEADER.unpack_from(buf, pos)
-            if length < 1 or length > self.max_frame:
-                raise ProtocolError(f"frame length {length} outside 1..{self.max_frame}")
-            if kind not in _KNOWN:
-                raise ProtocolError(f"unknown frame type {kind}")
-            stop = pos + 4 + length
-            if stop > end:
-                break
-            frames.append((kind, bytes(buf[pos + 5 : stop])))
-            pos = stop
+        with memoryview(buf) as view:  # released before the buffer is resized below
+            while end - pos >= 5:
+                length, kind = HEADER.unpack_from(buf, pos)
+                if length < 1 or length > self.max_frame:
+                    raise ProtocolError(f"frame length {length} outside 1..{self.max_frame}")
+                if kind not in _KNOWN:
+                    raise ProtocolError(f"unknown frame type {kind}")
+                stop = pos + 4 + length
+                if stop > end:
+                    break
+                frames.append((kind, view[pos + 5 : stop].tobytes()))  # one copy
+                pos = stop
         if end - pos == 4:
             # a lone length prefix is checked before the type byte arrives
             (length,) = struct.unpack_from(">I", buf, pos)

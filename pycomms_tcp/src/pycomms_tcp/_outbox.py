@@ -307,7 +307,8 @@ class Outbox:
             self._draining.discard(service)
 
     async def drain_links(self) -> None:
-        for conn in list(self._links):
+        """Wait while any link's kernel buffer is full (back-pressure from slow peers)."""
+        for conn in [c for c in self._links if c.paused]:
             await conn.drain()
 
     def replay(self, service: str, ids: list[str] | None) -> int:
