@@ -3,11 +3,16 @@
 PostgreSQL and MariaDB come from ``$PYCOMMS_TEST_POSTGRES_URL`` / ``$PYCOMMS_TEST_MYSQL_URL``
 (defaults: the local services); SQLite is a file in the test's temporary directory.
 An unreachable server is skipped locally and fails with ``CI=true``.
+
+Garbage is collected after every test, so that a connection a failing test left open
+is reported (a ResourceWarning, an error here) on that test, never on the next one.
 """
 
 from __future__ import annotations
 
+import gc
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,3 +41,9 @@ def namespace() -> str:
 @pytest.fixture
 def url(engine_url: str, namespace: str) -> str:
     return with_options(engine_url, namespace=namespace)
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage() -> Iterator[None]:
+    yield
+    gc.collect()

@@ -33,7 +33,11 @@ _sqlite_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, as
 
 def create_engine(target: Target, options: SqlOptions) -> AsyncEngine:
     """An async engine for ``target``, configured for queue work."""
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    # No pool_pre_ping: on PostgreSQL it costs three round trips per checkout (BEGIN,
+    # a ping, ROLLBACK), more than most of our statements. A connection found dead
+    # on use is invalidated by SQLAlchemy (with every older one in the pool) and the
+    # transaction repeated on a fresh one (`retrying`).
+    kwargs: dict[str, Any] = {}
     if target.engine == "sqlite":
         engine = create_async_engine(
             target.url,
@@ -73,6 +77,9 @@ class Database:
         self.engine = engine
         self.kind = target.engine
         self._key = target.key
+        # PostgreSQL runs a lone statement as its own transaction: one round trip,
+        # where BEGIN and COMMIT around it would add two.
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT") if self.kind == "postgresql" else None
 
     def _sqlite_lock(self) -> asyncio.Lock:
         locks = _sqlite_locks.setdefault(asyncio.get_running_loop(), {})
@@ -92,16 +99,27 @@ class Database:
             await conn.exec_driver_sql("BEGIN IMMEDIATE")
             try:
                 yield conn
+                await conn.exec_driver_sql("COMMIT")
             except BaseException:
-                await asyncio.shield(conn.exec_driver_sql("ROLLBACK"))
+                await _abandon(conn)
                 raise
-            await conn.exec_driver_sql("COMMIT")
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        """A connection for reads (a snapshot transaction, rolled back at the end)."""
-        async with self.engine.connect() as conn:
+        """A connection for reads: each statement sees committed data (PostgreSQL:
+        autocommit; elsewhere a transaction rolled back at the end)."""
+        async with (self._autocommit or self.engine).connect() as conn:
             yield conn
+
+    async def run_read(self, body: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Run ``async body(conn)`` on a `read` connection, repeated on transient errors
+        (such as a connection that died in the pool)."""
+
+        async def once() -> T:
+            async with self.read() as conn:
+                return await body(conn)
+
+        return await retrying(once)
 
     async def run_write(self, body: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """Run ``async body(conn)`` in a write transaction, repeated on transient errors."""
@@ -111,3 +129,32 @@ class Database:
                 return await body(conn)
 
         return await retrying(once)
+
+    async def run_statement(self, body: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Like `run_write` for a ``body`` that executes exactly one statement, which is
+        atomic by itself: on PostgreSQL it runs in autocommit, without BEGIN/COMMIT."""
+        if self._autocommit is None:
+            return await self.run_write(body)
+        autocommit = self._autocommit
+
+        async def once() -> T:
+            async with autocommit.connect() as conn:
+                return await body(conn)
+
+        return await retrying(once)
+
+
+async def _abandon(conn: AsyncConnection) -> None:
+    """Roll back a SQLite transaction that failed, or drop its connection.
+
+    Not ``ROLLBACK`` as SQL: a statement interrupted by a cancellation leaves the
+    connection invalidated by SQLAlchemy, and any SQL on it would raise
+    ``PendingRollbackError`` in place of the original error. ``rollback()`` both ends
+    the transaction of a live connection (the driver issues ROLLBACK when one is
+    open) and resets an invalidated one; a connection whose rollback fails is
+    invalidated, so the pool never hands out one still inside a transaction.
+    """
+    try:
+        await conn.rollback()
+    except Exception:
+        await conn.invalidate()

@@ -32,9 +32,14 @@ def describe(exc: BaseException) -> str:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """True for errors a repeat of the same transaction should get past."""
+    """True for errors a repeat of the same transaction should get past.
+
+    A lost connection is one: the transaction may have committed before the loss, so
+    the repeat can store or claim twice, which at-least-once delivery allows."""
     if not isinstance(exc, DBAPIError):
         return False
+    if exc.connection_invalidated:
+        return True  # a connection that died in the pool (no pre-ping): try a fresh one
     orig = exc.orig
     sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
     if sqlstate in _PG_TRANSIENT:

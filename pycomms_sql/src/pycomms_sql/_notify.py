@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ._errors import describe
+from ._tasks import stop_task
 
 log = logging.getLogger("pycomms.sql")
 _READY_WAIT = 10.0
@@ -77,10 +78,8 @@ class Listener:
             backoff = min(backoff * 2, 5.0)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
 
 
 def _set_on_close(lost: asyncio.Event, _conn: Any) -> None:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Row, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pycomms.spi import NodeInfo
@@ -21,6 +22,7 @@ from . import _observers as observers
 from ._db import Database
 from ._errors import describe
 from ._schema import Tables
+from ._tasks import stop_task
 
 log = logging.getLogger("pycomms.sql")
 EXPIRY_BEATS = 2.5
@@ -84,10 +86,8 @@ class Presence:
 
     async def leave(self) -> None:
         """Stop the heartbeat and delete the node's row at once."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
         nodes = self._tables.nodes
 
         async def body(conn: AsyncConnection) -> None:
@@ -98,10 +98,9 @@ class Presence:
 
 async def live_nodes(db: Database, tables: Tables) -> list[NodeInfo]:
     nodes = tables.nodes
-    async with db.read() as conn:
-        rows = (
-            await conn.execute(
-                select(nodes.c.info, nodes.c.last_seen).where(nodes.c.expires_at > time.time()).order_by(nodes.c.id)
-            )
-        ).all()
-    return [NodeInfo.from_json(info).seen(last_seen) for info, last_seen in rows]
+
+    async def body(conn: AsyncConnection) -> Sequence[Row[str, float]]:
+        query = select(nodes.c.info, nodes.c.last_seen).where(nodes.c.expires_at > time.time()).order_by(nodes.c.id)
+        return (await conn.execute(query)).all()
+
+    return [NodeInfo.from_json(info).seen(last_seen) for info, last_seen in await db.run_read(body)]

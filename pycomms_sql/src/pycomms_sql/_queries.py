@@ -6,10 +6,13 @@ same statements serve the transport and the outbox (the caller's own transaction
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, Literal
 
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     Double,
     Integer,
@@ -17,6 +20,7 @@ from sqlalchemy import (
     String,
     Table,
     and_,
+    bindparam,
     case,
     delete,
     false,
@@ -33,7 +37,9 @@ from sqlalchemy.dialects import mysql as mysql_dialect
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql.dml import Insert
+from sqlalchemy.sql import Select, Subquery
+from sqlalchemy.sql.dml import Delete, Insert, ReturningUpdate, Update
+from sqlalchemy.sql.elements import BindParameter
 
 from pycomms.spi import Envelope
 
@@ -82,30 +88,37 @@ async def insert_messages(
     """
     if not envelopes:
         return
+    columns: dict[str, list[Any]] = {"etype": [], "ctype": [], "fallback": [], "msg_id": [], "data": []}
+    for env in envelopes:
+        event = env.kind == "event"
+        columns["etype"].append(env.type if event else None)
+        columns["ctype"].append(None if event else env.type)
+        columns["fallback"].append(None if event else command_queue(env.type))
+        columns["msg_id"].append(env.id)
+        columns["data"].append(env.encode())
+    if kind == "postgresql":
+        params: dict[str, Any] = {**columns, "now": now}
+        statement = _insert_statement(tables, kind, 0)
+    else:
+        params = {f"{name}_{i}": value for name, values in columns.items() for i, value in enumerate(values)}
+        params["now"] = now
+        statement = _insert_statement(tables, kind, len(envelopes))
+    await conn.execute(statement, params)
+
+
+@functools.lru_cache(maxsize=256)
+def _insert_statement(tables: Tables, kind: Engine, rows: int) -> Insert:
+    """The INSERT … SELECT of `insert_messages`, built once per table set and engine
+    (and row count where the rows are spelled out), as building one costs more than
+    running it. PostgreSQL takes the batch as arrays, so one statement fits all."""
     subs, routes, m = tables.subscriptions, tables.routes, tables.messages
-    rows = [
-        (
-            env.type if env.kind == "event" else None,
-            env.type if env.kind != "event" else None,
-            None if env.kind == "event" else command_queue(env.type),
-            env.id,
-            env.encode(),
-        )
-        for env in envelopes
-    ]
+    values: Subquery
     if kind == "postgresql":
         values = (
             text(
                 "SELECT * FROM unnest(CAST(:etype AS VARCHAR[]), CAST(:ctype AS VARCHAR[]), "
                 "CAST(:fallback AS VARCHAR[]), CAST(:msg_id AS VARCHAR[]), CAST(:data AS BYTEA[])) "
                 "WITH ORDINALITY AS v(etype, ctype, fallback, msg_id, data, seq)"
-            )
-            .bindparams(
-                etype=[r[0] for r in rows],
-                ctype=[r[1] for r in rows],
-                fallback=[r[2] for r in rows],
-                msg_id=[r[3] for r in rows],
-                data=[r[4] for r in rows],
             )
             .columns(etype=String, ctype=String, fallback=String, msg_id=String, data=LargeBinary, seq=Integer)
             .subquery("v")
@@ -114,25 +127,26 @@ async def insert_messages(
         selects = [
             select(
                 literal(seq, Integer()).label("seq"),
-                literal(etype, String()).label("etype"),
-                literal(ctype, String()).label("ctype"),
-                literal(fallback, String()).label("fallback"),
-                literal(msg_id, String()).label("msg_id"),
-                literal(data, LargeBinary()).label("data"),
+                bindparam(f"etype_{seq}", type_=String()).label("etype"),
+                bindparam(f"ctype_{seq}", type_=String()).label("ctype"),
+                bindparam(f"fallback_{seq}", type_=String()).label("fallback"),
+                bindparam(f"msg_id_{seq}", type_=String()).label("msg_id"),
+                bindparam(f"data_{seq}", type_=LargeBinary()).label("data"),
             )
-            for seq, (etype, ctype, fallback, msg_id, data) in enumerate(rows)
+            for seq in range(rows)
         ]
         values = (selects[0] if len(selects) == 1 else union_all(*selects)).subquery("v")
     events = subs.alias("e")
     commands = routes.alias("c")
+    now: BindParameter[float] = bindparam("now", type_=Double())
     source = (
         select(
             func.coalesce(events.c.service, commands.c.service, values.c.fallback),
             values.c.msg_id,
             values.c.data,
             literal(1, Integer()),
-            literal(now, Double()),
-            literal(now, Double()),
+            now,
+            now,
         )
         .select_from(
             values.outerjoin(events, and_(events.c.type == values.c.etype, events.c.kind == "event")).outerjoin(
@@ -143,9 +157,7 @@ async def insert_messages(
         # Ids in publish order: consumers of one queue take rows by (available_at, id).
         .order_by(values.c.seq)
     )
-    await conn.execute(
-        insert(m).from_select(["queue", "msg_id", "data", "attempt", "available_at", "created_at"], source)
-    )
+    return insert(m).from_select(["queue", "msg_id", "data", "attempt", "available_at", "created_at"], source)
 
 
 async def insert_replies(conn: AsyncConnection, tables: Tables, replies: Sequence[Envelope], now: float) -> None:
@@ -194,66 +206,82 @@ async def adopt(conn: AsyncConnection, tables: Tables, service: str, command_typ
     return result.rowcount
 
 
-def _lease_filter(tables: Tables, leases: Mapping[str, Sequence[int]]) -> ColumnElement[bool]:
-    m = tables.messages
-    clauses = [and_(m.c.lease_token == token, m.c.id.in_(ids)) for token, ids in leases.items() if ids]
-    return or_(*clauses) if clauses else false()
-
-
 async def claim(
     conn: AsyncConnection, kind: Engine, tables: Tables, queue: str, limit: int, token: str, now: float, until: float
 ) -> list[Claimed]:
     """Lease up to ``limit`` available rows of ``queue`` to ``token`` until ``until``.
 
-    A row claimed again after its lease expired counts as a new attempt."""
-    m = tables.messages
-    ready = and_(m.c.queue == queue, m.c.available_at <= now)
-    bump = case((m.c.lease_token.is_(None), 0), else_=1)
-    if kind == "postgresql":
-        # The CTE is materialized once, so the batch never exceeds ``limit``.
-        picked = (
-            select(m.c.id)
-            .where(ready)
-            .order_by(m.c.available_at, m.c.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-            .cte("picked")
-        )
-        result = await conn.execute(
-            update(m)
-            .where(m.c.id == picked.c.id)
-            .values(attempt=m.c.attempt + bump, lease_token=token, available_at=until)
-            .returning(m.c.id, m.c.data, m.c.attempt)
-        )
+    One statement on PostgreSQL and SQLite; two on MariaDB, which must run in one
+    transaction. A row claimed again after its lease expired counts as a new attempt."""
+    params = {"for_queue": queue, "ready_at": now, "batch": limit, "new_token": token, "lease_end": until}
+    if kind != "mysql":
+        result = await conn.execute(_claim_statement(tables, kind), params)
         return [Claimed(i, bytes(d), a) for i, d, a in result]
-    if kind == "sqlite":
-        # Runs under BEGIN IMMEDIATE: nobody else writes meanwhile.
-        result = await conn.execute(
-            update(m)
-            .where(m.c.id.in_(select(m.c.id).where(ready).order_by(m.c.available_at, m.c.id).limit(limit)))
-            .values(attempt=m.c.attempt + bump, lease_token=token, available_at=until)
-            .returning(m.c.id, m.c.data, m.c.attempt)
-        )
-        return [Claimed(i, bytes(d), a) for i, d, a in result]
-    # MariaDB has neither UPDATE ... RETURNING nor an UPDATE of a locking CTE.
-    rows = (
-        await conn.execute(
-            select(m.c.id, m.c.data, m.c.attempt, m.c.lease_token)
-            .where(ready)
-            .order_by(m.c.available_at, m.c.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-    ).all()
+    pick, lease = _mysql_claim_statements(tables)
+    rows = (await conn.execute(pick, params)).all()
     if not rows:
         return []
-    # MariaDB evaluates SET left to right: bump the attempt before replacing the token.
-    await conn.execute(
-        update(m)
-        .where(m.c.id.in_([r[0] for r in rows]))
-        .ordered_values((m.c.attempt, m.c.attempt + bump), (m.c.lease_token, token), (m.c.available_at, until))
-    )
+    await conn.execute(lease, {"row_ids": [r[0] for r in rows], "new_token": token, "lease_end": until})
     return [Claimed(i, bytes(d), a + (0 if t is None else 1)) for i, d, a, t in rows]
+
+
+def _ready(tables: Tables) -> Select[int]:
+    m = tables.messages
+    return (
+        select(m.c.id)
+        .where(m.c.queue == bindparam("for_queue"), m.c.available_at <= bindparam("ready_at"))
+        .order_by(m.c.available_at, m.c.id)
+        .limit(bindparam("batch"))
+    )
+
+
+def _bump(tables: Tables) -> ColumnElement[int]:
+    """The attempt after a claim: one more if the row was leased before (expired)."""
+    m = tables.messages
+    return m.c.attempt + case((m.c.lease_token.is_(None), 0), else_=1)
+
+
+@functools.lru_cache(maxsize=64)
+def _claim_statement(tables: Tables, kind: Engine) -> ReturningUpdate[int, bytes, int]:
+    m = tables.messages
+    if kind == "postgresql":
+        # The CTE is materialized once, so the batch never exceeds ``limit``.
+        picked = _ready(tables).with_for_update(skip_locked=True).cte("picked")
+        where = m.c.id == picked.c.id
+    else:
+        # SQLite runs it under BEGIN IMMEDIATE: nobody else writes meanwhile.
+        where = m.c.id.in_(_ready(tables))
+    return (
+        update(m)
+        .where(where)
+        .values(attempt=_bump(tables), lease_token=bindparam("new_token"), available_at=bindparam("lease_end"))
+        .returning(m.c.id, m.c.data, m.c.attempt)
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _mysql_claim_statements(tables: Tables) -> tuple[Select[Any], Update]:
+    """MariaDB has neither UPDATE … RETURNING nor an UPDATE of a locking CTE: lock the
+    rows with SKIP LOCKED, then lease them."""
+    m = tables.messages
+    pick = (
+        select(m.c.id, m.c.data, m.c.attempt, m.c.lease_token)
+        .where(m.c.queue == bindparam("for_queue"), m.c.available_at <= bindparam("ready_at"))
+        .order_by(m.c.available_at, m.c.id)
+        .limit(bindparam("batch"))
+        .with_for_update(skip_locked=True)
+    )
+    # MariaDB evaluates SET left to right: bump the attempt before replacing the token.
+    lease = (
+        update(m)
+        .where(m.c.id.in_(bindparam("row_ids", expanding=True)))
+        .ordered_values(
+            (m.c.attempt, _bump(tables)),
+            (m.c.lease_token, bindparam("new_token")),
+            (m.c.available_at, bindparam("lease_end")),
+        )
+    )
+    return pick, lease
 
 
 async def has_ready(conn: AsyncConnection, tables: Tables, queue: str, now: float) -> bool:
@@ -263,37 +291,95 @@ async def has_ready(conn: AsyncConnection, tables: Tables, queue: str, now: floa
     return row is not None
 
 
-async def ack(conn: AsyncConnection, tables: Tables, leases: Mapping[str, Sequence[int]]) -> int:
+# Settling: every statement names rows *and* the token they were leased under, so a
+# settle after the lease moved on matches nothing. Statements are built once per
+# table set, engine and number of tokens (building one costs more than running it).
+
+Leases = Mapping[str, Sequence[int]]
+Settle = Literal["ack", "reschedule", "renew"]
+
+
+async def ack(conn: AsyncConnection, kind: Engine, tables: Tables, leases: Leases) -> int:
     """Delete the rows still held under the given tokens; others are left alone."""
-    result = await conn.execute(delete(tables.messages).where(_lease_filter(tables, leases)))
-    return result.rowcount
+    statement = _settle_statement(tables, kind, "ack", _token_slots(kind, leases))
+    return (await conn.execute(statement, _lease_params(kind, leases))).rowcount
 
 
-async def reschedule(
-    conn: AsyncConnection, tables: Tables, leases: Mapping[str, Sequence[int]], available_at: float
-) -> int:
+async def reschedule(conn: AsyncConnection, kind: Engine, tables: Tables, leases: Leases, available_at: float) -> int:
     """Give rows still held under the given tokens back, as the next attempt."""
-    m = tables.messages
-    result = await conn.execute(
-        update(m)
-        .where(_lease_filter(tables, leases))
-        .ordered_values((m.c.attempt, m.c.attempt + 1), (m.c.lease_token, None), (m.c.available_at, available_at))
-    )
-    return result.rowcount
+    statement = _settle_statement(tables, kind, "reschedule", _token_slots(kind, leases))
+    return (await conn.execute(statement, {**_lease_params(kind, leases), "at": available_at})).rowcount
 
 
-async def renew(conn: AsyncConnection, tables: Tables, leases: Mapping[str, Sequence[int]], until: float) -> int:
+async def renew(conn: AsyncConnection, kind: Engine, tables: Tables, leases: Leases, until: float) -> int:
     """Extend the leases still held."""
+    statement = _settle_statement(tables, kind, "renew", _token_slots(kind, leases))
+    return (await conn.execute(statement, {**_lease_params(kind, leases), "at": until})).rowcount
+
+
+def _token_slots(kind: Engine, leases: Leases) -> int:
+    """PostgreSQL takes (id, token) pairs as arrays: one statement for any number."""
+    return 0 if kind == "postgresql" else sum(1 for ids in leases.values() if ids)
+
+
+def _lease_params(kind: Engine, leases: Leases) -> dict[str, Any]:
+    held = [(token, ids) for token, ids in leases.items() if ids]
+    if kind == "postgresql":
+        return {
+            "ids": [row for _, ids in held for row in ids],
+            "tokens": [token for token, ids in held for _ in ids],
+        }
+    params: dict[str, Any] = {}
+    for slot, (token, ids) in enumerate(held):
+        params[f"token_{slot}"] = token
+        params[f"ids_{slot}"] = list(ids)
+    return params
+
+
+@functools.lru_cache(maxsize=256)
+def _settle_statement(tables: Tables, kind: Engine, action: Settle, slots: int) -> Delete | Update:
     m = tables.messages
-    result = await conn.execute(update(m).where(_lease_filter(tables, leases)).values(available_at=until))
-    return result.rowcount
+    where: ColumnElement[bool]
+    if kind == "postgresql":
+        pairs = (
+            text("SELECT * FROM unnest(CAST(:ids AS BIGINT[]), CAST(:tokens AS VARCHAR[])) AS p(id, token)")
+            .columns(id=BigInteger, token=String)
+            .subquery("p")
+        )
+        where = and_(m.c.id == pairs.c.id, m.c.lease_token == pairs.c.token)
+    elif slots:
+        where = or_(
+            *(
+                and_(m.c.lease_token == bindparam(f"token_{i}"), m.c.id.in_(bindparam(f"ids_{i}", expanding=True)))
+                for i in range(slots)
+            )
+        )
+    else:
+        where = false()
+    if action == "ack":
+        return delete(m).where(where)
+    if action == "renew":
+        return update(m).where(where).values(available_at=bindparam("at"))
+    return (
+        update(m)
+        .where(where)
+        .ordered_values((m.c.attempt, m.c.attempt + 1), (m.c.lease_token, None), (m.c.available_at, bindparam("at")))
+    )
 
 
 async def dead_letter(
-    conn: AsyncConnection, tables: Tables, row_id: int, token: str, service: str, msg_id: str, letter: bytes, now: float
+    conn: AsyncConnection,
+    kind: Engine,
+    tables: Tables,
+    row_id: int,
+    token: str,
+    service: str,
+    msg_id: str,
+    letter: bytes,
+    now: float,
 ) -> bool:
     """Move a leased row to the dead letters; nothing if the lease moved on."""
-    if not await ack(conn, tables, {token: [row_id]}):
+    if not await ack(conn, kind, tables, {token: [row_id]}):
         return False
     await conn.execute(insert(tables.dead_letters).values(service=service, msg_id=msg_id, failed_at=now, letter=letter))
     return True

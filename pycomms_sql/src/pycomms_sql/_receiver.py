@@ -15,7 +15,7 @@ import logging
 import time
 import uuid
 from collections.abc import Coroutine, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -26,11 +26,13 @@ from . import _observers as observers
 from . import _queries as q
 from ._batching import Coalescer
 from ._errors import map_errors
+from ._tasks import stop_task
 
 if TYPE_CHECKING:
     from ._transport import SqlTransport
 
 log = logging.getLogger("pycomms.sql")
+T = TypeVar("T")
 _ADOPT_EVERY = 2.0
 
 
@@ -78,7 +80,7 @@ class SqlReceiver:
         self._timers: set[asyncio.TimerHandle] = set()
         self._acks: Coalescer[tuple[str, int]] = Coalescer(self._flush_acks, max_batch=1000, parallel=2)
         self._last_adopt = time.monotonic()
-        self._claiming: asyncio.Future[list[SqlDelivery]] | None = None
+        self._working: asyncio.Future[Any] | None = None
         self._renewer = asyncio.create_task(self._renew_loop(), name=f"pycomms-sql:{self._service}:renew")
 
     @property
@@ -99,11 +101,11 @@ class SqlReceiver:
         delay, idle = opts.poll_min, self._t.idle_poll
         while not self._closed:
             self._wake.clear()
-            deliveries = await self._claim(max_messages)
+            deliveries = await self._to_the_end(self._claim_rows(max_messages))
             if deliveries:
                 return deliveries
             if self._routed and time.monotonic() - self._last_adopt >= _ADOPT_EVERY:
-                await self._adopt()
+                await self._to_the_end(self._adopt())
                 continue
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
@@ -111,15 +113,20 @@ class SqlReceiver:
             delay = min(delay * 2, idle)
         return []
 
-    async def _claim(self, limit: int) -> list[SqlDelivery]:
-        # The claim runs to its end even if receive() is cancelled, and records its
-        # leases itself: close() then releases them instead of leaving them to expire.
-        self._claiming = task = asyncio.ensure_future(self._claim_rows(limit))
+    async def _to_the_end(self, work: Coroutine[Any, Any, T]) -> T:
+        """Run ``work``, a database step of `receive`, in a task of its own to its end.
+
+        A cancelled receive() returns at once while the step finishes: a claim records
+        its leases itself, so close() (which waits for the step) releases them instead
+        of leaving them to expire. And the cancellation never reaches the driver, which
+        could swallow it (see `_tasks`): receive() always stops when cancelled.
+        """
+        self._working = task = asyncio.ensure_future(work)
         try:
             return await asyncio.shield(task)
         finally:
             if task.done():
-                self._claiming = None
+                self._working = None
 
     async def _claim_rows(self, limit: int) -> list[SqlDelivery]:
         t = self._t
@@ -137,7 +144,8 @@ class SqlReceiver:
                     conn, t.db.kind, t.tables, self._service, limit, token, now, now + t.options.visibility_timeout
                 )
 
-            rows = await t.db.run_write(body)
+            # MariaDB claims in two statements, which need a transaction.
+            rows = await (t.db.run_write(body) if t.db.kind == "mysql" else t.db.run_statement(body))
         if not rows:
             return []
         self._leases[token] = {row.id for row in rows}
@@ -188,9 +196,9 @@ class SqlReceiver:
         with map_errors(PyCommsError, f"acknowledging messages of {self._service}"):
 
             async def body(conn: AsyncConnection) -> int:
-                return await q.ack(conn, t.tables, leases)
+                return await q.ack(conn, t.db.kind, t.tables, leases)
 
-            await t.db.run_write(body)
+            await t.db.run_statement(body)
 
     async def _retry(self, token: str, row: int, delay: float) -> None:
         t = self._t
@@ -198,27 +206,18 @@ class SqlReceiver:
         with map_errors(PyCommsError, f"scheduling a retry for {self._service}"):
 
             async def body(conn: AsyncConnection) -> int:
-                return await q.reschedule(conn, t.tables, {token: [row]}, when)
+                return await q.reschedule(conn, t.db.kind, t.tables, {token: [row]}, when)
 
-            await t.db.run_write(body)
+            await t.db.run_statement(body)
         self._wake_later(delay)
 
     async def _dead_letter(self, token: str, row: int, letter: DeadLetter) -> None:
         t = self._t
-        data = letter.to_json()
+        data, now = letter.to_json(), time.time()
         with map_errors(PyCommsError, f"dead-lettering a message of {self._service}"):
 
             async def body(conn: AsyncConnection) -> bool:
-                return await q.dead_letter(
-                    conn,
-                    t.tables,
-                    row,
-                    token,
-                    self._service,
-                    letter.id,
-                    data,
-                    time.time(),
-                )
+                return await q.dead_letter(conn, t.db.kind, t.tables, row, token, self._service, letter.id, data, now)
 
             await t.db.run_write(body)
 
@@ -248,10 +247,10 @@ class SqlReceiver:
             until = time.time() + t.options.visibility_timeout
 
             async def body(conn: AsyncConnection, leases: dict[str, list[int]] = leases, until: float = until) -> int:
-                return await q.renew(conn, t.tables, leases, until)
+                return await q.renew(conn, t.db.kind, t.tables, leases, until)
 
             try:
-                await t.db.run_write(body)
+                await t.db.run_statement(body)
             except Exception as exc:
                 log.warning("service %s: could not renew leases: %s", self._service, exc)
 
@@ -265,11 +264,10 @@ class SqlReceiver:
         for handle in self._timers:
             handle.cancel()
         self._timers.clear()
-        self._renewer.cancel()
-        await asyncio.gather(self._renewer, return_exceptions=True)
-        if self._claiming is not None:
-            await asyncio.gather(self._claiming, return_exceptions=True)
-            self._claiming = None
+        await stop_task(self._renewer)
+        if self._working is not None:
+            await asyncio.gather(self._working, return_exceptions=True)
+            self._working = None
         await self._acks.drain()
         if self._ephemeral:
             self._leases.clear()
@@ -282,10 +280,10 @@ class SqlReceiver:
         t = self._t
 
         async def body(conn: AsyncConnection) -> int:
-            return await q.reschedule(conn, t.tables, leases, time.time())
+            return await q.reschedule(conn, t.db.kind, t.tables, leases, time.time())
 
         try:
-            released: int = await t.db.run_write(body)
+            released: int = await t.db.run_statement(body)
         except Exception as exc:
             log.warning(
                 "service %s: could not release unsettled messages (redelivered after the lease): %s", self._service, exc

@@ -35,9 +35,13 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from ._db import Database
 from ._url import Engine
 
 SCHEMA_VERSION = 1
+# Seconds a start waits for another process's schema creation, and the DDL for the
+# table locks it needs, before failing.
+SCHEMA_LOCK_WAIT = 60
 _UPGRADES: dict[int, Callable[[Connection, Tables], None]] = {}
 _IDENT = re.compile(r"^[a-z0-9_]{1,36}$")
 
@@ -147,34 +151,62 @@ def make_tables(namespace: str) -> Tables:
     return Tables(prefix, md, meta, subscriptions, routes, messages, dead_letters, nodes, replies)
 
 
-async def ensure_schema(engine: AsyncEngine, kind: Engine, tables: Tables) -> None:
+async def ensure_schema(db: Database, tables: Tables) -> None:
     """Create or upgrade the namespace's tables unless they are current.
 
     Concurrent first starts serialize on a lock (a PostgreSQL advisory lock, a MariaDB
-    named lock, SQLite's write lock), so only one process runs the DDL.
+    named lock, SQLite's write lock), so only one process runs the DDL. Waiting for
+    that lock, and the DDL waiting for the table locks it needs, both give up after
+    `SCHEMA_LOCK_WAIT` seconds with an error instead of hanging.
+    """
+    async with db.read() as conn:
+        if await _version(conn, tables) == SCHEMA_VERSION:
+            return
+    if db.kind == "postgresql":
+        await _create_on_postgresql(db.engine, tables)
+    elif db.kind == "mysql":
+        await _create_on_mysql(db.engine, tables)
+    else:
+        async with db.write() as conn:  # BEGIN IMMEDIATE: holds SQLite's write lock
+            await conn.run_sync(_create_or_upgrade, db.kind, tables)
+
+
+async def _create_on_postgresql(engine: AsyncEngine, tables: Tables) -> None:
+    """Under a transaction-scoped advisory lock: commit or rollback releases it."""
+    async with engine.begin() as conn:
+        await conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{SCHEMA_LOCK_WAIT}s'")
+        await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:n))"), {"n": _lock_name(tables)})
+        await conn.run_sync(_create_or_upgrade, "postgresql", tables)
+
+
+async def _create_on_mysql(engine: AsyncEngine, tables: Tables) -> None:
+    """Under a named lock, on a connection that is closed afterwards.
+
+    ``GET_LOCK`` belongs to the session, not to a transaction: returned to the pool
+    after an error or a cancellation between GET_LOCK and RELEASE_LOCK, the connection
+    would keep the lock, and every other process would wait for it. Closing the
+    session releases the lock on every path and discards the shortened
+    ``lock_wait_timeout`` (MariaDB's default is a day): no pooled connection
+    inherits either.
     """
     async with engine.connect() as conn:
-        if await _version(conn, tables) == SCHEMA_VERSION:
-            await conn.rollback()
-            return
-        await conn.rollback()
-    lock_name = f"{tables.prefix}_schema"
-    async with engine.connect() as conn:
-        if kind == "postgresql":
-            await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:n))"), {"n": lock_name})
-        elif kind == "mysql":
-            await conn.execute(text("SELECT GET_LOCK(:n, 60)"), {"n": lock_name})
-        else:
-            await conn.exec_driver_sql("BEGIN IMMEDIATE")
         try:
-            await conn.run_sync(_create_or_upgrade, kind, tables)
-            if kind == "sqlite":
-                await conn.exec_driver_sql("COMMIT")
-            else:
-                await conn.commit()
+            await conn.exec_driver_sql(f"SET SESSION lock_wait_timeout = {SCHEMA_LOCK_WAIT}")
+            locked = await conn.scalar(
+                text("SELECT GET_LOCK(:n, :wait)"), {"n": _lock_name(tables), "wait": SCHEMA_LOCK_WAIT}
+            )
+            if locked != 1:
+                raise TimeoutError(
+                    f"waited {SCHEMA_LOCK_WAIT}s for another process to create the tables {tables.prefix}_*"
+                )
+            await conn.run_sync(_create_or_upgrade, "mysql", tables)
+            await conn.commit()
         finally:
-            if kind == "mysql":
-                await conn.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": lock_name})
+            await conn.invalidate()
+
+
+def _lock_name(tables: Tables) -> str:
+    return f"{tables.prefix}_schema"
 
 
 async def _version(conn: AsyncConnection, tables: Tables) -> int | None:

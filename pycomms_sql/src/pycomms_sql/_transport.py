@@ -25,6 +25,7 @@ from ._options import SqlOptions, parse_options
 from ._presence import Presence, live_nodes
 from ._receiver import SqlReceiver
 from ._schema import Tables, ensure_schema, make_tables
+from ._tasks import stop_task
 from ._url import parse_target
 
 log = logging.getLogger("pycomms.sql")
@@ -98,7 +99,7 @@ class SqlTransport:
             with map_errors(ConnectError, f"connecting to {where}"):
                 async with engine.connect():
                     self._check_version()  # before any DDL on a server we cannot use
-                await ensure_schema(engine, db.kind, self.tables)
+                await ensure_schema(db, self.tables)
                 self._presence = Presence(db, self.tables, node, self.options.heartbeat)
                 await self._presence.join()
                 if self.notified:
@@ -152,25 +153,31 @@ class SqlTransport:
         await self._shutdown()
 
     async def _shutdown(self) -> None:
-        """Stop background work, leave presence, dispose of the engine. Never raises."""
-        if self._reply_task is not None:
-            self._reply_task.cancel()
-            await asyncio.gather(self._reply_task, return_exceptions=True)
+        """Stop background work, leave presence, dispose of the engine. Never raises.
+
+        The engine is disposed even if this is cancelled, so no connection outlives
+        the transport; leaving presence waits at most ``connect_timeout`` (a node
+        that could not delete its row drops out of `nodes()` when it expires)."""
+        try:
+            await stop_task(self._reply_task)
             self._reply_task = None
-        if self._listener is not None:
-            await self._listener.stop()
-            self._listener = None
-        if self._presence is not None:
-            try:
-                await self._presence.leave()
-            except Exception as exc:
-                log.warning("could not remove node %s from presence: %s", self._node and self._node.id, describe(exc))
-            self._presence = None
-        if self._db is not None:
-            try:
-                await self._db.engine.dispose()
-            except Exception as exc:
-                log.debug("engine dispose failed: %s", describe(exc))
+            if self._listener is not None:
+                await self._listener.stop()
+                self._listener = None
+            if self._presence is not None:
+                presence, self._presence = self._presence, None
+                try:
+                    async with asyncio.timeout(self.options.connect_timeout):
+                        await presence.leave()
+                except Exception as exc:
+                    node = self._node and self._node.id
+                    log.warning("could not remove node %s from presence: %s", node, describe(exc))
+        finally:
+            if self._db is not None:
+                try:
+                    await self._db.engine.dispose()
+                except Exception as exc:
+                    log.debug("engine dispose failed: %s", describe(exc))
 
     # publishing ------------------------------------------------------------------------
 
@@ -203,8 +210,9 @@ class SqlTransport:
                 await q.insert_messages(conn, db.kind, tables, messages[start : start + self._batch], now)
             await q.insert_replies(conn, tables, replies, now)
 
+        statements = -(-len(messages) // self._batch) + (1 if replies else 0)
         with map_errors(PublishError, f"publishing {len(envelopes)} message(s)"):
-            await db.run_write(body)
+            await (db.run_statement(body) if statements == 1 else db.run_write(body))
         if self._group is not None and messages:
             self._group.wake_types({env.type for env in messages})
 
@@ -311,9 +319,13 @@ class SqlTransport:
             return await live_nodes(self.db, self.tables)
 
     async def dead_letters(self, service: str, limit: int) -> list[DeadLetter]:
+        tables = self.tables
+
+        async def body(conn: AsyncConnection) -> list[bytes]:
+            return await q.list_dead_letters(conn, tables, service, limit)
+
         with map_errors(PyCommsError, f"reading dead letters of {service}"):
-            async with self.db.read() as conn:
-                rows = await q.list_dead_letters(conn, self.tables, service, limit)
+            rows = await self.db.run_read(body)
         return [DeadLetter.from_json(row) for row in rows]
 
     async def replay(self, service: str, ids: Sequence[str] | None) -> int:
