@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from pycomms import Capabilities, ConfigError, ConnectError, PublishError, PyCommsError
+from pycomms import ConfigError, ConnectError, PublishError, PyCommsError
 from pycomms.spi import BackendConfig, DeadLetter, Envelope, NodeInfo, ReplySink, Subscription
 
 from . import _observers as observers
@@ -25,20 +25,12 @@ from ._options import SqlOptions, parse_options
 from ._presence import Presence, live_nodes
 from ._receiver import SqlReceiver
 from ._schema import Tables, ensure_schema, make_tables
+from ._schemes import CAPABILITIES
 from ._tasks import stop_task
 from ._url import parse_target
 
 log = logging.getLogger("pycomms.sql")
 
-CAPABILITIES = Capabilities(
-    retention=True,
-    persistent=True,
-    delayed_delivery=True,
-    ordering=True,
-    presence=True,
-    cross_process=True,
-    transactional_publish=True,
-)
 _REQUEST_HOT = 60.0
 
 

@@ -11,6 +11,8 @@ from sqlalchemy.exc import ArgumentError
 from pycomms import ConfigError
 from pycomms.spi import redact_url
 
+from ._schemes import SCHEMES
+
 Engine = Literal["postgresql", "sqlite", "mysql"]
 
 _ENGINES: dict[str, Engine] = {
@@ -26,7 +28,7 @@ _ASYNC_DRIVERS: dict[Engine, frozenset[str]] = {
     "sqlite": frozenset({"aiosqlite"}),
     "mysql": frozenset({"asyncmy", "aiomysql"}),
 }
-SCHEMES = tuple(_ENGINES)
+assert set(SCHEMES) == set(_ENGINES), "_schemes.SCHEMES and the engines disagree"
 
 
 @dataclass(frozen=True, slots=True)

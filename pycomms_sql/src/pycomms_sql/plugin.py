@@ -1,13 +1,18 @@
 """The pluggy hooks that make ``postgresql://``, ``sqlite://`` and ``mysql://`` URLs
-build an `SqlTransport` (entry point ``pycomms`` / ``sql``)."""
+build an `SqlTransport` (entry point ``pycomms`` / ``sql``). Loading it imports no
+SQLAlchemy: that happens when a SQL URL is used."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import pycomms
 from pycomms.spi import BackendConfig, SchemeInfo
 
-from ._transport import CAPABILITIES, SqlTransport
-from ._url import SCHEMES
+from ._schemes import CAPABILITIES, SCHEMES
+
+if TYPE_CHECKING:
+    from ._transport import SqlTransport
 
 _DESCRIPTIONS = {
     "postgresql": "PostgreSQL tables (asyncpg), LISTEN/NOTIFY wake-ups, transactional publish",
@@ -27,4 +32,6 @@ def pycomms_schemes() -> list[SchemeInfo]:
 def pycomms_transport(config: BackendConfig) -> SqlTransport | None:
     if config.scheme not in SCHEMES:
         return None
+    from ._transport import SqlTransport  # SQLAlchemy is imported only when a SQL URL is used
+
     return SqlTransport(config)
