@@ -552,3 +552,19 @@ def test_cancelled_connect_releases_everything(where: str) -> None:
             await bus.publish(Ping(n=1))
 
     run_strict(scenario, 5)
+
+
+def test_close_gets_past_a_receiver_that_swallows_a_cancellation() -> None:
+    """A driver may swallow one cancellation of ``receive()`` (Python 3.11's ``wait_for``
+    does when it races a result); close cancels again until the fetch has stopped."""
+
+    async def scenario() -> None:
+        rec = Recorder()
+        bus = await pycomms.connect(new_url(), services=[sink_service(rec)])
+        await probe(bus).until(lambda: bool(probe(bus).receivers and probe(bus).receivers[0].asks))
+        probe(bus).swallow_cancels = 2
+        await bus.close(grace=0.2)
+        assert probe(bus).closed
+        assert probe(bus).swallow_cancels == 0
+
+    run_strict(scenario, 10)

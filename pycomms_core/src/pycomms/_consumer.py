@@ -109,8 +109,7 @@ class ServiceRunner:
         """Stop fetching, let running handlers finish until ``deadline`` (loop time),
         then cancel the rest unsettled and release them through the receiver."""
         if self._fetcher is not None:
-            self._fetcher.cancel()
-            await asyncio.gather(self._fetcher, return_exceptions=True)
+            await _cancel_until_done(self._fetcher, f"service {self._service.name}: receive()")
         remaining = deadline - asyncio.get_running_loop().time()
         if self._pending and remaining > 0:
             try:
@@ -273,6 +272,21 @@ class ServiceRunner:
         if env is not None and env.kind == "request" and env.reply_to:
             await self._bus._reply_error(env, reason, error)
         self._on_dead_letter(letter)
+
+
+async def _cancel_until_done(task: asyncio.Task[Any], what: str, timeout: float = 5.0) -> None:
+    """Cancel ``task`` and wait for it, cancelling again while it runs on: a driver can
+    swallow one cancellation (Python 3.11's ``wait_for`` does when it races a result).
+    After ``timeout`` seconds it is abandoned, with an error logged."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not task.done() and loop.time() < end:
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
+    if not task.done():
+        log.error("%s ignores cancellation; abandoning it", what)
+    elif not task.cancelled() and task.exception() is not None:
+        log.debug("%s ended with %r while stopping", what, task.exception())
 
 
 def _describe(exc: BaseException) -> str:
