@@ -17,8 +17,6 @@ from urllib.parse import urlsplit
 
 from shared_services import AMQP_URL, delete_amqp_namespaces
 
-from pycomms import Command
-
 RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 
 
@@ -281,9 +279,3 @@ class PrivateBroker:
             check=True,
         )
         return done.stdout
-
-
-class Job(Command, name="amqp_test.job"):
-    """A command of the crash test (shared with amqp_worker.py)."""
-
-    n: int

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from amqp_support import Job
+from amqp_messages import Job
 
 import pycomms
 from pycomms import Context, Service

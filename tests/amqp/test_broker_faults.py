@@ -7,7 +7,8 @@ import asyncio
 import time
 
 import pytest
-from amqp_support import Job, PrivateBroker, url_for
+from amqp_messages import Job
+from amqp_support import PrivateBroker, url_for
 
 import pycomms
 from pycomms import Event, Service

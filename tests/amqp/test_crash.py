@@ -10,7 +10,8 @@ from pathlib import Path
 
 import aio_pika
 import pytest
-from amqp_support import AMQP_URL, Job, url_for
+from amqp_messages import Job
+from amqp_support import AMQP_URL, url_for
 
 import pycomms
 from pycomms import Context, Service

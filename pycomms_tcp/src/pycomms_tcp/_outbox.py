@@ -149,6 +149,9 @@ class Outbox:
                     self.schedule_drain(item[0])
         for service, data, key in direct:
             if not self.dispatch(service, data, 1, None, key):  # a keyed message whose instance is full
+                if service not in catalog.services:  # an observer: nothing is kept for it
+                    self._missed(service)
+                    continue
                 self._spool.put_many([(service, data, 1, key)], force=True)
                 self.schedule_drain(service)
         return bool(direct), blocked_at
