@@ -51,19 +51,29 @@ async def publish_all(session: Session, events: Sequence[BenchEvent], publishers
             group.create_task(publisher(chunks[index::publishers]))
 
 
-async def _open(impl: Implementation, tracker: Tracker, concurrency: int) -> Session:
-    """Set an implementation up, bounded: an unresponsive broker must fail the run, not hang it."""
-    async with asyncio.timeout(SETUP_TIMEOUT):
-        return await impl.open(tracker, concurrency)
+async def _open(
+    impl: Implementation, tracker: Tracker, concurrency: int, result: Throughput | Latency
+) -> Session | None:
+    """Set an implementation up, bounded: an unresponsive broker must fail the run, not
+    hang it. None, with ``result.error`` saying why, if it could not be set up."""
+    try:
+        async with asyncio.timeout(SETUP_TIMEOUT):
+            return await impl.open(tracker, concurrency)
+    except TimeoutError:
+        result.error = f"set-up did not finish within {SETUP_TIMEOUT:.0f}s"
+    except Exception as exc:
+        result.error = f"set-up failed: {describe(exc)}"
+    return None
 
 
-async def _close(session: Session) -> str | None:
+async def _close(session: Session, result: Throughput | Latency) -> None:
+    """Close, bounded; a run that succeeded fails if its close does."""
     try:
         async with asyncio.timeout(CLOSE_TIMEOUT):
             await session.close()
     except Exception as exc:
-        return f"close failed: {describe(exc)}"
-    return None
+        if result.ok:
+            result.ok, result.error = False, f"close failed: {describe(exc)}"
 
 
 async def run_throughput(
@@ -73,13 +83,8 @@ async def run_throughput(
     batch = params.batch if workload == BATCHES else 1
     result = Throughput(impl.name, workload, ok=False, count=len(events), batch=batch)
     tracker = Tracker()
-    try:
-        session = await _open(impl, tracker, params.concurrency)
-    except TimeoutError:
-        result.error = f"set-up did not finish within {SETUP_TIMEOUT:.0f}s"
-        return result
-    except Exception as exc:
-        result.error = f"set-up failed: {describe(exc)}"
+    session = await _open(impl, tracker, params.concurrency, result)
+    if session is None:
         return result
     try:
         if params.warmup:
@@ -110,22 +115,15 @@ async def run_throughput(
     except Exception as exc:
         result.error = describe(exc)
     finally:
-        problem = await _close(session)
-        if problem and result.ok:
-            result.ok, result.error = False, problem
+        await _close(session, result)
     return result
 
 
 async def run_latency(impl: Implementation, concurrency: int, params: Params) -> Latency:
     """Workload (c): ``params.requests`` round trips from ``concurrency`` tasks."""
     result = Latency(impl.name, f"requests-c{concurrency}", ok=False, concurrency=concurrency, count=params.requests)
-    try:
-        session = await _open(impl, Tracker(), max(params.concurrency, concurrency))
-    except TimeoutError:
-        result.error = f"set-up did not finish within {SETUP_TIMEOUT:.0f}s"
-        return result
-    except Exception as exc:
-        result.error = f"set-up failed: {describe(exc)}"
+    session = await _open(impl, Tracker(), max(params.concurrency, concurrency), result)
+    if session is None:
         return result
     samples: list[float] = []
 
@@ -160,7 +158,5 @@ async def run_latency(impl: Implementation, concurrency: int, params: Params) ->
     except Exception as exc:
         result.error = describe(exc)
     finally:
-        problem = await _close(session)
-        if problem and result.ok:
-            result.ok, result.error = False, problem
+        await _close(session, result)
     return result

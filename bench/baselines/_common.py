@@ -7,7 +7,7 @@ import contextlib
 import os
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 T = TypeVar("T")
@@ -28,6 +28,26 @@ def driver_url(url: str, scheme: str) -> str:
     """``url`` without its query and with ``scheme+driver`` reduced to ``scheme``."""
     parts = urlsplit(strip_query(url))
     return urlunsplit((scheme, parts.netloc, parts.path, "", ""))
+
+
+class Startable(Protocol):
+    async def start(self, concurrency: int) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+S = TypeVar("S", bound=Startable)
+
+
+async def started(session: S, concurrency: int) -> S:
+    """``session`` after ``start``; if starting fails, closed again (freeing what was
+    half made: connections, queues, tables) before the error propagates."""
+    try:
+        await session.start(concurrency)
+    except BaseException:
+        await session.close()
+        raise
+    return session
 
 
 class WorkerPool(Generic[T]):

@@ -18,7 +18,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from bench._impl import BATCHES, EVENTS, Unsupported
 from bench._messages import BenchEvent
 from bench._tracker import Tracker
-from bench.baselines._common import fresh_name, strip_query
+from bench.baselines._common import fresh_name, started, strip_query
 
 
 class AioPikaSession:
@@ -80,13 +80,7 @@ class AioPikaRaw:
         self._url = strip_query(url)
 
     async def open(self, tracker: Tracker, concurrency: int) -> AioPikaSession:
-        session = AioPikaSession(self._url, tracker)
-        try:
-            await session.start(concurrency)
-        except BaseException:
-            await session.close()
-            raise
-        return session
+        return await started(AioPikaSession(self._url, tracker), concurrency)
 
 
 def make(url: str) -> AioPikaRaw:

@@ -18,7 +18,7 @@ import asyncpg
 from bench._impl import BATCHES, EVENTS, Unsupported
 from bench._messages import BenchEvent
 from bench._tracker import Tracker
-from bench.baselines._common import Coalescer, WorkerPool, cancel, driver_url, fresh_name
+from bench.baselines._common import Coalescer, WorkerPool, cancel, driver_url, fresh_name, started
 
 POOL_SIZE = 16
 POLL_INTERVAL = 0.002
@@ -112,13 +112,7 @@ class AsyncpgRaw:
         self._url = driver_url(url, "postgresql")
 
     async def open(self, tracker: Tracker, concurrency: int) -> AsyncpgSession:
-        session = AsyncpgSession(self._url, tracker)
-        try:
-            await session.start(concurrency)
-        except BaseException:
-            await session.close()
-            raise
-        return session
+        return await started(AsyncpgSession(self._url, tracker), concurrency)
 
 
 def make(url: str) -> AsyncpgRaw:

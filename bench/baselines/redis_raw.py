@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from bench._impl import BATCHES, EVENTS, Unsupported
 from bench._messages import BenchEvent
 from bench._tracker import Tracker
-from bench.baselines._common import Coalescer, WorkerPool, cancel, fresh_name, strip_query
+from bench.baselines._common import Coalescer, WorkerPool, cancel, fresh_name, started, strip_query
 
 GROUP = "bench"
 FIELD = b"body"
@@ -96,13 +96,7 @@ class RedisRaw:
         self._url = strip_query(url)
 
     async def open(self, tracker: Tracker, concurrency: int) -> RedisSession:
-        session = RedisSession(self._url, f"{fresh_name()}:events", tracker)
-        try:
-            await session.start(concurrency)
-        except BaseException:
-            await session.close()
-            raise
-        return session
+        return await started(RedisSession(self._url, f"{fresh_name()}:events", tracker), concurrency)
 
 
 def _client(url: str) -> aioredis.Redis:
