@@ -33,6 +33,20 @@ def recording(seen: list[int], arrived: asyncio.Event, total: int) -> Service:
     return svc
 
 
+def gated(gate: asyncio.Event, seen: list[int], all_in: asyncio.Event, total: int) -> Service:
+    """A slow service (concurrency 2): its handlers wait for ``gate``, so its window fills."""
+    svc = Service("work", concurrency=2)
+
+    @svc.on
+    async def job(msg: Job) -> None:
+        await gate.wait()
+        seen.append(msg.n)
+        if len(seen) == total:
+            all_in.set()
+
+    return svc
+
+
 def test_spool_count_bound_is_an_error_not_a_drop(namespace: str) -> None:
     url = f"tcp://127.0.0.1:0?namespace={namespace}"
 
@@ -135,17 +149,9 @@ def test_window_then_spool_bound_push_back_on_a_slow_service(namespace: str) -> 
     gets an error. Memory stays bounded on both sides, and everything accepted is
     handled exactly once."""
     url = f"tcp://127.0.0.1:0?namespace={namespace}"
-    gate = asyncio.Event()
+    gate, all_in = asyncio.Event(), asyncio.Event()
     seen: list[int] = []
-    all_in = asyncio.Event()
-    svc = Service("work", concurrency=2)
-
-    @svc.on
-    async def job(msg: Job) -> None:
-        await gate.wait()
-        seen.append(msg.n)
-        if len(seen) == 15:
-            all_in.set()
+    svc = gated(gate, seen, all_in, 15)
 
     async def scenario() -> None:
         async with (
@@ -169,17 +175,9 @@ def test_a_full_window_makes_publishers_wait_for_room(namespace: str) -> None:
     (back-pressure) instead of spooling; it returns once the consumer catches up, and
     nothing went through the spool."""
     url = f"tcp://127.0.0.1:0?namespace={namespace}"
-    gate = asyncio.Event()
+    gate, all_in = asyncio.Event(), asyncio.Event()
     seen: list[int] = []
-    all_in = asyncio.Event()
-    svc = Service("work", concurrency=2)
-
-    @svc.on
-    async def job(msg: Job) -> None:
-        await gate.wait()
-        seen.append(msg.n)
-        if len(seen) == 12:
-            all_in.set()
+    svc = gated(gate, seen, all_in, 12)
 
     async def scenario() -> None:
         async with (
