@@ -21,7 +21,7 @@ from pycomms import PyCommsError
 from pycomms.spi import DeadLetter
 
 from ._errors import map_amqp_errors
-from ._link import Link, close_channel_quietly, open_channel
+from ._link import Link, close_quietly, open_channel
 from ._names import ATTEMPT_HEADER, QUEUE_HEADER
 from ._publisher import Outgoing
 from ._topology import PERSISTENT, Topology
@@ -66,7 +66,7 @@ class DeadLetterStore:
                     missing.discard(letter.id)
             yield raw, taken
         finally:
-            await close_channel_quietly(channel)
+            await close_quietly(channel)
 
     async def list(self, service: str, limit: int) -> list[DeadLetter]:
         with map_amqp_errors(PyCommsError, f"amqp: listing dead letters of {service!r}"):

@@ -76,7 +76,7 @@ class Link:
                 try:
                     await self._on_connect(conn)
                 except BaseException:
-                    await _close_quietly(conn)
+                    await close_quietly(conn)
                     raise
         except TimeoutError as exc:
             raise ConnectError(f"amqp: connecting timed out after {self._options.connect_timeout}s") from exc
@@ -128,12 +128,12 @@ class Link:
                     await self._on_connect(conn)
             except asyncio.CancelledError:
                 if conn is not None:
-                    await _close_quietly(conn)
+                    await close_quietly(conn)
                 raise
             except SETTLE_ERRORS as exc:
                 log.info("amqp: reconnecting failed (%s); next attempt in %.2fs", describe(exc), delay)
                 if conn is not None:
-                    await _close_quietly(conn)
+                    await close_quietly(conn)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._options.reconnect_max_delay)
                 continue
@@ -174,7 +174,7 @@ class Link:
                 self._publisher = Publisher(raw) if Publisher.usable(raw) else raw
                 self._publisher_wrapper = wrapper
                 if previous is not None and not previous.is_closed:
-                    await close_channel_quietly(previous)
+                    await close_quietly(previous)
             return self._publisher
 
     async def publish(self, messages: Sequence[Outgoing]) -> None:
@@ -222,9 +222,9 @@ class Link:
         # awaits its per-channel close callbacks instead of leaving them as loose tasks.
         for channel in (self._publisher_wrapper, self._admin):
             if channel is not None and not channel.is_closed:
-                await close_channel_quietly(channel)
+                await close_quietly(channel)
         if self._conn is not None:
-            await _close_quietly(self._conn)
+            await close_quietly(self._conn)
             await _driver_teardown()
 
 
@@ -289,14 +289,6 @@ def _alive(conn: AbstractConnection) -> bool:
     return not conn.is_closed and conn.connected.is_set()
 
 
-async def _close_quietly(conn: AbstractConnection) -> None:
-    try:
-        async with asyncio.timeout(5):
-            await conn.close()
-    except DRIVER_ERRORS as exc:
-        log.debug("amqp: error while closing a connection: %s", describe(exc))
-
-
 CHANNEL_OPEN_TIMEOUT = 10.0
 
 
@@ -309,10 +301,10 @@ async def open_channel(conn: AbstractConnection, *, publisher_confirms: bool = F
         return await conn.channel(publisher_confirms=publisher_confirms)
 
 
-async def close_channel_quietly(channel: AbstractChannel) -> None:
-    """Close ``channel`` (bounded wait), logging instead of raising driver errors."""
+async def close_quietly(closable: AbstractChannel | AbstractConnection) -> None:
+    """Close a channel or a connection (bounded wait), logging instead of raising driver errors."""
     try:
         async with asyncio.timeout(5):
-            await channel.close()
+            await closable.close()
     except DRIVER_ERRORS as exc:
-        log.debug("amqp: error while closing a channel: %s", describe(exc))
+        log.debug("amqp: error while closing %s: %s", type(closable).__name__, describe(exc))

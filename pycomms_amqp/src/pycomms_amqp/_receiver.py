@@ -25,7 +25,7 @@ from aiormq.abc import DeliveredMessage
 from pycomms.spi import DeadLetter, Subscription, peek_type
 
 from ._errors import QUIET_ERRORS, SETTLE_ERRORS, describe
-from ._link import Link, close_channel_quietly, open_channel
+from ._link import Link, close_quietly, open_channel
 from ._names import ATTEMPT_HEADER
 from ._options import AmqpOptions
 from ._publisher import Outgoing
@@ -154,7 +154,7 @@ class AmqpReceiver:
             try:
                 await self._setup(channel)
             except BaseException:
-                await close_channel_quietly(channel)
+                await close_quietly(channel)
                 raise
             channel.close_callbacks.add(self._on_channel_close)
             self._attached = conn
@@ -247,7 +247,7 @@ class AmqpReceiver:
         # The broker cancelled a consumer (its queue was deleted): start over on a new
         # channel, which declares the queues again.
         if not self._closed and self._channel is not None:
-            self._spawn(close_channel_quietly(self._channel))
+            self._spawn(close_quietly(self._channel))
 
     async def _recover(self) -> None:
         delay = 0.1
@@ -304,7 +304,7 @@ class AmqpReceiver:
             if self._channel is not None:
                 if self.subscription.ephemeral:
                     await self._remove_dead_letter_queue(self._channel)
-                await close_channel_quietly(self._channel)
+                await close_quietly(self._channel)
             if self._settler is not None:
                 await self._settler.close()
 

@@ -14,7 +14,7 @@ from pycomms.spi import BackendConfig, Capabilities, DeadLetter, Envelope, NodeI
 
 from ._deadletters import DeadLetterStore
 from ._errors import SETTLE_ERRORS, describe, map_amqp_errors
-from ._link import Link, close_channel_quietly, open_channel
+from ._link import Link, close_quietly, open_channel
 from ._names import Names
 from ._options import AmqpOptions, parse_options, tls_context
 from ._presence import Presence
@@ -151,7 +151,7 @@ class AmqpTransport:
             for receiver in self._receivers:
                 await receiver.close()
             if self._control is not None and not self._control.is_closed:
-                await close_channel_quietly(self._control)
+                await close_quietly(self._control)
             if self._link is not None:
                 await self._link.close()
         except SETTLE_ERRORS as exc:
