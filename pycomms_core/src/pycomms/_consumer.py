@@ -22,7 +22,7 @@ from ._envelope import Envelope, EnvelopeError, new_id, peek_type
 from ._errors import Reject, RetryLater
 from ._middleware import Handler, Middleware, compose
 from ._service import HandlerSpec, Service
-from .spi import DeadLetter, Delivery, Receiver
+from .spi import DeadLetter, Delivery, Receiver, stop_tasks
 
 if TYPE_CHECKING:
     from ._bus import Bus
@@ -108,8 +108,12 @@ class ServiceRunner:
     async def stop(self, deadline: float) -> None:
         """Stop fetching, let running handlers finish until ``deadline`` (loop time),
         then cancel the rest unsettled and release them through the receiver."""
-        if self._fetcher is not None:
-            await _cancel_until_done(self._fetcher, f"service {self._service.name}: receive()")
+        fetcher = self._fetcher
+        if fetcher is not None:
+            if await stop_tasks([fetcher], give_up_after=5.0):
+                log.error("service %s: receive() ignores cancellation; abandoning it", self._service.name)
+            elif not fetcher.cancelled() and fetcher.exception() is not None:
+                log.debug("service %s: receive() ended with %r while stopping", self._service.name, fetcher.exception())
         remaining = deadline - asyncio.get_running_loop().time()
         if self._pending and remaining > 0:
             try:
@@ -272,21 +276,6 @@ class ServiceRunner:
         if env is not None and env.kind == "request" and env.reply_to:
             await self._bus._reply_error(env, reason, error)
         self._on_dead_letter(letter)
-
-
-async def _cancel_until_done(task: asyncio.Task[Any], what: str, timeout: float = 5.0) -> None:
-    """Cancel ``task`` and wait for it, cancelling again while it runs on: a driver can
-    swallow one cancellation (Python 3.11's ``wait_for`` does when it races a result).
-    After ``timeout`` seconds it is abandoned, with an error logged."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not task.done() and loop.time() < end:
-        task.cancel()
-        await asyncio.wait({task}, timeout=0.1)
-    if not task.done():
-        log.error("%s ignores cancellation; abandoning it", what)
-    elif not task.cancelled() and task.exception() is not None:
-        log.debug("%s ended with %r while stopping", what, task.exception())
 
 
 def _describe(exc: BaseException) -> str:

@@ -17,9 +17,10 @@ Contract for every method below:
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
@@ -46,6 +47,7 @@ __all__ = [
     "new_id",
     "peek_type",
     "redact_url",
+    "stop_tasks",
 ]
 
 
@@ -362,3 +364,31 @@ def redact_url(url: str) -> str:
 
 
 _SECRET_OPTIONS = frozenset({"secret", "password", "token", "tls_key"})
+
+
+async def stop_tasks(
+    tasks: Iterable[asyncio.Task[Any] | None], *, recancel_after: float = 0.1, give_up_after: float | None = None
+) -> list[asyncio.Task[Any]]:
+    """Cancel ``tasks`` (``None`` entries skipped) and wait until each has ended,
+    cancelling again every ``recancel_after`` seconds while one runs on: a driver can
+    swallow a cancellation (on Python 3.11 ``asyncio.wait_for`` returns a result that
+    raced the cancel, and redis-py's zero-timeout socket check turns one into a handled
+    ``TimeoutError``), and a close that cancelled once would then wait forever.
+
+    With ``give_up_after`` seconds, the tasks still running then are returned
+    (abandoned); without, it waits as long as it takes and returns ``[]``. The outcome
+    of every task that ended is retrieved, so none is reported as "never retrieved";
+    callers that care inspect ``task.exception()``.
+    """
+    running = [task for task in tasks if task is not None]
+    loop = asyncio.get_running_loop()
+    end = None if give_up_after is None else loop.time() + give_up_after
+    pending = {task for task in running if not task.done()}
+    while pending and (end is None or loop.time() < end):
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=recancel_after)
+    for task in running:
+        if task.done() and not task.cancelled():
+            task.exception()
+    return [task for task in running if not task.done()]

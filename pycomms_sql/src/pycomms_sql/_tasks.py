@@ -16,6 +16,8 @@ import asyncio
 import logging
 from typing import Any
 
+from pycomms.spi import stop_tasks
+
 from ._errors import describe
 
 log = logging.getLogger("pycomms.sql")
@@ -34,8 +36,6 @@ async def stop_task(task: asyncio.Task[Any] | None) -> None:
     """
     if task is None:
         return
-    while not task.done():
-        task.cancel()
-        await asyncio.wait({task}, timeout=RECANCEL_AFTER)
+    await stop_tasks([task], recancel_after=RECANCEL_AFTER)
     if not task.cancelled() and (exc := task.exception()) is not None:
         log.warning("background task %s failed: %s", task.get_name(), describe(exc))
