@@ -89,8 +89,7 @@ class DeadLetterStore:
                         headers={ATTEMPT_HEADER: 1},
                     )
                     outgoing.append(Outgoing("", queue, letter.envelope, properties))
-                if outgoing:  # all confirmed by the broker before any letter is removed: at-least-once
-                    await self._link.publish(outgoing)
+                await self._link.publish(outgoing)  # all confirmed before any letter is removed: at-least-once
                 for message, _ in chosen:
                     await raw.basic_ack(message.delivery_tag or 0)
         return len(chosen)

@@ -18,6 +18,7 @@ import uuid
 from typing import Any
 
 from ._bus import connect
+from ._cli_ops import load_message_type
 from ._context import Context
 from ._errors import PyCommsError
 from ._messages import Event, Message
@@ -36,8 +37,6 @@ def add_listen(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def event_types(specs: list[str]) -> list[type[Event]]:
     """Load the classes named by ``specs``; each must be an event type."""
-    from ._cli_ops import load_message_type
-
     types: list[type[Event]] = []
     for spec in specs:
         cls = load_message_type(spec)
