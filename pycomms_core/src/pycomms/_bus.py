@@ -10,7 +10,7 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Coroutine, Generator, Iterable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -19,11 +19,21 @@ from pydantic import ValidationError
 from ._config import backend_config, make_transport, resolve_url
 from ._consumer import Binding, ServiceRunner, bind
 from ._envelope import Envelope, EnvelopeError, new_id
-from ._errors import BusClosed, ConfigError, PublishError, PyCommsError, RemoteError, RequestTimeout
+from ._errors import (
+    BusClosed,
+    ConfigError,
+    NamespaceInUse,
+    OperationError,
+    PublishError,
+    PyCommsError,
+    RemoteError,
+    RequestTimeout,
+)
 from ._messages import Command, Event, Message, Request
 from ._plugins import plugin_manager
 from ._service import Service
 from .spi import (
+    CLOSE_BOUND,
     BackendConfig,
     Capabilities,
     DeadLetter,
@@ -31,6 +41,7 @@ from .spi import (
     Subscription,
     TransactionalTransport,
     Transport,
+    stop_tasks,
 )
 
 log = logging.getLogger("pycomms")
@@ -214,15 +225,21 @@ class Bus:
         self._state = BusState.CLOSING
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, grace)
+        hard_deadline = deadline + CLOSE_BOUND  # close(grace) returns by then, even on a silent broker
         try:
-            await self._close_steps(loop, deadline)
+            await _finish_by(self._close_steps(loop, deadline), hard_deadline - CLOSE_BOUND / 2, "stopping services")
         finally:
             for future in self._pending_replies.values():
                 if not future.done():
                     future.set_exception(BusClosed("the bus was closed while waiting for a reply"))
             self._pending_replies.clear()
-            try:
-                await self._transport.close()
+            try:  # inline, not a task: the transport's close starts in this very step
+                async with asyncio.timeout_at(max(hard_deadline, loop.time() + 1.0)):
+                    await self._transport.close()
+            except TimeoutError:
+                log.error(
+                    "bus close: the %s transport did not close within grace + %.1fs", self._config.scheme, CLOSE_BOUND
+                )
             except Exception:
                 log.exception("bus close: transport close failed")
             self._state = BusState.CLOSED
@@ -306,6 +323,14 @@ class Bus:
         ``connection`` as for `publish`."""
         self._check_open()
         await self._emit("command", commands, key, headers, None, None, connection)
+
+    @property
+    def unsent(self) -> int:
+        """After `close`: how many messages `publish`/`send` accepted that the
+        transport still held only in memory when it closed (lost; a backend that
+        keeps them on disk, or hands every message to a broker before returning,
+        reports 0). Read by ``pycomms publish`` to say "not delivered"."""
+        return int(getattr(self._transport, "unsent", 0) or 0)
 
     @property
     def max_message_size(self) -> int:
@@ -534,11 +559,62 @@ class Bus:
         self._check_open()
         return await self._transport.purge(_service_name(service), _ids(ids))
 
+    async def drop_namespace(self, *, force: bool = False) -> int:
+        """Remove every broker-side object of this bus's namespace (streams, keys,
+        queues, exchanges, tables, rows, registry entries) and close the bus; returns
+        how many objects were removed. Raises `NamespaceInUse` while other nodes of
+        the namespace are present, unless ``force``; a bus with services refuses
+        (it would delete its own queues under its handlers)."""
+        self._check_open()
+        if self._services:
+            raise OperationError(
+                "drop_namespace() needs a bus without services (connect with services=[]); "
+                f"this one runs {', '.join(s.name for s in self._services)}"
+            )
+        others = [node for node in await self._transport.nodes() if node.id != self.node.id]
+        if others and not force:
+            listed = ", ".join(f"{n.name} ({n.host} pid {n.pid})" for n in others[:5])
+            more = f" and {len(others) - 5} more" if len(others) > 5 else ""
+            raise NamespaceInUse(
+                f"namespace {self._config.namespace!r} on {self._config.redacted_url} is in use by "
+                f"{len(others)} node(s): {listed}{more}; stop them first or pass force=True (--force)"
+            )
+        try:
+            removed = await self._transport.drop_namespace()
+        except PyCommsError:
+            raise
+        except Exception as exc:  # a transport must map its errors; this is the safety net
+            raise OperationError(
+                f"dropping namespace {self._config.namespace!r} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        await self.close(grace=0)
+        log.info("namespace %s dropped on %s: %d object(s)", self._config.namespace, self.url, removed)
+        return removed
+
     def _dead_lettered(self, letter: DeadLetter) -> None:
         try:
             plugin_manager().hook.pycomms_dead_lettered(letter=letter)
         except Exception:
             log.exception("a pycomms_dead_lettered hook failed")
+
+
+async def _finish_by(step: Coroutine[Any, Any, None], until: float, what: str) -> None:
+    """Run ``step`` until ``until`` (loop time), then cancel it; one more second for it
+    to end, then abandon it. Errors are logged: close never raises them."""
+    task = asyncio.ensure_future(step)
+    loop = asyncio.get_running_loop()
+    try:
+        await asyncio.wait({task}, timeout=max(0.0, until - loop.time()))
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if not task.done():
+        if await stop_tasks([task], give_up_after=1.0):
+            log.error("bus close: %s did not end when cancelled; abandoning it", what)
+        else:
+            log.error("bus close: %s passed its deadline (grace + %.1fs); cancelled it", what, CLOSE_BOUND)
+    elif not task.cancelled() and task.exception() is not None:
+        log.error("bus close: %s failed", what, exc_info=task.exception())
 
 
 _EXPECTED: dict[str, type[Message]] = {"event": Event, "command": Command, "request": Request}

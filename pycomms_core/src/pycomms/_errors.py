@@ -27,6 +27,16 @@ class PublishError(PyCommsError):
     """A message could not be handed to the backend (too large, refused, lost link)."""
 
 
+class OperationError(PyCommsError):
+    """A call to the backend other than connecting or publishing failed or passed its
+    deadline: presence, dead-letter listing/replay/purge, dropping a namespace. The
+    message names the backend, the host (never a secret) and the operation."""
+
+
+class NamespaceInUse(OperationError):
+    """`Bus.drop_namespace` refused: other nodes of the namespace are running."""
+
+
 class RequestTimeout(PyCommsError, TimeoutError):
     """No reply arrived in time; also raised when nobody handles the request type."""
 

@@ -256,6 +256,13 @@ class MemoryTransport:
         wanted = list(store) if ids is None else [i for i in ids if i in store]
         return [store.pop(i) for i in wanted]
 
+    async def drop_namespace(self) -> int:
+        broker = self._broker
+        removed = len(broker.queues) + len(broker.unrouted) + sum(len(d) for d in broker.dead.values())
+        if _brokers.get(self._key) is broker:
+            del _brokers[self._key]  # buses still open (forced drop) keep the old one; new buses start empty
+        return removed
+
     async def close(self) -> None:
         for receiver in self._receivers:
             await receiver.close()

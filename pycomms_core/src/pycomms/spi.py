@@ -13,6 +13,13 @@ Contract for every method below:
 - Errors leave a transport only as `pycomms.PyCommsError` subclasses
   (`ConnectError`, `PublishError`, ...), raised ``from`` the driver's exception.
 - ``close`` is called once, after every receiver was closed; it must not raise.
+- Every network operation has a deadline. A backend accepts the options
+  ``connect_timeout`` (connecting: TCP, TLS, the server's greeting, auth) and
+  ``operation_timeout`` (each later call: publish, settle, presence, dead letters,
+  drop) in seconds, with defaults that fit its broker, and on expiry raises
+  `ConnectError` / `PublishError` / `OperationError` naming the backend, the host
+  (never a secret) and the operation. A background step (a settle, a heartbeat) that
+  passes its deadline is logged and retried or left to the lease, never hung on.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from pydantic_core import from_json, to_json
 from ._envelope import DEFAULT_MAX_MESSAGE_SIZE, Envelope, EnvelopeError, new_id, peek_type
 
 __all__ = [
+    "CLOSE_BOUND",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "BackendConfig",
     "Capabilities",
@@ -328,8 +336,27 @@ class Transport(Protocol):
     async def purge(self, service: str, ids: Sequence[str] | None) -> int:
         """Delete dead letters (all, or those with ``ids``); return how many."""
 
+    async def drop_namespace(self) -> int:
+        """Remove every broker-side object of this bus's namespace: streams, keys,
+        queues, exchanges, tables, rows, registry entries, this node's own presence
+        included, and return how many objects were removed. Core calls it only after
+        checking that no other node of the namespace is present (or when forced);
+        ``close`` is called afterwards and must not fail because the objects are gone.
+        Raises `OperationError`."""
+
     async def close(self) -> None:
-        """Leave presence at once and release every resource. Never raises."""
+        """Leave presence at once and release every resource. Never raises.
+        Core bounds it (see `CLOSE_BOUND`); a transport should finish well within.
+
+        A transport that can hold accepted messages in memory only (``tcp://``
+        without ``spool=``) sets an ``unsent: int`` attribute here to the number it
+        still held, and logs it; core shows it as `Bus.unsent`."""
+
+
+CLOSE_BOUND = 5.0
+"""Seconds `Bus.close(grace)` may take beyond ``grace`` (flushing, releasing,
+disconnecting), even when the broker is silent; core abandons what is still running
+then, with an error in the log."""
 
 
 @runtime_checkable

@@ -150,3 +150,12 @@ def store_for(name: str, namespace: str) -> Store:
     to the event loop that first uses it (its `Condition` objects bind to that loop).
     """
     return _stores.setdefault((name, namespace), Store())
+
+
+def drop_store(store: Store) -> int:
+    """Forget ``store`` (a namespace drop): the next bus of its name and namespace
+    starts empty. Returns how many queues, unowned commands and letters it held."""
+    for key, known in list(_stores.items()):
+        if known is store:
+            del _stores[key]
+    return len(store.queues) + sum(map(len, store.unowned.values())) + sum(map(len, store.dead.values()))

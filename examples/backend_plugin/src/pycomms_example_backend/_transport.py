@@ -21,7 +21,7 @@ from pycomms.spi import (
     Subscription,
 )
 
-from ._store import Item, ServiceQueue, Store
+from ._store import Item, ServiceQueue, Store, drop_store
 
 CAPABILITIES = Capabilities(
     retention=True,  # a service's queue outlives its instances (within the process)
@@ -150,6 +150,9 @@ class ExampleTransport:
 
     async def purge(self, service: str, ids: Sequence[str] | None) -> int:
         return len(self._store.take_dead(service, None if ids is None else list(ids)))
+
+    async def drop_namespace(self) -> int:
+        return drop_store(self._store)
 
     async def close(self) -> None:
         for receiver in self._receivers:  # the core closed them already; closing twice does nothing
