@@ -480,6 +480,9 @@ class Bus:
         except EnvelopeError as exc:
             log.warning("dropping an undecodable reply: %s", exc.detail)
             return
+        if env.kind != "reply":
+            log.warning("dropping a %r envelope on the reply route (kind must be 'reply'): %s", env.kind, env.type)
+            return
         future = self._pending_replies.get(env.causation_id or "")
         if future is None or future.done():
             log.debug("dropping a reply nobody waits for: %s to %s", env.type, env.causation_id)

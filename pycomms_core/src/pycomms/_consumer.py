@@ -193,6 +193,9 @@ class ServiceRunner:
             )
             return
         spec = binding.spec
+        if env.kind != spec.message_type.kind or (env.kind == "request" and not env.reply_to):
+            await self._dead(delivery, env, "malformed", _kind_mismatch(env, spec))
+            return
         try:
             message = spec.message_type.model_validate(env.body)
         except ValidationError as exc:
@@ -276,6 +279,16 @@ class ServiceRunner:
         if env is not None and env.kind == "request" and env.reply_to:
             await self._bus._reply_error(env, reason, error)
         self._on_dead_letter(letter)
+
+
+def _kind_mismatch(env: Envelope, spec: HandlerSpec) -> str:
+    expected = spec.message_type.kind
+    if env.kind == expected:  # a request without reply_to: its reply could go nowhere
+        return f"envelope field 'reply_to' is {env.reply_to!r}; a request ({env.type!r}) needs the asking node's id"
+    return (
+        f"envelope field 'kind' is {env.kind!r} but {env.type!r} is a {expected} type "
+        f"({spec.message_type.__name__}); expected kind {expected!r}"
+    )
 
 
 def _describe(exc: BaseException) -> str:

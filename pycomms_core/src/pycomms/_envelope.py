@@ -16,6 +16,7 @@ from pydantic_core import from_json, to_json
 
 WIRE_VERSION = 1
 CONTENT_TYPE = "application/json"
+KINDS = frozenset({"event", "command", "request", "reply"})
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
 
 
@@ -111,14 +112,14 @@ class Envelope:
             get("reply_to"),
             get("key"),
         )
-        headers, time_ = get("headers"), get("time")
+        headers, time_, content_type = get("headers"), get("time"), get("content_type")
         if (  # the common case, checked inline: every field well-typed (one message costs microseconds)
             type(id_) is str
             and id_
             and type(type_) is str
             and type_
             and type(kind) is str
-            and kind
+            and kind in KINDS
             and type(source) is str
             and source
             and (correlation_id is None or type(correlation_id) is str)
@@ -127,6 +128,7 @@ class Envelope:
             and (key is None or type(key) is str)
             and (headers is None or headers == {})
             and type(time_) is float
+            and (content_type is None or content_type == CONTENT_TYPE)
         ):
             return cls(
                 id=id_,
@@ -140,22 +142,21 @@ class Envelope:
                 reply_to=reply_to,
                 key=key,
                 headers={},
-                content_type=get("content_type") or CONTENT_TYPE,
             )
         try:  # anything else: field by field, naming what is wrong
             env = cls(
                 id=_str(raw, "id"),
                 type=_str(raw, "type"),
-                kind=_str(raw, "kind"),
+                kind=_kind(raw),
                 source=_str(raw, "source"),
                 body=raw.get("body"),
-                time=float(raw.get("time") or 0.0),
+                time=_time(raw),
                 correlation_id=_opt(raw, "correlation_id"),
                 causation_id=_opt(raw, "causation_id"),
                 reply_to=_opt(raw, "reply_to"),
                 key=_opt(raw, "key"),
                 headers=_headers(raw.get("headers")),
-                content_type=raw.get("content_type") or CONTENT_TYPE,
+                content_type=_content_type(raw),
             )
         except (TypeError, ValueError) as exc:
             raise EnvelopeError("malformed", str(exc)) from None
@@ -175,6 +176,31 @@ def _str(raw: dict[str, Any], name: str) -> str:
     value = raw.get(name)
     if not isinstance(value, str) or not value:
         raise ValueError(f"envelope field {name!r} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _kind(raw: dict[str, Any]) -> str:
+    kind = _str(raw, "kind")
+    if kind not in KINDS:
+        raise ValueError(f"envelope field 'kind' must be one of 'event', 'command', 'request', 'reply'; got {kind!r}")
+    return kind
+
+
+def _time(raw: dict[str, Any]) -> float:
+    value = raw.get("time")
+    if value is None:
+        return 0.0
+    if type(value) is float or type(value) is int:  # bool is an int subclass, not a time
+        return float(value)
+    raise ValueError(f"envelope field 'time' must be a number (UNIX seconds) or null, got {value!r}")
+
+
+def _content_type(raw: dict[str, Any]) -> str:
+    value = raw.get("content_type")
+    if value is None:
+        return CONTENT_TYPE
+    if not isinstance(value, str) or value.partition(";")[0].strip().lower() != CONTENT_TYPE:
+        raise ValueError(f"envelope field 'content_type' must be {CONTENT_TYPE!r}, got {value!r}")
     return value
 
 

@@ -27,7 +27,7 @@ import pytest
 
 from .._bus import Bus, connect
 from .._context import Context
-from .._errors import BusClosed, PublishError, Reject, RemoteError, RequestTimeout, RetryLater
+from .._errors import BusClosed, NamespaceInUse, PublishError, Reject, RemoteError, RequestTimeout, RetryLater
 from .._retry import Retry
 from .._service import Service
 from ._messages import Ask, Blob, Echo, Empty, Job, Keyed, Loose, Ping, Strict, numbered_types
@@ -741,6 +741,46 @@ class ConformanceSuite:
         rec_1.assert_exactly_once(list(range(5)))
         rec_2.assert_exactly_once([99])
 
+    @scenario()
+    async def test_drop_namespace_leaves_nothing(self) -> None:
+        """Dead letters and retained messages are gone after a drop; a present node
+        refuses it unless forced; the namespace works again from empty."""
+        svc = Service("droppable")
+
+        @svc.on
+        async def refuse(job: Job) -> None:
+            raise Reject("no")
+
+        async with self.connect(svc) as bus:
+            await bus.send(Job(n=1), Job(n=2))
+            await _dead_letters(bus, svc.name, 2)
+            retained = bus.capabilities.retention
+            presence = bus.capabilities.presence
+        if retained:
+            async with self.connect() as sender:
+                await sender.send(Job(n=3))  # kept for the stopped service
+        if presence:
+            async with self.connect(Service("bystander")) as live:
+                admin = await self.connect()
+                try:
+                    await eventually(lambda: _sees(admin, live.node.id), self.presence_timeout, "the bystander")
+                    with pytest.raises(NamespaceInUse, match="in use by 1 node"):
+                        await admin.drop_namespace()
+                finally:
+                    await admin.close()
+        admin = await self.connect()
+        assert await admin.drop_namespace() >= 1
+        assert admin.closed
+        rec = Recorder()
+        fresh = Service("droppable")
+        fresh.on(Job)(_recording_job(rec))
+        async with self.connect(fresh) as bus:
+            assert await bus.dead_letters(fresh) == []
+            await bus.send(Job(n=10))
+            await rec.wait(1, 10)
+            await asyncio.sleep(0.2)  # a retained Job(n=3) that survived the drop would arrive with it
+        rec.assert_exactly_once([10])
+
     # lifecycle -------------------------------------------------------------------------
 
     @scenario()
@@ -815,6 +855,10 @@ async def _dead_letters(bus: Bus, service: str, count: int, timeout: float = 20.
     await eventually(enough, timeout, f"{count} dead letter(s) in {service!r}")
     assert len(letters) == count, f"expected {count} dead letters, got {len(letters)}"
     return letters
+
+
+async def _sees(bus: Bus, node_id: str) -> bool:
+    return node_id in {node.id for node in await bus.nodes()}
 
 
 def _recording(rec: Recorder) -> Callable[[Ping], Awaitable[None]]:
