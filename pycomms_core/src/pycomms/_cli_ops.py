@@ -46,6 +46,14 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     nodes.add_argument("--json", action="store_true", help="one JSON object per line")
     nodes.set_defaults(handler=_sync(_nodes))
 
+    namespace = sub.add_parser("namespace", help="namespaces: drop").add_subparsers(metavar="ACTION")
+    drop = namespace.add_parser(
+        "drop", help="remove every broker-side object of URL's namespace (streams, queues, tables, registry entries)"
+    )
+    drop.add_argument("url", metavar="URL", help="the backend URL with ?namespace=NAME (default namespace: 'default')")
+    drop.add_argument("--force", action="store_true", help="drop even while nodes of the namespace are present")
+    drop.set_defaults(handler=_sync(_drop))
+
     dlq = sub.add_parser("dlq", help="dead letters: ls, show, replay, purge").add_subparsers(metavar="ACTION")
     for action, text in (
         ("ls", "list dead letters"),
@@ -108,7 +116,24 @@ async def _emit(args: argparse.Namespace) -> int:
             reply: Message = await bus.request(message, timeout=args.timeout)  # type: ignore[arg-type]
             print(reply.model_dump_json())
             return 0
+    if bus.unsent:
+        print(
+            f"{args.verb}: {cls.type_name} NOT delivered: no node had taken it when the command ended, and it was "
+            "held in memory only (give the URL spool=DIR to keep such messages on disk until a peer takes them)",
+            file=sys.stderr,
+        )
+        return 1
     print(f"{args.verb}: {cls.type_name} accepted", file=sys.stderr)
+    return 0
+
+
+async def _drop(args: argparse.Namespace) -> int:
+    bus = await connect(args.url, name="pycomms-cli")
+    try:
+        removed = await bus.drop_namespace(force=args.force)
+    finally:
+        await bus.close()
+    print(f"namespace {bus.namespace!r} dropped: {removed} object(s) removed")
     return 0
 
 
