@@ -1,7 +1,9 @@
 """A chat between terminals, brokerless, with nothing to configure.
 
-    python examples/chat.py alice        # terminal 1
-    python examples/chat.py bob          # terminal 2
+    .venv/bin/python examples/chat.py alice        # terminal 1
+    .venv/bin/python examples/chat.py bob          # terminal 2
+
+(``.venv`` is the README's set-up; with it activated, plain ``python`` works.)
 
 Each line you type is published as a `Said` event and printed by every other chat
 ("[alice] hello"). Joins and departures come from presence (`bus.nodes()`). Ctrl-D or

@@ -1,12 +1,14 @@
 """A client of the greeter in ``examples/worker.py``: sends commands, asks for replies.
 
-    pycomms run examples/worker.py:greeter --url tcp://     # terminal 1
-    python examples/client.py --url tcp:// Ada Grace        # terminal 2
+    .venv/bin/pycomms run examples/worker.py:greeter --url tcp://     # terminal 1
+    .venv/bin/python examples/client.py --url tcp:// Ada Grace        # terminal 2
+
+(``.venv`` is the README's set-up; with it activated, drop the ``.venv/bin/``.)
 
 Without ``--url`` it uses ``$PYCOMMS_URL``, then ``pycomms.toml`` /
 ``[tool.pycomms]``, then the built-in default. With a backend that does not cross
 processes (``memory://``) it serves the greeter in this process, so
-``python examples/client.py --url memory://demo Ada`` works on its own.
+``.venv/bin/python examples/client.py --url memory://demo Ada`` works on its own.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The README's quick start, runnable as it stands.
 
-    python examples/quickstart.py
+    .venv/bin/python examples/quickstart.py        # after the README's set-up
 
 It runs over ``memory://``: every bus in this one process that uses the URL
 ``memory://shop`` shares one in-process broker. Change the URL to run the very same

@@ -1,11 +1,14 @@
 """A worker: the ``greeter`` service, run by ``pycomms run`` like an ASGI app by uvicorn.
 
-    pycomms run examples/worker.py:greeter --url tcp://
+    .venv/bin/pycomms run examples/worker.py:greeter --url tcp://
 
-then, in another terminal, ``python examples/client.py --url tcp:// Ada``. Any
-cross-process backend works the same way (``redis://localhost:6379/0``,
-``amqp://guest:guest@localhost/``, ``sqlite:///tmp/greeter.db``, ...). Stop the worker
-with Ctrl-C or SIGTERM: it finishes the greetings in flight, then exits.
+then, in another terminal, ``.venv/bin/python examples/client.py --url tcp:// Ada``
+(after the README's set-up; or ``source .venv/bin/activate`` first and drop the
+``.venv/bin/``). Any cross-process backend works the same way
+(``redis://localhost:6379/0``, ``amqp://guest:guest@localhost/``,
+``sqlite:///greeter.db`` for ``greeter.db`` in the current directory, four slashes as
+in ``sqlite:////tmp/greeter.db`` for an absolute path, ...). Stop the worker with
+Ctrl-C or SIGTERM: it finishes the greetings in flight, then exits.
 
 ``memory://`` does not cross processes: with it, ``examples/client.py`` serves the
 greeter in its own process instead.
