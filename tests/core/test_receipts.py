@@ -83,7 +83,8 @@ def test_a_receipt_that_does_not_fit_is_dead_lettered_naming_field_and_value(
 
     [letter] = run_strict(scenario, 10)
     assert letter.reason == "malformed"
-    assert field in letter.error and value in letter.error, letter.error
+    assert field in letter.error, letter.error
+    assert value in letter.error, letter.error
     assert letter.envelope == data
     assert handled == []
 
