@@ -23,9 +23,10 @@ def fresh_namespace() -> str:
 
 
 class PyCommsSession:
-    def __init__(self, server: pycomms.Bus, client: pycomms.Bus) -> None:
+    def __init__(self, server: pycomms.Bus, client: pycomms.Bus, url: str) -> None:
         self._server = server
         self._client = client
+        self._url = url
 
     async def publish(self, events: Sequence[BenchEvent]) -> None:
         await self._client.publish(*events)
@@ -40,6 +41,9 @@ class PyCommsSession:
             await self._client.close(grace=5.0)
         finally:
             await self._server.close(grace=5.0)
+        # leave nothing on the broker: the run's streams, queues or tables go with it
+        admin = await pycomms.connect(self._url, name="bench-cleanup", namespace=self._server.namespace)
+        await admin.drop_namespace(force=True)
 
 
 class PyComms:
@@ -71,4 +75,4 @@ class PyComms:
         except BaseException:
             await server.close(grace=0)
             raise
-        return PyCommsSession(server, client)
+        return PyCommsSession(server, client, self.url)

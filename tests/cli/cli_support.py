@@ -9,7 +9,6 @@ unreachable service is skipped locally and a failure under ``CI=true``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib.util
 import os
 import sys
@@ -17,16 +16,10 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared_services import (
-    AMQP_URL,
-    MYSQL_URL,
-    POSTGRES_URL,
-    REDIS_URL,
-    delete_amqp_namespaces,
-    delete_redis_namespace,
-)
+from shared_services import AMQP_URL, MYSQL_URL, POSTGRES_URL, REDIS_URL
 
-from pycomms.testing import require_reachable, scale, unavailable
+from pycomms import connect
+from pycomms.testing import require_reachable, run_strict, scale, unavailable
 
 MESSAGES = Path(__file__).with_name("cli_messages.py")
 
@@ -69,16 +62,15 @@ def backend_url(backend: str, namespace: str, tmp_path: Path) -> str:
     return url
 
 
-def delete_namespace(backend: str, namespace: str) -> None:
-    """Remove what ``namespace`` left on a shared server, where that is cheap to find.
+def drop_namespace(url: str) -> None:
+    """Remove everything the test's namespace left on its backend (`Bus.drop_namespace`,
+    forced: a test's own nodes may still be leaving)."""
 
-    SQL rows are left, as the SQL backend's own tests leave them (one namespace column).
-    """
-    with contextlib.suppress(Exception):
-        if backend == "redis":
-            delete_redis_namespace(namespace)
-        elif backend == "amqp":
-            delete_amqp_namespaces([namespace])
+    async def drop() -> None:
+        bus = await connect(url)
+        await bus.drop_namespace(force=True)
+
+    run_strict(drop, 60)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli_support import BACKENDS, backend_url, delete_namespace, fresh_namespace
+from cli_support import BACKENDS, backend_url, drop_namespace, fresh_namespace
 
 
 @pytest.fixture(autouse=True)
@@ -25,6 +25,6 @@ def backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def url(backend: str, tmp_path: Path) -> Iterator[str]:
     """``backend``'s URL with a fresh ``namespace=``."""
-    namespace = fresh_namespace()
-    yield backend_url(backend, namespace, tmp_path)
-    delete_namespace(backend, namespace)
+    url = backend_url(backend, fresh_namespace(), tmp_path)
+    yield url
+    drop_namespace(url)

@@ -1,8 +1,8 @@
 """The conformance suite against Redis (``redis://``, pycomms-redis).
 
 The server comes from ``$PYCOMMS_TEST_REDIS_URL`` (default 127.0.0.1:6379, db 0).
-Unreachable server: skipped locally, a failure with ``CI=true``. Each test's keys
-(``pycomms:{NAMESPACE*}:...``) are deleted after it.
+Unreachable server: skipped locally, a failure with ``CI=true``. Each test's
+namespaces are dropped after it (the kit's ``drop_namespaces``).
 """
 
 from __future__ import annotations
@@ -39,12 +39,3 @@ class TestRedis(ConformanceSuite):
     def make_url(self, namespace: str) -> str:
         separator = "&" if "?" in REDIS_URL else "?"
         return f"{REDIS_URL}{separator}namespace={namespace}"
-
-    def teardown_method(self, method: object) -> None:
-        client = redis.Redis.from_url(REDIS_URL, socket_timeout=5)
-        try:
-            keys = list(client.scan_iter(match=f"pycomms:{{{self.namespace}*", count=1000))
-            if keys:
-                client.delete(*keys)
-        finally:
-            client.close()

@@ -71,10 +71,26 @@ class ConformanceSuite:
         """Return a URL for this backend isolated in ``namespace``."""
         raise NotImplementedError("a ConformanceSuite subclass implements make_url(namespace)")
 
+    #: Drop every namespace a scenario used when it ends (`Bus.drop_namespace`), so a
+    #: run leaves nothing on the broker; a failing drop fails the test.
+    drop_namespaces: bool = True
+
     def setup_method(self, method: object) -> None:
         self.namespace = f"c{uuid.uuid4().hex[:12]}"
+        self.used_namespaces: set[str] = set()
+
+    def teardown_method(self, method: object) -> None:
+        if not self.drop_namespaces:
+            return
+        for namespace in sorted(self.used_namespaces):
+            run_strict(lambda ns=namespace: self._drop(ns), 60)  # type: ignore[misc]
+
+    async def _drop(self, namespace: str) -> None:
+        bus = await connect(self.make_url(namespace), **self.connect_options)
+        await bus.drop_namespace(force=True)
 
     def connect(self, *services: Service, namespace: str | None = None, **options: Any) -> connect:
+        self.used_namespaces.add(namespace or self.namespace)
         return connect(
             self.make_url(namespace or self.namespace),
             services=list(services),
