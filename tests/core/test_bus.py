@@ -172,7 +172,7 @@ def test_cancelled_request_leaves_nothing_behind() -> None:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            assert bus._pending_replies == {}
+            assert bus._requests.pending == 0
             assert await bus.request(Ask(n=99), timeout=5) == Reply(n=99)
 
     run_strict(scenario, 20)

@@ -188,7 +188,7 @@ def test_cancelled_requests_leave_nothing_behind(stage: str) -> None:
                 task.cancel()
             results = await asyncio.gather(*callers, return_exceptions=True)
             assert all(isinstance(r, asyncio.CancelledError) for r in results)
-            assert bus._pending_replies == {}
+            assert bus._requests.pending == 0
             assert bus._publishing == 0
 
             transport.publish_before = transport.publish_after = None
@@ -196,7 +196,7 @@ def test_cancelled_requests_leave_nothing_behind(stage: str) -> None:
             assert await bus.request(Ask(n=1000), timeout=2) == Reply(n=1000)
             if stage != "before_accept":  # accepted requests are still handled; their replies are dropped
                 await answered.wait(MANY + 1, 2)
-            assert bus._pending_replies == {}
+            assert bus._requests.pending == 0
 
     run_strict(scenario, 5)
 
@@ -208,7 +208,7 @@ def test_request_times_out_while_its_publish_is_parked() -> None:
             with pytest.raises(pycomms.RequestTimeout):
                 await bus.request(Ask(n=1), timeout=0.1)
             assert gate.waiting == 0
-            assert bus._pending_replies == {}
+            assert bus._requests.pending == 0
             assert bus._publishing == 0
 
     run_strict(scenario, 5)
@@ -229,7 +229,7 @@ def test_request_cancelled_in_the_step_its_reply_arrives() -> None:
             with pytest.raises(asyncio.CancelledError):
                 await caller
             transport.on_reply = None
-            assert bus._pending_replies == {}
+            assert bus._requests.pending == 0
             assert await bus.request(Ask(n=2), timeout=2) == Reply(n=2)
 
     run_strict(scenario, 5)

@@ -14,11 +14,10 @@ from collections.abc import Coroutine, Generator, Iterable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
-from pydantic import ValidationError
-
 from ._config import backend_config, make_transport, resolve_url
 from ._consumer import Binding, ServiceRunner, bind
-from ._envelope import Envelope, EnvelopeError, new_id
+from ._context import Outlet
+from ._envelope import Envelope, new_id
 from ._errors import (
     BusClosed,
     ConfigError,
@@ -26,11 +25,10 @@ from ._errors import (
     OperationError,
     PublishError,
     PyCommsError,
-    RemoteError,
-    RequestTimeout,
 )
 from ._messages import Command, Event, Message, Request
 from ._plugins import plugin_manager
+from ._requests import Requests
 from ._service import Service
 from .spi import (
     CLOSE_BOUND,
@@ -47,7 +45,6 @@ from .spi import (
 log = logging.getLogger("pycomms")
 R = TypeVar("R", bound=Message)
 DEFAULT_GRACE = 10.0
-ERROR_HEADER = "pycomms-error"
 
 
 class BusState(enum.Enum):
@@ -84,7 +81,8 @@ class Bus:
         )
         self._state = BusState.UNOPENED
         self._runners: list[ServiceRunner] = []
-        self._pending_replies: dict[str, asyncio.Future[Envelope]] = {}
+        self._requests = Requests(self.node.id, config.max_message_size, self._publish)
+        self._outlet = Outlet(self.node, self._emit, self._request)
         self._publishing = 0
         self._published = asyncio.Event()
         self._closed = asyncio.Event()
@@ -144,7 +142,7 @@ class Bus:
         if self._state is not BusState.UNOPENED:
             raise RuntimeError(f"bus is already {self._state.value}")
         try:
-            await self._transport.open(self.node, self._on_reply)
+            await self._transport.open(self.node, self._requests.on_reply)
         except BaseException as exc:
             self._state = BusState.CLOSED
             self._closed.set()
@@ -176,7 +174,15 @@ class Bus:
                 if self._close_started():
                     await receiver.close()
                     raise BusClosed("the bus was closed while it was opening")
-                runner = ServiceRunner(self, service, receiver, bindings, self._dead_lettered)
+                runner = ServiceRunner(
+                    service,
+                    receiver,
+                    bindings,
+                    outlet=self._outlet,
+                    replier=self._requests,
+                    max_size=self._config.max_message_size,
+                    on_dead_letter=self._dead_lettered,
+                )
                 runner.start()
                 self._runners.append(runner)
         except BaseException:
@@ -211,7 +217,7 @@ class Bus:
         if self._close_task is None or (self._close_task.cancelled() and self._state is not BusState.CLOSED):
             self._close_task = asyncio.ensure_future(self._do_close(grace))
         me = asyncio.current_task()
-        if any(me in runner._workers for runner in self._runners):
+        if any(runner.runs(me) for runner in self._runners):
             return  # called from a handler: do not wait for ourselves; the close goes on
         try:
             await asyncio.shield(self._close_task)
@@ -229,10 +235,7 @@ class Bus:
         try:
             await _finish_by(self._close_steps(loop, deadline), hard_deadline - CLOSE_BOUND / 2, "stopping services")
         finally:
-            for future in self._pending_replies.values():
-                if not future.done():
-                    future.set_exception(BusClosed("the bus was closed while waiting for a reply"))
-            self._pending_replies.clear()
+            self._requests.fail_all()
             try:  # inline, not a task: the transport's close starts in this very step
                 async with asyncio.timeout_at(max(hard_deadline, loop.time() + 1.0)):
                     await self._transport.close()
@@ -446,96 +449,7 @@ class Bus:
         if self._state is BusState.CLOSED:
             raise BusClosed("the bus is closed")
         env = self._envelope("request", request, None, headers, correlation_id, causation_id, reply_to=self.node.id)
-        future: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
-        self._pending_replies[env.id] = future
-        try:
-            async with asyncio.timeout(timeout):
-                await self._publish([env])
-                reply = await future
-        except TimeoutError:
-            raise RequestTimeout(f"no reply to {env.type} {env.id} within {timeout}s") from None
-        finally:
-            self._pending_replies.pop(env.id, None)
-            if not future.done():
-                future.cancel()
-            elif not future.cancelled():
-                future.exception()  # close may have failed it while we were still publishing
-        if ERROR_HEADER in reply.headers:
-            body = reply.body if isinstance(reply.body, dict) else {}
-            raise RemoteError(
-                f"{env.type} failed remotely ({reply.headers[ERROR_HEADER]}): {body.get('error', '')}",
-                error_type=reply.headers[ERROR_HEADER],
-                reason=str(body.get("error", "")),
-            )
-        try:
-            return request.reply_type.model_validate(reply.body)  # type: ignore[return-value]
-        except ValidationError as exc:
-            raise RemoteError(
-                f"reply to {env.type} is not a valid {request.reply_type.__name__}: {exc}", error_type="invalid_reply"
-            ) from None
-
-    def _on_reply(self, data: bytes) -> None:
-        try:
-            env = Envelope.decode(data, self._config.max_message_size)
-        except EnvelopeError as exc:
-            log.warning("dropping an undecodable reply: %s", exc.detail)
-            return
-        if env.kind != "reply":
-            log.warning("dropping a %r envelope on the reply route (kind must be 'reply'): %s", env.kind, env.type)
-            return
-        future = self._pending_replies.get(env.causation_id or "")
-        if future is None or future.done():
-            log.debug("dropping a reply nobody waits for: %s to %s", env.type, env.causation_id)
-            return
-        future.set_result(env)
-
-    async def _reply(self, request: Envelope, reply: Message) -> None:
-        env = Envelope(
-            id=new_id(),
-            type=reply.type_name,
-            kind="reply",
-            source=self.node.id,
-            body=reply.__pydantic_serializer__.to_json(reply),
-            time=time.time(),
-            correlation_id=request.correlation_id,
-            causation_id=request.id,
-            reply_to=request.reply_to,
-        )
-        await self._send_reply(env)
-
-    async def _reply_error(self, request: Envelope, reason: str, error: str) -> None:
-        env = Envelope(
-            id=new_id(),
-            type="pycomms.error",
-            kind="reply",
-            source=self.node.id,
-            body={"error": error[:4000]},
-            time=time.time(),
-            correlation_id=request.correlation_id,
-            causation_id=request.id,
-            reply_to=request.reply_to,
-            headers={ERROR_HEADER: reason},
-        )
-        await self._send_reply(env)
-
-    async def _send_reply(self, env: Envelope) -> None:
-        if len(env.encode()) > self._config.max_message_size:
-            env = Envelope(
-                id=env.id,
-                type="pycomms.error",
-                kind="reply",
-                source=env.source,
-                body={"error": "reply over the size limit"},
-                time=env.time,
-                correlation_id=env.correlation_id,
-                causation_id=env.causation_id,
-                reply_to=env.reply_to,
-                headers={ERROR_HEADER: "too_large"},
-            )
-        try:
-            await self._publish([env])
-        except PyCommsError as exc:
-            log.warning("could not send the reply to %s: %s", env.causation_id, exc)
+        return await self._requests.ask(env, request.reply_type, timeout)  # type: ignore[arg-type]
 
     # presence and dead letters --------------------------------------------------------
 

@@ -13,21 +13,26 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from ._context import Context
+from ._context import Context, Outlet
 from ._envelope import Envelope, EnvelopeError, new_id, peek_type
 from ._errors import Reject, RetryLater
 from ._middleware import Handler, Middleware, compose
 from ._service import HandlerSpec, Service
 from .spi import DeadLetter, Delivery, Receiver, stop_tasks
 
-if TYPE_CHECKING:
-    from ._bus import Bus
-
 log = logging.getLogger("pycomms")
+
+
+class Replier(Protocol):
+    """Sends a request handler's outcome back to the asking node (`_requests.Requests`)."""
+
+    async def reply(self, request: Envelope, reply: Any) -> None: ...
+
+    async def reply_error(self, request: Envelope, reason: str, error: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,20 +76,24 @@ class ServiceRunner:
 
     def __init__(
         self,
-        bus: Bus,
         service: Service,
         receiver: Receiver,
         bindings: dict[str, Binding],
+        *,
+        outlet: Outlet,
+        replier: Replier,
+        max_size: int,
         on_dead_letter: Callable[[DeadLetter], None],
     ) -> None:
-        self._bus = bus
+        self._outlet = outlet
+        self._replier = replier
         self._service = service
         self._receiver = receiver
         self._bindings = bindings
         self._on_dead_letter = on_dead_letter
         self._limit = service.concurrency
         self._retry = service.retry
-        self._max_size = bus._config.max_message_size
+        self._max_size = max_size
         self._queue: asyncio.Queue[Delivery] = asyncio.Queue()
         self._pending = 0  # buffered + running
         self._room = asyncio.Event()
@@ -97,6 +106,10 @@ class ServiceRunner:
     @property
     def service(self) -> Service:
         return self._service
+
+    def runs(self, task: asyncio.Task[Any] | None) -> bool:
+        """Whether ``task`` is one of this service's handler workers."""
+        return task is not None and task in self._workers
 
     def start(self) -> None:
         name = self._service.name
@@ -204,7 +217,7 @@ class ServiceRunner:
         attempt = delivery.attempt
         ctx = (
             Context(
-                self._bus,
+                self._outlet,
                 message_id=env.id,
                 correlation_id=env.correlation_id,
                 causation_id=env.causation_id,
@@ -247,7 +260,7 @@ class ServiceRunner:
                 await self._dead(delivery, env, "failed", error)
                 return
             try:
-                await self._bus._reply(env, result)
+                await self._replier.reply(env, result)
             except Exception as exc:
                 await self._dead(delivery, env, "failed", f"reply could not be sent: {_describe(exc)}")
                 return
@@ -277,7 +290,7 @@ class ServiceRunner:
             error.splitlines()[0] if error else "",
         )
         if env is not None and env.kind == "request" and env.reply_to:
-            await self._bus._reply_error(env, reason, error)
+            await self._replier.reply_error(env, reason, error)
         self._on_dead_letter(letter)
 
 

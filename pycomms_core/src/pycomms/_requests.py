@@ -1,0 +1,139 @@
+"""Request/reply on one bus: the replies this node waits for, and the replies its
+request handlers send back.
+
+A request is published like a command with ``reply_to`` = this node's id; the
+transport hands every reply addressed to this node to `Requests.on_reply`, which
+matches it to the waiting caller by ``causation_id`` (the request's id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+from pydantic import ValidationError
+
+from ._envelope import Envelope, EnvelopeError, new_id
+from ._errors import BusClosed, PyCommsError, RemoteError, RequestTimeout
+from ._messages import Message
+
+log = logging.getLogger("pycomms")
+
+ERROR_HEADER = "pycomms-error"
+"""Header of an error reply; its value is the dead-letter reason on the handling side."""
+
+M = TypeVar("M", bound=Message)
+Publish = Callable[[Sequence[Envelope]], Awaitable[None]]
+
+
+class Requests:
+    """The pending requests of one node, and the sending of its replies."""
+
+    def __init__(self, node_id: str, max_size: int, publish: Publish) -> None:
+        self._node_id = node_id
+        self._max_size = max_size
+        self._publish = publish
+        self._pending: dict[str, asyncio.Future[Envelope]] = {}
+
+    @property
+    def pending(self) -> int:
+        """How many requests wait for their reply."""
+        return len(self._pending)
+
+    async def ask(self, env: Envelope, reply_type: type[M], timeout: float) -> M:
+        """Publish the request ``env`` and wait up to ``timeout`` seconds for its reply."""
+        future: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
+        self._pending[env.id] = future
+        try:
+            async with asyncio.timeout(timeout):
+                await self._publish([env])
+                reply = await future
+        except TimeoutError:
+            raise RequestTimeout(f"no reply to {env.type} {env.id} within {timeout}s") from None
+        finally:
+            self._pending.pop(env.id, None)
+            if not future.done():
+                future.cancel()
+            elif not future.cancelled():
+                future.exception()  # close may have failed it while we were still publishing
+        if ERROR_HEADER in reply.headers:
+            body = reply.body if isinstance(reply.body, dict) else {}
+            raise RemoteError(
+                f"{env.type} failed remotely ({reply.headers[ERROR_HEADER]}): {body.get('error', '')}",
+                error_type=reply.headers[ERROR_HEADER],
+                reason=str(body.get("error", "")),
+            )
+        try:
+            return reply_type.model_validate(reply.body)
+        except ValidationError as exc:
+            raise RemoteError(
+                f"reply to {env.type} is not a valid {reply_type.__name__}: {exc}", error_type="invalid_reply"
+            ) from None
+
+    def on_reply(self, data: bytes) -> None:
+        """The transport's `ReplySink`: match an encoded reply to its waiting request."""
+        try:
+            env = Envelope.decode(data, self._max_size)
+        except EnvelopeError as exc:
+            log.warning("dropping an undecodable reply: %s", exc.detail)
+            return
+        if env.kind != "reply":
+            log.warning("dropping a %r envelope on the reply route (kind must be 'reply'): %s", env.kind, env.type)
+            return
+        future = self._pending.get(env.causation_id or "")
+        if future is None or future.done():
+            log.debug("dropping a reply nobody waits for: %s to %s", env.type, env.causation_id)
+            return
+        future.set_result(env)
+
+    def fail_all(self) -> None:
+        """The bus closed: every waiting request raises `BusClosed`."""
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(BusClosed("the bus was closed while waiting for a reply"))
+        self._pending.clear()
+
+    async def reply(self, request: Envelope, reply: Message) -> None:
+        """Send a request handler's ``reply`` back to the asking node."""
+        body = reply.__pydantic_serializer__.to_json(reply)
+        await self._send(self._reply_to(request, reply.type_name, body, {}))
+
+    async def reply_error(self, request: Envelope, reason: str, error: str) -> None:
+        """Tell the asking node its request was dead-lettered (``reason``)."""
+        await self._send(self._reply_to(request, "pycomms.error", {"error": error[:4000]}, {ERROR_HEADER: reason}))
+
+    def _reply_to(self, request: Envelope, type_name: str, body: object, headers: dict[str, str]) -> Envelope:
+        return Envelope(
+            id=new_id(),
+            type=type_name,
+            kind="reply",
+            source=self._node_id,
+            body=body,
+            time=time.time(),
+            correlation_id=request.correlation_id,
+            causation_id=request.id,
+            reply_to=request.reply_to,
+            headers=headers,
+        )
+
+    async def _send(self, env: Envelope) -> None:
+        if len(env.encode()) > self._max_size:
+            env = Envelope(
+                id=env.id,
+                type="pycomms.error",
+                kind="reply",
+                source=env.source,
+                body={"error": "reply over the size limit"},
+                time=env.time,
+                correlation_id=env.correlation_id,
+                causation_id=env.causation_id,
+                reply_to=env.reply_to,
+                headers={ERROR_HEADER: "too_large"},
+            )
+        try:
+            await self._publish([env])
+        except PyCommsError as exc:
+            log.warning("could not send the reply to %s: %s", env.causation_id, exc)
