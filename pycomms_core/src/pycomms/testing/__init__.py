@@ -11,9 +11,10 @@ A backend (ours or a third party's) runs the whole suite with::
 
 from __future__ import annotations
 
+from ._base import scenario
 from ._runner import Recorder, eventually, run_strict, scale
 from ._services import require_reachable, unavailable
-from ._suite import ConformanceSuite, scenario
+from ._suite import ConformanceSuite
 
 __all__ = [
     "ConformanceSuite",
