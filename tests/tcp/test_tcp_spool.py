@@ -271,14 +271,10 @@ def test_dead_letters_outlive_the_node_that_made_them(namespace: str) -> None:
     run_strict(scenario, 60)
 
 
-def test_a_peer_that_does_not_answer_fails_the_dead_letter_call(
-    namespace: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_peer_that_does_not_answer_fails_the_dead_letter_call(namespace: str) -> None:
     """Dead letters live at the node that made them: a listing, replay or purge that a
-    peer did not answer raises, naming it, instead of looking complete."""
-    from pycomms_tcp import _transport as tcp_transport
-
-    monkeypatch.setattr(tcp_transport, "RPC_TIMEOUT", 0.5)
+    peer did not answer within operation_timeout raises, naming it, instead of looking
+    complete."""
     url = f"tcp://127.0.0.1:0?namespace={namespace}"
     svc = Service("work")
 
@@ -287,17 +283,23 @@ def test_a_peer_that_does_not_answer_fails_the_dead_letter_call(
         raise pycomms.Reject("not today")
 
     async def scenario() -> None:
-        async with pycomms.connect(url) as asker, pycomms.connect(url, services=[svc]) as keeper:
+        async with (
+            pycomms.connect(url, operation_timeout=0.5) as asker,
+            pycomms.connect(url, services=[svc]) as keeper,
+        ):
             await asker.send(Job(n=1))
 
             async def dead() -> bool:
                 return len(await asker.dead_letters("work")) == 1
 
             await eventually(dead, 10, "the dead letter, listed from the other node")
-            keeper._transport._on_rpc = lambda conn, body: None  # type: ignore[attr-defined,method-assign]
+            keeper._transport._dead.answer = lambda conn, body: None  # type: ignore[attr-defined]
+            loop = asyncio.get_running_loop()
             for call in (asker.dead_letters("work"), asker.replay("work"), asker.purge("work")):
-                with pytest.raises(pycomms.PyCommsError, match=f"node {keeper.node.id} did not answer"):
+                started = loop.time()
+                with pytest.raises(pycomms.OperationError, match=f"node {keeper.node.id} at 127.0.0.1:[0-9]+ did not "):
                     await call
+                assert loop.time() - started < 0.5 + 2 * scale()
             assert len(await keeper.dead_letters("work")) == 1  # nothing was taken
 
     run_strict(scenario, 60)

@@ -79,6 +79,7 @@ class Connection(asyncio.Protocol):
         self._flush_pending = False
         self._paused = False
         self._drain: asyncio.Future[None] | None = None
+        self._deadline: asyncio.TimerHandle | None = None
         self._loop = loop
 
     def __repr__(self) -> str:
@@ -95,6 +96,7 @@ class Connection(asyncio.Protocol):
             transport.abort()
             return
         self.state = Link.HELLO
+        self._deadline = self._loop.call_later(self.node.handshake_timeout, self._handshake_expired)
         if self.dialer:
             self._write_now(json_frame(Frame.HELLO, self._hello("")))
 
@@ -130,6 +132,8 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state = Link.CLOSED
+        if self._deadline is not None:
+            self._deadline.cancel()
         self._out.clear()
         self._acks.clear()
         if not self.established.done():
@@ -206,6 +210,20 @@ class Connection(asyncio.Protocol):
             if self._drain is None or self._drain.done():
                 self._drain = self._loop.create_future()
             await asyncio.shield(self._drain)
+
+    @property
+    def closing(self) -> bool:
+        """Closed, or being closed."""
+        return self.state is Link.CLOSED or self.transport is None or self.transport.is_closing()
+
+    def _handshake_expired(self) -> None:
+        if self.state is not Link.OPEN and not self.closing:
+            log.info(
+                "%s did not finish the handshake in %ss (connect_timeout); closing the link",
+                self.remote,
+                self.node.handshake_timeout,
+            )
+            self.abort()
 
     def abort(self) -> None:
         if self.transport is not None and self.state is not Link.CLOSED:
@@ -292,6 +310,8 @@ class Connection(asyncio.Protocol):
             return
         if self.state is Link.STATE and kind == Frame.STATE:
             self.state = Link.OPEN
+            if self._deadline is not None:
+                self._deadline.cancel()
             node._established(self, parse_json(payload))
             if not self.established.done():
                 self.established.set_result(None)

@@ -7,7 +7,7 @@ import sqlite3
 import ssl
 from collections.abc import Iterator
 
-from pycomms import ConnectError, PublishError, PyCommsError
+from pycomms import ConnectError, OperationError, PublishError, PyCommsError
 
 
 @contextlib.contextmanager
@@ -41,3 +41,14 @@ def map_errors(what: str) -> Iterator[None]:
         raise
     except (OSError, sqlite3.Error) as exc:
         raise PyCommsError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
+
+
+@contextlib.contextmanager
+def map_operation_errors(what: str) -> Iterator[None]:
+    """Raise `OperationError` for OS/SQLite errors while ``what`` happens."""
+    try:
+        yield
+    except PyCommsError:
+        raise
+    except (OSError, sqlite3.Error) as exc:
+        raise OperationError(f"tcp: {what} failed: {type(exc).__name__}: {exc}") from exc

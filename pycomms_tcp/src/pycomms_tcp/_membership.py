@@ -60,6 +60,10 @@ class Catalog:
         self.services: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
         self.event_services: dict[str, tuple[str, ...]] = {}
         self.command_owner: dict[str, str] = {}
+        self.complete = False
+        """The node knows who wants what: it is alone (nobody to learn from), or a
+        linked peer told it its catalog with every service of that peer running. Until
+        then an event no known service handles is kept, not dropped."""
 
     def learn(self, service: str, events: frozenset[str], commands: frozenset[str], *, replace: bool) -> bool:
         """Record a service; returns True if anything changed. ``replace`` is for a

@@ -22,6 +22,8 @@ ACCEPTED = {
     "heartbeat": "seconds between heartbeats, 0.05..60",
     "window": "integer >= 1: unacked messages per service instance before publishers wait, then spool",
     "window_wait": "seconds 0..60 publish() waits for room in a full window before spooling (0: spool at once)",
+    "connect_timeout": "seconds 0.1..300 (default 5): dialling a peer, TLS and the handshake, each side",
+    "operation_timeout": "seconds 0.1..300 (default 5): dead-letter calls to peers, a full link taking data",
     "discovery": "'local' (default), 'off'",
     "mdns": "true/false (LAN discovery with zeroconf; default false)",
     "registry": "directory of the same-host registry",
@@ -47,6 +49,8 @@ class TcpOptions(BaseModel):
     heartbeat: float = Field(default=1.0, ge=0.05, le=60.0)
     window: int = Field(default=10_000, ge=1)
     window_wait: float = Field(default=1.0, ge=0.0, le=60.0)
+    connect_timeout: float = Field(default=5.0, ge=0.1, le=300.0)
+    operation_timeout: float = Field(default=5.0, ge=0.1, le=300.0)
     discovery: str = "local"
     mdns: bool = False
     registry: str = ""

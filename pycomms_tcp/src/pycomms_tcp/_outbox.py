@@ -24,7 +24,7 @@ from ._errors import map_errors, map_publish_errors
 from ._frames import deliver_frame
 from ._membership import Catalog, Peer, Routes, Target
 from ._receiver import Item, TcpReceiver
-from ._spool import Spool, SpoolFullError, unrouted_key
+from ._spool import Spool, SpoolFullError, unknown_event_key, unrouted_key
 
 if TYPE_CHECKING:
     from ._connection import Connection
@@ -77,10 +77,12 @@ class Outbox:
         self._room: asyncio.Future[None] | None = None
         """Set when room opens in a window; publishers blocked by full windows wait on it."""
         self._idle: asyncio.Future[None] | None = None
+        """Set when the last flight ends (a closing node waits for its acks)."""
         self.missed: collections.Counter[str] = collections.Counter()
         """Events not sent to each ephemeral service because its window was full."""
-        """Set when the last flight ends (a closing node waits for its acks)."""
         self.open = False
+        self.drain_timeout = 5.0
+        """Seconds a publisher waits for a full link to take data (``operation_timeout``)."""
 
     def route(
         self, envelopes: Sequence[Envelope], send_reply: Callable[[str, bytes], None], *, block: bool = False
@@ -118,8 +120,11 @@ class Outbox:
                 blocked_at = index
                 break
             data = env.encode()
-            if not services and kind != "event":
-                spooled.append((unrouted_key(env.type), data, 1, env.key))
+            if not services:
+                if kind != "event":
+                    spooled.append((unrouted_key(env.type), data, 1, env.key))
+                elif not catalog.complete:  # who wants it is not known yet: keep it until it is
+                    spooled.append((unknown_event_key(env.type), data, 1, env.key))
             if kind == "event" and (observers := routes.observers(env.type)):
                 for service in observers:
                     # an observer is never waited for nor spooled for: past its window it misses events
@@ -202,6 +207,8 @@ class Outbox:
         self._spool.put_many([(service, data, attempt, key)], force=True)
         if service.startswith("?"):
             self.catalog_changed()
+        elif service.startswith("!"):
+            self.catalog_learned()
         elif self._routes.instances(service):
             self.schedule_drain(service)
 
@@ -220,6 +227,23 @@ class Outbox:
                 self._spool.rekey(key, owner)
                 self._cursor[owner] = 0  # the moved rows may sit below the owner's cursor
                 self.schedule_drain(owner)
+
+    def catalog_learned(self) -> None:
+        """Once the catalog is complete: give the events kept while it was not to
+        every service that handles their type (those nobody handles end here)."""
+        if not self._catalog.complete:
+            return
+        for key in [k for k in self._spool.services() if k.startswith("!")]:
+            services = self._catalog.event_services.get(key[1:], ())
+            with map_errors("routing events kept until the catalog was known"):
+                count = self._spool.fan_out(key, services)
+            if services:
+                log.info("%d event(s) of %s kept until the catalog was known go to %s", count, key[1:], services)
+            else:
+                log.info("%d event(s) of %s kept until the catalog was known: no service handles it", count, key[1:])
+            for service in services:
+                if self._routes.instances(service):
+                    self.schedule_drain(service)
 
     def dispatch(self, service: str, data: bytes, attempt: int, row: int | None, key: str | None) -> bool:
         """Send one message to a live instance of ``service``; False if there is none."""
@@ -310,9 +334,26 @@ class Outbox:
             self._draining.discard(service)
 
     async def drain_links(self) -> None:
-        """Wait while any link's kernel buffer is full (back-pressure from slow peers)."""
-        for conn in [c for c in self._links if c.paused]:
-            await conn.drain()
+        """Wait while any link's kernel buffer is full (back-pressure from slow peers).
+        A link that takes nothing for ``drain_timeout`` seconds is closed: its messages
+        go to another instance or the spool, and the caller is not held longer."""
+        paused = [c for c in self._links if c.paused]
+        if not paused:
+            return
+        try:
+            async with asyncio.timeout(self.drain_timeout):
+                for conn in paused:
+                    await conn.drain()
+        except TimeoutError:
+            for conn in paused:
+                if conn.paused:
+                    log.warning(
+                        "node %s (%s) took no data for %ss (operation_timeout); closing the link",
+                        conn.peer_id,
+                        conn.remote,
+                        self.drain_timeout,
+                    )
+                    conn.abort()
 
     def replay(self, service: str, ids: list[str] | None) -> int:
         letters = self._spool.take_dead(service, ids)

@@ -85,6 +85,23 @@ class Registry:
             out.append((node_id, host, port))
         return out
 
+    def drop(self) -> int:
+        """Remove the namespace's directory: every node entry (this node's included)
+        and the catalog; how many entries were removed. Raises `OSError`."""
+        removed = 0
+        for sub in (self._nodes, self._catalog):
+            if not sub.is_dir():
+                continue
+            for path in sub.iterdir():
+                with contextlib.suppress(FileNotFoundError):  # a concurrent reader removed a stale entry
+                    path.unlink()
+                    removed += path.suffix == ".json" and not path.name.startswith(".")
+            with contextlib.suppress(FileNotFoundError):
+                sub.rmdir()
+        with contextlib.suppress(FileNotFoundError):
+            self.directory.rmdir()
+        return removed
+
     def save_service(self, service: str, events: frozenset[str], commands: frozenset[str]) -> None:
         try:
             self._catalog.mkdir(parents=True, exist_ok=True, mode=0o700)

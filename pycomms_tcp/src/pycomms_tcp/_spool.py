@@ -1,8 +1,10 @@
 """The node's local store (SQLite): the sender-side spool, dead letters, and the
 catalog of services seen in the cluster.
 
-The spool holds messages for services that are known but have no live instance, and
-commands whose type no known service handles yet (keyed ``?TYPE``). It is bounded by
+The spool holds messages for services that are known but have no live instance,
+commands whose type no known service handles yet (keyed ``?TYPE``), and events
+published before the node learned the catalog (keyed ``!TYPE``: it cannot yet tell
+who wants them; they are copied to each service that does once it knows). It is bounded by
 count and bytes; `SpoolFullError` is raised instead of dropping. With ``spool=memory``
 (the default) the database is in memory and lives as long as the bus; with
 ``spool=DIR`` it is the file ``DIR/pycomms-spool.sqlite3`` and survives a restart.
@@ -55,6 +57,11 @@ class SpoolFullError(Exception):
 def unrouted_key(type_name: str) -> str:
     """Spool key of commands for a type no known service handles."""
     return "?" + type_name
+
+
+def unknown_event_key(type_name: str) -> str:
+    """Spool key of events published before the catalog was known."""
+    return "!" + type_name
 
 
 class Spool:
@@ -157,6 +164,42 @@ class Spool:
         """Move spooled messages from key ``old`` to ``new`` (unrouted commands found a service)."""
         self.db.execute("UPDATE spool SET service = ? WHERE service = ?", (new, old))
         self.per_service[new] += self.per_service.pop(old, 0)
+
+    def fan_out(self, old: str, services: Iterable[str]) -> int:
+        """Copy every message spooled under key ``old`` to each of ``services``, then
+        remove the originals (in one transaction); returns how many originals there were."""
+        db = self.db
+        rows = db.execute("SELECT data, attempt, key FROM spool WHERE service = ? ORDER BY row", (old,)).fetchall()
+        targets = list(services)
+        size = sum(len(data) for data, _, _ in rows)
+        db.execute("BEGIN")
+        try:
+            for service in targets:
+                db.executemany(
+                    "INSERT INTO spool (service, key, attempt, data) VALUES (?, ?, ?, ?)",
+                    [(service, key, attempt, data) for data, attempt, key in rows],
+                )
+            db.execute("DELETE FROM spool WHERE service = ?", (old,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self.count += len(rows) * (len(targets) - 1)
+        self.bytes += size * (len(targets) - 1)
+        self.per_service.pop(old, None)
+        for service in targets:
+            self.per_service[service] += len(rows)
+        return len(rows)
+
+    def clear(self) -> int:
+        """Remove every spooled message, dead letter and catalog entry; how many rows."""
+        db = self.db
+        removed = 0
+        for table in ("spool", "dead", "catalog"):
+            removed += db.execute(f"DELETE FROM {table}").rowcount  # fixed table names
+        self.count = self.bytes = 0
+        self.per_service.clear()
+        return removed
 
     def delete(self, rows: Iterable[int]) -> None:
         db = self.db

@@ -11,26 +11,26 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import itertools
 import logging
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-from pycomms import ConfigError, ConnectError, PublishError, PyCommsError
+from pycomms import ConfigError, ConnectError, OperationError, PublishError, PyCommsError
 from pycomms.spi import BackendConfig, Capabilities, DeadLetter, Envelope, NodeInfo, ReplySink, Subscription
 
+from . import _join as join
+from ._admission import admit
 from ._connection import FRAME_OVERHEAD, SELF_LINK, Connection, HandshakeError, Link
-from ._errors import map_connect_errors, map_errors
+from ._deadletters import DeadLetters
+from ._errors import map_connect_errors, map_errors, map_operation_errors
 from ._frames import (
     Frame,
     ProtocolError,
-    dead_handoff_payload,
     frame,
-    handoff_payload,
     json_frame,
     parse_dead_handoff,
     parse_deliver,
@@ -40,33 +40,29 @@ from ._frames import (
     parse_seqs,
     releases_payload,
 )
+from ._handoff import count_unsent, hand_over
 from ._membership import Catalog, Peer, Routes, Target
 from ._options import TcpOptions
 from ._outbox import Outbox
 from ._receiver import Item, TcpReceiver
 from ._registry import Registry
 from ._spool import Spool
+from ._waits import Waits
 
 if TYPE_CHECKING:
     from ._mdns import Mdns
 
 log = logging.getLogger("pycomms.tcp")
-T = TypeVar("T")
 
 CAPABILITIES = Capabilities(
     retention=True, persistent=False, delayed_delivery=True, ordering=True, presence=True, cross_process=True
 )
-CONNECT_TIMEOUT = 5.0
-HANDSHAKE_TIMEOUT = 5.0
 FRAME_DEADLINE = 30.0
 """A frame begun must be complete within this many seconds (slow-trickle peers are cut off)."""
 SUBSCRIBE_TIMEOUT = 3.0
-RPC_TIMEOUT = 5.0
-RPC_PAGE = 1000
-"""Most dead letters one RPC answer carries (and at most half a frame of them)."""
-CLOSE_TIMEOUT = 2.0
-MAX_HANDSHAKING_PER_ADDRESS = 16
-MAX_LINKS_PER_ADDRESS = 1024
+CLOSE_WITHIN = 3.0
+"""Seconds `TcpTransport.close` takes at most (waiting for acks, handing the spool over,
+saying BYE), well within core's `pycomms.spi.CLOSE_BOUND`."""
 RESCAN_EVERY = 5.0
 FORGET_AFTER = 600.0
 """Seconds after which a node that left without a BYE is no longer dialled."""
@@ -101,7 +97,10 @@ class TcpTransport:
         self.namespace = config.namespace
         self.secret = options.secret
         self.max_frame = config.max_message_size + FRAME_OVERHEAD
+        self.handshake_timeout = options.connect_timeout
         self.node_id = ""
+        self.unsent = 0
+        """Set at close: messages accepted and still held in memory only (lost); see `count_unsent`."""
         self._state = State.UNOPENED
         self._node: NodeInfo | None = None
         self._replies: ReplySink | None = None
@@ -119,13 +118,22 @@ class TcpTransport:
         """Addresses of nodes seen recently, dialled again when their link is lost."""
         self._seed_ids: dict[str, str] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._waits: dict[int, tuple[Connection, asyncio.Future[Any]]] = {}
-        self._wait_ids = itertools.count(1)
+        self._waits = Waits()
         self._server: asyncio.Server | None = None
         self._registry: Registry | None = None
         self._spool = Spool(options.spool_path, options.spool_max_messages, options.spool_max_bytes)
         self._outbox = Outbox(
             self._spool, self._routes, self._catalog, self._receivers, self._conns, self._spawn, options.window
+        )
+        self._outbox.drain_timeout = options.operation_timeout
+        self._dead = DeadLetters(
+            lambda: self.node_id,
+            self._peers,
+            self._waits,
+            self._spool,
+            self._outbox,
+            self.max_frame,
+            options.operation_timeout,
         )
         self._server_ssl: ssl.SSLContext | None = None
         self._client_ssl: ssl.SSLContext | None = None
@@ -155,7 +163,7 @@ class TcpTransport:
                     options.host,
                     options.port,
                     ssl=self._server_ssl,
-                    ssl_handshake_timeout=HANDSHAKE_TIMEOUT if self._server_ssl else None,
+                    ssl_handshake_timeout=self.handshake_timeout if self._server_ssl else None,
                 )
                 port = self._server.sockets[0].getsockname()[1]
             self._state = State.OPEN
@@ -202,9 +210,8 @@ class TcpTransport:
             return "127.0.0.1"
 
     async def _join(self) -> None:
-        """Find the other nodes: registry directory, then seeds; wait for those links."""
+        """Find the other nodes: registry directory, then seeds (see `_join`)."""
         options = self._options
-        dials: list[Coroutine[Any, Any, Connection | None]] = []
         if options.discovery == "local":
             registry = Registry(options.registry_dir(self.namespace))
             try:
@@ -216,20 +223,44 @@ class TcpTransport:
             else:
                 for service, (events, commands) in registry.catalog().items():
                     self._catalog.learn(service, events, commands, replace=False)
-                dials += [self._dial(h, p, expect=i) for i, h, p in registry.peers(self.node_id)]
-        seeds = [seed for seed in options.seeds if seed != self._addr]
-        dials += [self._dial(h, p) for h, p in seeds]
-        results = await asyncio.gather(*dials, return_exceptions=True)
-        for result in results[len(results) - len(seeds) :]:
-            if isinstance(result, HandshakeError):
-                raise ConnectError(f"a seed refused this node: {result}") from result
-            if isinstance(result, BaseException):
-                log.warning("seed not reachable (will retry): %s", result)
+        if not await join.first_round(self):
+            self._spawn(join.until_catalog_known(self), "join")
         if options.mdns:
             from ._mdns import Mdns  # zeroconf is imported only when mDNS is on
 
             self._mdns = Mdns(self)
             await self._mdns.start(self._addr)
+
+    # joining (`join.Joining`) ----------------------------------------------------
+
+    @property
+    def catalog_complete(self) -> bool:
+        return self._catalog.complete
+
+    def alone(self) -> None:
+        if not self._catalog.complete:
+            self._catalog.complete = True
+            self._outbox.catalog_learned()
+
+    def dial(self, host: str, port: int, expect: str | None = None) -> Coroutine[Any, Any, Connection | None]:
+        return self._dial(host, port, expect)
+
+    def targets(self) -> list[join.Target]:
+        out: list[join.Target] = []
+        if self._registry is not None:
+            listed = self._registry.peers(self.node_id)
+            out += [(h, p, i, "same-host registry") for i, h, p in listed if i not in self._peers]
+        for host, port in self._options.seeds:
+            linked = self._seed_ids.get(f"{host}:{port}")
+            if (host, port) != self._addr and linked != self.node_id and linked not in self._peers:
+                out.append((host, port, None, "seed"))
+        return out
+
+    def _check_ready(self, peer: Peer) -> None:
+        """The catalog is complete once a linked peer runs every service it declared
+        (a peer still starting has not subscribed them all: wait for its SUBSCRIBEs)."""
+        if not self._catalog.complete and set(peer.info.services) <= peer.live:
+            self.alone()
 
     async def close(self) -> None:
         if self._state in (State.CLOSING, State.CLOSED):
@@ -244,94 +275,54 @@ class TcpTransport:
         self._state = State.CLOSED
 
     async def _shutdown(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CLOSE_WITHIN
+
+        def left(share: float = 1.0) -> float:
+            return max(0.0, deadline - loop.time()) * share
+
         for receiver in list(self._receivers.values()):
             receiver.release_all()
         if self._registry is not None:
             self._registry.withdraw(self.node_id)
-        if unacked := await self._outbox.settled(CLOSE_TIMEOUT):
+        if unacked := await self._outbox.settled(left(0.4)):
             log.info("closing with %d message(s) delivered to peers and not yet acknowledged", unacked)
-        if self._spool.path == ":memory:":
-            await self._handoff()  # while heartbeats still run
+        if self._spool.path == ":memory:":  # while heartbeats still run
+            link = next((p.link for p in self._peers.values() if p.link is not None), None)
+            if link is not None:
+                await hand_over(link, self._outbox, self._spool, self._waits, self.max_frame, left(0.5))
+        self.unsent = count_unsent(self._outbox, self._spool)
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.wait(tasks, timeout=left(0.3)) if tasks else None
         if self._mdns is not None:
-            await self._mdns.stop()
+            try:
+                async with asyncio.timeout(left(0.5)):
+                    await self._mdns.stop()
+            except TimeoutError:
+                log.warning("mDNS did not stop in time; leaving it")
         bye = frame(Frame.BYE)
         for conn in list(self._conns):
             if conn.state is Link.OPEN:
                 conn.send(bye)
             conn.close()
-        pending = [c.lost for c in self._conns if not c.lost.done()]
-        if pending:
-            _, late = await asyncio.wait(pending, timeout=CLOSE_TIMEOUT)
+        if pending := [c.lost for c in self._conns if not c.lost.done()]:
+            _, late = await asyncio.wait(pending, timeout=left(0.5))
             if late:
                 for conn in list(self._conns):
                     conn.abort()
-                await asyncio.wait(late, timeout=CLOSE_TIMEOUT)
+                await asyncio.wait(late, timeout=max(left(), 0.1))
         if self._server is not None:
             self._server.close()
-            await self._server.wait_closed()
-        for _, future in self._waits.values():
-            if not future.done():
-                future.cancel()
-        self._waits.clear()
+            try:
+                async with asyncio.timeout(max(left(), 0.1)):
+                    await self._server.wait_closed()
+            except TimeoutError:
+                log.warning("the listening socket did not close in time")
+        self._waits.cancel_all()
         self._outbox.flights.clear()
         self._spool.close()
-
-    async def _handoff(self) -> None:
-        """Give the in-memory spool and dead letters to a peer before leaving, so that
-        retention and dead letters do not depend on this process staying up."""
-        link = next((p.link for p in self._peers.values() if p.link is not None), None)
-        if link is not None:
-            messages = {
-                row: frame(Frame.HANDOFF, handoff_payload(token, attempt, service, key, data))
-                for token, (row, service, data, attempt, key) in self._tokens(self._outbox.handover())
-            }
-            letters = {
-                seq: frame(Frame.DEAD_HANDOFF, dead_handoff_payload(token, letter))
-                for token, (seq, letter) in self._tokens(self._spool.all_dead())
-                if len(letter) + 64 < self.max_frame  # a letter of a message near the size limit stays
-            }
-            handed = await self._hand_over(link, messages | {-seq: data for seq, data in letters.items()})
-            with map_errors("removing handed-over messages from the spool"):
-                self._spool.delete(k for k in handed if k > 0)
-                self._spool.delete_dead(-k for k in handed if k < 0)
-            if handed:
-                log.info(
-                    "handed %d spooled message(s) and %d dead letter(s) over to node %s",
-                    sum(k > 0 for k in handed),
-                    sum(k < 0 for k in handed),
-                    link.peer_id,
-                )
-        if dead := len(self._spool.all_dead()):
-            log.warning("closing with %d dead letter(s) kept in memory and no peer to take them; they are lost", dead)
-        if unsent := self._outbox.unsent():
-            log.warning(
-                "closing with %d message(s) in the in-memory spool for services with no live instance "
-                "and no peer to take them; they are lost (use spool=DIR to keep them across restarts)",
-                unsent,
-            )
-
-    def _tokens(self, items: list[Any]) -> list[tuple[int, Any]]:
-        return [(next(self._wait_ids), item) for item in items]
-
-    async def _hand_over(self, link: Connection, frames: dict[int, bytes]) -> list[int]:
-        """Send frames whose first 8 payload bytes are a wait token; return the keys of
-        those the peer confirmed (HANDED) in time."""
-        loop = asyncio.get_running_loop()
-        futures: dict[asyncio.Future[Any], int] = {}
-        for key, data in frames.items():
-            token = int.from_bytes(data[5:13], "big")
-            future: asyncio.Future[Any] = loop.create_future()
-            self._waits[token] = (link, future)
-            futures[future] = key
-            link.send(data)
-        if not futures:
-            return []
-        done, _ = await asyncio.wait(futures, timeout=CLOSE_TIMEOUT)
-        return [futures[f] for f in done if not f.cancelled() and f.exception() is None]
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=f"pycomms.tcp:{name}")
@@ -353,15 +344,15 @@ class TcpTransport:
         self._dialing.add(key)
         conn: Connection | None = None
         try:
-            with map_connect_errors(f"connecting to {host}:{port}"):
-                async with asyncio.timeout(CONNECT_TIMEOUT):
+            with map_connect_errors(f"connecting to {host}:{port} (connect_timeout={self.handshake_timeout}s)"):
+                async with asyncio.timeout(self.handshake_timeout):
                     try:
                         _, conn = await asyncio.get_running_loop().create_connection(
                             lambda: Connection(self, dialer=True),
                             host,
                             port,
                             ssl=self._client_ssl,
-                            ssl_handshake_timeout=HANDSHAKE_TIMEOUT if self._client_ssl else None,
+                            ssl_handshake_timeout=self.handshake_timeout if self._client_ssl else None,
                         )
                     except ssl.SSLError as exc:
                         raise HandshakeError(f"TLS handshake failed: {exc.reason or exc}") from exc
@@ -398,20 +389,15 @@ class TcpTransport:
     async def _dial_quietly(self, host: str, port: int, expect: str | None) -> None:
         try:
             await self._dial(host, port, expect)
-        except (PyCommsError, HandshakeError) as exc:
+        except HandshakeError as exc:
+            join.report(join.refusal(host, port, "found by gossip or mDNS", exc))
+        except PyCommsError as exc:
             log.debug("dialling %s:%d failed: %s", host, port, exc)
 
     def _accept(self, conn: Connection) -> bool:
         """Called when a link is made; False closes it at once."""
-        if self._state is not State.OPEN:
+        if self._state is not State.OPEN or (not conn.dialer and not admit(conn, self._conns)):
             return False
-        if not conn.dialer:
-            ip = conn.remote.rpartition(":")[0]
-            same = [c for c in self._conns if c.remote.rpartition(":")[0] == ip]
-            handshaking = sum(c.state is not Link.OPEN for c in same)
-            if len(same) >= MAX_LINKS_PER_ADDRESS or handshaking >= MAX_HANDSHAKING_PER_ADDRESS:
-                log.warning("refusing a link from %s: too many links from that address", ip)
-                return False
         self._conns.add(conn)
         return True
 
@@ -482,6 +468,7 @@ class TcpTransport:
         for node_id, host, port in gossip:
             if node_id != self.node_id and node_id not in self._peers:
                 self._dial_soon(host, port, node_id)
+        self._check_ready(peer)
 
     def _connection_lost(self, conn: Connection) -> None:
         self._conns.discard(conn)
@@ -493,12 +480,7 @@ class TcpTransport:
                 log.info("node %s left (link lost)", peer.id)
         self._routes.changed()
         self._outbox.release_link(conn)
-        for wait_id, (wait_conn, future) in list(self._waits.items()):
-            if wait_conn is conn:
-                del self._waits[wait_id]
-                if not future.done():
-                    future.set_exception(ConnectionError("link lost"))
-                    future.exception()
+        self._waits.link_lost(conn)
 
     def _peer_left(self, conn: Connection) -> None:
         peer = conn.peer
@@ -522,9 +504,7 @@ class TcpTransport:
             now = loop.time()
             for conn in list(self._conns):
                 if conn.state is not Link.OPEN:
-                    if now - conn.opened_at > HANDSHAKE_TIMEOUT:
-                        log.warning("%s did not finish the handshake in %ss", conn.remote, HANDSHAKE_TIMEOUT)
-                        conn.abort()
+                    pass  # each handshake has its own deadline (a timer in Connection)
                 elif now - conn.last_rx > dead_after:
                     silent = now - conn.last_rx
                     log.warning("link to node %s is silent for %.1fs; closing it", conn.peer_id, silent)
@@ -590,7 +570,7 @@ class TcpTransport:
         elif kind == Frame.SUBSCRIBE:
             self._on_subscribe(conn, parse_json(payload))
         elif kind == Frame.SUBSCRIBED:
-            self._resolve(conn, parse_json(payload).get("token"), None)
+            self._waits.resolve(conn, parse_json(payload).get("token"), None)
         elif kind == Frame.UNSUBSCRIBE:
             gone = parse_json(payload).get("service")
             if conn.peer is not None and isinstance(gone, str):
@@ -598,10 +578,10 @@ class TcpTransport:
                 conn.peer.observing.pop(gone, None)
                 self._routes.changed()
         elif kind == Frame.RPC:
-            self._on_rpc(conn, parse_json(payload))
+            self._dead.answer(conn, parse_json(payload))
         elif kind == Frame.RPC_RESULT:
             body = parse_json(payload)
-            self._resolve(conn, body.get("id"), body)
+            self._waits.resolve(conn, body.get("id"), body)
         elif kind == Frame.HANDOFF:
             token, attempt, service, key, data = parse_handoff(payload)
             try:
@@ -620,7 +600,7 @@ class TcpTransport:
             self.store_dead(letter)
             conn.send(json_frame(Frame.HANDED, {"token": token}))
         elif kind == Frame.HANDED:
-            self._resolve(conn, parse_json(payload).get("token"), None)
+            self._waits.resolve(conn, parse_json(payload).get("token"), None)
         elif kind == Frame.BYE:
             self._peer_left(conn)
         elif kind == Frame.ERROR:
@@ -638,32 +618,16 @@ class TcpTransport:
         ephemeral = body.get("ephemeral") is True
         if conn.peer is not None:
             conn.peer.live.add(service)
-            if ephemeral:
+            if ephemeral:  # an observer: routed to while it runs, never in the catalog, nothing kept for it
                 conn.peer.observing[service] = events
             self._routes.changed()
-        if ephemeral:  # an observer: routed to while it runs, never in the catalog, nothing kept for it
-            conn.send(json_frame(Frame.SUBSCRIBED, {"token": token}))
-            return
-        if self._catalog.learn(service, events, commands, replace=True):
+        if not ephemeral and self._catalog.learn(service, events, commands, replace=True):
             self._outbox.catalog_changed()
         conn.send(json_frame(Frame.SUBSCRIBED, {"token": token}))
-        self._outbox.schedule_drain(service)
-
-    def _forget(self, futures: dict[asyncio.Future[Any], int]) -> None:
-        """Stop waiting for answers (timed out or cancelled); consume their outcome."""
-        for future, wait_id in futures.items():
-            self._waits.pop(wait_id, None)
-            if not future.done():
-                future.cancel()
-            elif not future.cancelled():
-                future.exception()
-
-    def _resolve(self, conn: Connection, wait_id: Any, value: Any) -> None:
-        if not isinstance(wait_id, int):
-            return
-        entry = self._waits.pop(wait_id, None)
-        if entry is not None and entry[0] is conn and not entry[1].done():
-            entry[1].set_result(value)
+        if conn.peer is not None:
+            self._check_ready(conn.peer)
+        if not ephemeral:
+            self._outbox.schedule_drain(service)
 
     def _broadcast(self, data: bytes) -> list[Connection]:
         """Send to every link that has been sent this node's STATE."""
@@ -751,17 +715,15 @@ class TcpTransport:
         }
         futures: dict[asyncio.Future[Any], int] = {}
         for conn in [c for c in self._conns if c.state.announced and c.peer_id]:
-            wait_id = next(self._wait_ids)
-            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            self._waits[wait_id] = (conn, future)
-            conn.send(json_frame(Frame.SUBSCRIBE, {**body, "token": wait_id}))
-            futures[future] = wait_id
+            token, future = self._waits.expect(conn)
+            conn.send(json_frame(Frame.SUBSCRIBE, {**body, "token": token}))
+            futures[future] = token
         try:
             if futures:
                 # wait until every peer knows, so a publish right after connect() is routed here
                 await asyncio.wait(futures, timeout=SUBSCRIBE_TIMEOUT)
         finally:
-            self._forget(futures)
+            self._waits.forget(futures)
         self._outbox.schedule_drain(service)
         return receiver
 
@@ -775,115 +737,26 @@ class TcpTransport:
                 out.append(replace(peer.info, last_seen=now - (loop_now - last_rx)))
         return out
 
-    async def _rpc(self, peer: Peer, body: dict[str, Any]) -> Any:
-        """Ask one peer; its ``result``. Raises `PyCommsError` if it fails, has no link or
-        does not answer in `RPC_TIMEOUT` seconds."""
-        op = body.get("op")
-        conn = peer.link
-        if conn is None:
-            raise PyCommsError(f"node {peer.id} has no open link for {op}")
-        wait_id = next(self._wait_ids)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._waits[wait_id] = (conn, future)
-        conn.send(json_frame(Frame.RPC, {**body, "id": wait_id}))
-        try:
-            async with asyncio.timeout(RPC_TIMEOUT):
-                answer = await future
-        except TimeoutError:
-            raise PyCommsError(f"node {peer.id} did not answer {op} in {RPC_TIMEOUT}s") from None
-        except ConnectionError:
-            raise PyCommsError(f"node {peer.id} left while answering {op}") from None
-        finally:
-            self._forget({future: wait_id})
-        if not answer.get("ok"):
-            raise PyCommsError(f"node {peer.id} failed {op}: {answer.get('error')}")
-        return answer.get("result")
-
-    async def _on_every_peer(self, ask: Callable[[Peer], Awaitable[T]], what: str) -> list[T]:
-        """``ask`` every peer at once; all the answers, or `PyCommsError` naming the
-        nodes that failed (a partial answer must not look complete)."""
-        peers = [peer for peer in self._peers.values() if peer.link is not None]
-        results = await asyncio.gather(*(ask(peer) for peer in peers), return_exceptions=True)
-        failed = [r for r in results if isinstance(r, BaseException)]
-        for result in failed:
-            if not isinstance(result, PyCommsError):
-                raise result
-        if failed:
-            raise PyCommsError(f"{what}: {len(failed)} node(s) did not answer: " + "; ".join(map(str, failed)))
-        return [r for r in results if not isinstance(r, BaseException)]
-
-    def _on_rpc(self, conn: Connection, body: dict[str, Any]) -> None:
-        op, service, wait_id = str(body.get("op")), body.get("service"), body.get("id")
-        ids = body.get("ids")
-        try:
-            if not isinstance(service, str) or (ids is not None and not isinstance(ids, list)):
-                raise ValueError("bad arguments")
-            if op == "dead_letters":
-                result: Any = self._letters_page(service, int(body.get("limit", 100)), int(body.get("offset", 0)))
-            elif op == "replay":
-                result = self._outbox.replay(service, ids)
-            elif op == "purge":
-                result = len(self._spool.take_dead(service, ids))
-            else:
-                raise ValueError(f"unknown operation {op!r}")
-            answer = {"id": wait_id, "ok": True, "result": result}
-        except Exception as exc:
-            answer = {"id": wait_id, "ok": False, "error": f"{type(exc).__name__}: {exc}"}
-        conn.send(json_frame(Frame.RPC_RESULT, answer))
-
-    def _letters_page(self, service: str, limit: int, offset: int) -> list[str]:
-        """Dead letters from ``offset`` on, as many as fit in half a frame (the asker
-        pages on until it gets an empty page); a letter too large for that is skipped."""
-        budget, size, page = self.max_frame // 2, 0, []
-        for letter in self._spool.dead(service, max(0, min(limit, RPC_PAGE)), max(0, offset)):
-            raw = letter.to_json().decode()
-            if len(raw) > budget:
-                log.warning(
-                    "dead letter %s of %s is too large to list remotely; list it on this node", letter.id, service
-                )
-                page.append("")  # keeps the asker's offset right
-                continue
-            if size + len(raw) > budget:
-                break
-            page.append(raw)
-            size += len(raw)
-        return page
-
-    async def _letters_of(self, peer: Peer, service: str, limit: int) -> list[DeadLetter]:
-        letters: list[DeadLetter] = []
-        offset = 0
-        while len(letters) < limit:
-            page = await self._rpc(peer, {"op": "dead_letters", "service": service, "limit": limit, "offset": offset})
-            if not page:
-                break
-            offset += len(page)
-            letters += [DeadLetter.from_json(item) for item in page if item]
-        return letters
-
     async def dead_letters(self, service: str, limit: int) -> list[DeadLetter]:
-        with map_errors("reading dead letters"):
-            letters = self._spool.dead(service, limit)
-        for theirs in await self._on_every_peer(lambda p: self._letters_of(p, service, limit), "listing dead letters"):
-            letters += theirs
-        letters.sort(key=lambda letter: (letter.failed_at, letter.id))
-        return letters[:limit]
+        return await self._dead.listing(service, limit)
 
     async def replay(self, service: str, ids: Sequence[str] | None) -> int:
-        wanted = None if ids is None else list(ids)
-        with map_errors("replaying dead letters"):
-            count = self._outbox.replay(service, wanted)
-        body = {"op": "replay", "service": service, "ids": wanted}
-        answers = await self._on_every_peer(lambda p: self._rpc(p, body), "replaying dead letters")
-        await self._outbox.drain_links()
-        return count + sum(int(a or 0) for a in answers)
+        return await self._dead.replay(service, ids)
 
     async def purge(self, service: str, ids: Sequence[str] | None) -> int:
-        wanted = None if ids is None else list(ids)
-        with map_errors("purging dead letters"):
-            count = len(self._spool.take_dead(service, wanted))
-        body = {"op": "purge", "service": service, "ids": wanted}
-        answers = await self._on_every_peer(lambda p: self._rpc(p, body), "purging dead letters")
-        return count + sum(int(a or 0) for a in answers)
+        return await self._dead.purge(service, ids)
+
+    async def drop_namespace(self) -> int:
+        if self._state is not State.OPEN:
+            raise OperationError(f"tcp: cannot drop namespace {self.namespace!r}: the transport is {self._state.value}")
+        with map_operation_errors(f"dropping namespace {self.namespace!r}"):
+            removed = self._spool.clear()
+            self._catalog.services.clear()
+            if self._registry is not None:
+                removed += self._registry.drop()
+            elif self._options.discovery == "local":
+                removed += Registry(self._options.registry_dir(self.namespace)).drop()
+        return removed
 
 
 def build(config: BackendConfig, options: TcpOptions) -> TcpTransport:
