@@ -49,13 +49,14 @@ def test_wrong_secret_is_rejected_and_never_logged(namespace: str, caplog: pytes
     async def scenario() -> None:
         async with pycomms.connect(good, services=[echo()]) as server:
             # found through the same-host registry and refused: an error at connect(), saying why
-            with pytest.raises(pycomms.ConnectError, match="same-host registry.*authentication failed") as info:
+            with pytest.raises(pycomms.ConnectError, match=r"same-host registry.*authentication failed") as info:
                 await pycomms.connect(f"tcp://127.0.0.1:0?namespace={namespace}&secret=wrong-one")
             assert f"127.0.0.1:{port}" in str(info.value)
             assert info.value.__cause__ is None, "one clear line, no chained traceback"
             assert [n.id for n in await server.nodes()] == [server.node.id]
             # given as a seed, the same
-            with pytest.raises(pycomms.ConnectError, match=r"\(seed\) refused this node: authentication failed") as info:
+            refused = r"\(seed\) refused this node: authentication failed"
+            with pytest.raises(pycomms.ConnectError, match=refused) as info:
                 await pycomms.connect(
                     f"tcp://127.0.0.1:0?namespace={namespace}&secret=wrong-two&seeds=127.0.0.1:{port}&discovery=off"
                 )
