@@ -5,7 +5,8 @@ See the project README and docs/ for the guide; DESIGN.md for the contract.
 
 from __future__ import annotations
 
-from ._bus import Bus, BusState, connect
+from ._bus import Bus, BusState
+from ._connect import connect
 from ._context import Context
 from ._errors import (
     BackendNotFound,

@@ -10,26 +10,25 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Coroutine, Generator, Iterable, Sequence
+from collections.abc import Coroutine, Iterable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
-from ._config import backend_config, make_transport, resolve_url
 from ._consumer import Binding, ServiceRunner, bind
 from ._context import Outlet
-from ._envelope import Envelope, new_id
+from ._envelope import Envelope
 from ._errors import (
     BusClosed,
-    ConfigError,
     NamespaceInUse,
     OperationError,
     PublishError,
     PyCommsError,
 )
 from ._messages import Command, Event, Message, Request
+from ._outgoing import outgoing
 from ._plugins import plugin_manager
 from ._requests import Requests
-from ._service import Service
+from ._service import Service, check_services
 from .spi import (
     CLOSE_BOUND,
     BackendConfig,
@@ -67,7 +66,7 @@ class Bus:
         self._transport = transport
         self._config = config
         self._services = list(services)
-        self._check_services()
+        check_services(self._services)
         handles = sorted({t for s in self._services for t in s.handlers})
         self.node = NodeInfo(
             id=f"{uuid.uuid4().hex[:16]}",
@@ -110,33 +109,6 @@ class Bus:
         return self._state is BusState.CLOSED
 
     # lifecycle ---------------------------------------------------------------------
-
-    def _check_services(self) -> None:
-        seen_services: set[str] = set()
-        types: dict[str, type[Message]] = {}
-        point_to_point: dict[str, str] = {}
-        for service in self._services:
-            if not isinstance(service, Service):
-                raise TypeError(f"services must be pycomms.Service objects, got {service!r}")
-            if service.name in seen_services:
-                raise ConfigError(f"service {service.name!r} is given twice")
-            seen_services.add(service.name)
-            for type_name, spec in service.handlers.items():
-                if spec.message_type.kind != "event" and type_name in point_to_point:
-                    raise ConfigError(
-                        f"services {point_to_point[type_name]!r} and {service.name!r} both handle "
-                        f"{type_name!r}; a command or request is handled by exactly one service"
-                    )
-                if spec.message_type.kind != "event":
-                    point_to_point[type_name] = service.name
-                known = types.setdefault(type_name, spec.message_type)
-                if known is not spec.message_type:
-                    raise ConfigError(
-                        f"two different classes use the message type name {type_name!r}: "
-                        f"{known.__module__}.{known.__qualname__} and "
-                        f"{spec.message_type.__module__}.{spec.message_type.__qualname__}; "
-                        "give one of them another name with class ...(Event, name='...')"
-                    )
 
     async def _open(self) -> Bus:
         if self._state is not BusState.UNOPENED:
@@ -361,7 +333,10 @@ class Bus:
     ) -> None:
         if self._state is BusState.CLOSED:
             raise BusClosed("the bus is closed")
-        envelopes = [self._envelope(kind, m, key, headers, correlation_id, causation_id) for m in messages]
+        envelopes = [
+            outgoing(self.node.id, self._config.max_message_size, kind, m, key, headers, correlation_id, causation_id)
+            for m in messages
+        ]
         if connection is not None:
             await self._publish_in(connection, envelopes)
         elif envelopes:
@@ -382,46 +357,6 @@ class Bus:
             raise
         except Exception as exc:  # a transport must map its errors; this is the safety net
             raise PublishError(f"publish failed: {type(exc).__name__}: {exc}") from exc
-
-    def _envelope(
-        self,
-        kind: str,
-        message: Message,
-        key: str | None,
-        headers: dict[str, str] | None,
-        correlation_id: str | None,
-        causation_id: str | None,
-        reply_to: str | None = None,
-    ) -> Envelope:
-        expected = _EXPECTED[kind]
-        if not isinstance(message, expected) or (kind == "command" and isinstance(message, Request)):
-            verb = {"event": "publish", "command": "send", "request": "request"}[kind]
-            hint = {Event: "publish()", Command: "send()", Request: "request()"}
-            actual = next(
-                (h for t, h in hint.items() if isinstance(message, t)),
-                "nothing: it is not an Event, Command or Request",
-            )
-            raise TypeError(f"{verb}() takes {expected.__name__} messages; {type(message).__name__} goes to {actual}")
-        env = Envelope(
-            id=new_id(),
-            type=message.type_name,
-            kind=kind,
-            source=self.node.id,
-            body=message.__pydantic_serializer__.to_json(message),
-            time=time.time(),
-            correlation_id=correlation_id,
-            causation_id=causation_id,
-            reply_to=reply_to,
-            key=key,
-            headers=dict(headers) if headers else {},
-        )
-        size = len(env.encode())
-        if size > self._config.max_message_size:
-            raise PublishError(
-                f"{message.type_name} is {size} bytes encoded, over the limit of "
-                f"{self._config.max_message_size} bytes (option max_message_size)"
-            )
-        return env
 
     async def _publish(self, envelopes: Sequence[Envelope]) -> None:
         self._publishing += 1
@@ -448,7 +383,17 @@ class Bus:
             raise ValueError(f"request timeout must be > 0 seconds, got {timeout!r}")
         if self._state is BusState.CLOSED:
             raise BusClosed("the bus is closed")
-        env = self._envelope("request", request, None, headers, correlation_id, causation_id, reply_to=self.node.id)
+        env = outgoing(
+            self.node.id,
+            self._config.max_message_size,
+            "request",
+            request,
+            None,
+            headers,
+            correlation_id,
+            causation_id,
+            reply_to=self.node.id,
+        )
         return await self._requests.ask(env, request.reply_type, timeout)  # type: ignore[arg-type]
 
     # presence and dead letters --------------------------------------------------------
@@ -534,9 +479,6 @@ async def _finish_by(step: Coroutine[Any, Any, None], until: float, what: str) -
         log.error("bus close: %s failed", what, exc_info=task.exception())
 
 
-_EXPECTED: dict[str, type[Message]] = {"event": Event, "command": Command, "request": Request}
-
-
 def _service_name(service: str | Service) -> str:
     name = service.name if isinstance(service, Service) else service
     if not isinstance(name, str) or not name:
@@ -550,30 +492,3 @@ def _ids(ids: Sequence[str] | None) -> list[str] | None:
     if isinstance(ids, str):
         raise TypeError("ids must be a sequence of dead letter ids, not a single string")
     return list(ids)
-
-
-class connect:  # noqa: N801 - reads as a function: `async with connect(...)` / `await connect(...)`
-    """Connect to a backend: ``async with pycomms.connect(url, services=[...]) as bus``
-    or ``bus = await pycomms.connect(...)`` then ``await bus.close()``.
-
-    ``url=None`` reads ``$PYCOMMS_URL``, then ``pycomms.toml`` / ``[tool.pycomms]``,
-    then uses the default. Keyword ``options`` are passed to the backend (they win
-    over the URL's query options).
-    """
-
-    def __init__(
-        self, url: str | None = None, *, services: Iterable[Service] = (), name: str | None = None, **options: Any
-    ) -> None:
-        config = backend_config(resolve_url(url), options)
-        self._bus = Bus(make_transport(config), config, list(services), name)
-
-    def __await__(self) -> Generator[Any, None, Bus]:
-        return self._bus._open().__await__()
-
-    async def __aenter__(self) -> Bus:
-        return await self._bus._open()
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self._bus.close()

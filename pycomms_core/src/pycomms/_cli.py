@@ -10,9 +10,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from ._bus import DEFAULT_GRACE, connect
+from ._bus import DEFAULT_GRACE
 from ._cli_listen import add_listen
 from ._cli_ops import add_commands
+from ._connect import connect
 from ._errors import PyCommsError
 from ._loading import load_attribute
 from ._plugins import plugin_manager

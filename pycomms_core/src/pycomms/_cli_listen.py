@@ -17,8 +17,8 @@ import time
 import uuid
 from typing import Any
 
-from ._bus import connect
 from ._cli_ops import load_message_type
+from ._connect import connect
 from ._context import Context
 from ._errors import PyCommsError
 from ._messages import Event, Message

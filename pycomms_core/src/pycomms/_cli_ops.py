@@ -12,7 +12,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ._bus import Bus, connect
+from ._bus import Bus
+from ._connect import connect
 from ._errors import PyCommsError
 from ._loading import load_attribute, load_module
 from ._messages import Command, Event, Message, Request, is_message_type

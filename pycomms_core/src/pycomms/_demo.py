@@ -21,8 +21,9 @@ import uuid
 from collections import Counter
 from urllib.parse import parse_qsl, urlsplit
 
-from ._bus import Bus, connect
+from ._bus import Bus
 from ._config import resolve_url
+from ._connect import connect
 from ._context import Context
 from ._errors import Reject
 from ._messages import Command, Event, Message, Request

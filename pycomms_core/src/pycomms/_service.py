@@ -5,10 +5,11 @@ from __future__ import annotations
 import inspect
 import re
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
+from ._errors import ConfigError
 from ._messages import Message, is_message_type
 from ._retry import Retry
 
@@ -132,3 +133,32 @@ class Service:
                 "annotate it with the message type or use @service.on(MessageType)"
             )
         return hints[param]
+
+
+def check_services(services: Sequence[Service]) -> None:
+    """Refuse services that cannot run together on one bus (at connect(), naming them)."""
+    seen_services: set[str] = set()
+    types: dict[str, type[Message]] = {}
+    point_to_point: dict[str, str] = {}
+    for service in services:
+        if not isinstance(service, Service):
+            raise TypeError(f"services must be pycomms.Service objects, got {service!r}")
+        if service.name in seen_services:
+            raise ConfigError(f"service {service.name!r} is given twice")
+        seen_services.add(service.name)
+        for type_name, spec in service.handlers.items():
+            if spec.message_type.kind != "event" and type_name in point_to_point:
+                raise ConfigError(
+                    f"services {point_to_point[type_name]!r} and {service.name!r} both handle "
+                    f"{type_name!r}; a command or request is handled by exactly one service"
+                )
+            if spec.message_type.kind != "event":
+                point_to_point[type_name] = service.name
+            known = types.setdefault(type_name, spec.message_type)
+            if known is not spec.message_type:
+                raise ConfigError(
+                    f"two different classes use the message type name {type_name!r}: "
+                    f"{known.__module__}.{known.__qualname__} and "
+                    f"{spec.message_type.__module__}.{spec.message_type.__qualname__}; "
+                    "give one of them another name with class ...(Event, name='...')"
+                )

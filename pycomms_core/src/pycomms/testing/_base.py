@@ -8,7 +8,8 @@ from typing import Any, ClassVar, TypeVar
 
 import pytest
 
-from .._bus import Bus, connect
+from .._bus import Bus
+from .._connect import connect
 from .._retry import Retry
 from .._service import Service
 from ._messages import Job, Ping

@@ -1,0 +1,55 @@
+"""Building the envelope of an outgoing message: the kind checked against the
+message's class, the body serialized once, the size limit enforced before sending."""
+
+from __future__ import annotations
+
+import time
+
+from ._envelope import Envelope, new_id
+from ._errors import PublishError
+from ._messages import Command, Event, Message, Request
+
+_EXPECTED: dict[str, type[Message]] = {"event": Event, "command": Command, "request": Request}
+
+
+def outgoing(
+    source: str,
+    max_size: int,
+    kind: str,
+    message: Message,
+    key: str | None,
+    headers: dict[str, str] | None,
+    correlation_id: str | None,
+    causation_id: str | None,
+    reply_to: str | None = None,
+) -> Envelope:
+    """The envelope of ``message`` sent as ``kind`` by node ``source``. Raises
+    `TypeError` for a message of the wrong kind and `PublishError` over ``max_size``."""
+    expected = _EXPECTED[kind]
+    if not isinstance(message, expected) or (kind == "command" and isinstance(message, Request)):
+        verb = {"event": "publish", "command": "send", "request": "request"}[kind]
+        hint = {Event: "publish()", Command: "send()", Request: "request()"}
+        actual = next(
+            (h for t, h in hint.items() if isinstance(message, t)),
+            "nothing: it is not an Event, Command or Request",
+        )
+        raise TypeError(f"{verb}() takes {expected.__name__} messages; {type(message).__name__} goes to {actual}")
+    env = Envelope(
+        id=new_id(),
+        type=message.type_name,
+        kind=kind,
+        source=source,
+        body=message.__pydantic_serializer__.to_json(message),
+        time=time.time(),
+        correlation_id=correlation_id,
+        causation_id=causation_id,
+        reply_to=reply_to,
+        key=key,
+        headers=dict(headers) if headers else {},
+    )
+    size = len(env.encode())
+    if size > max_size:
+        raise PublishError(
+            f"{message.type_name} is {size} bytes encoded, over the limit of {max_size} bytes (option max_message_size)"
+        )
+    return env
