@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from pycomms.testing import unavailable
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 # The pages whose samples this test owns; the backend pages, the TCP protocol and the
@@ -166,10 +168,13 @@ def test_worker_runs_under_pycomms_run_until_sigterm(tmp_path: Path) -> None:
                 proc.communicate()
 
 
-@pytest.mark.parametrize("backend", ["tcp", *(["sqlite"] if importlib.util.find_spec("pycomms_sql") else [])])
+@pytest.mark.parametrize("backend", ["tcp", "sqlite"])
 def test_client_and_worker_across_processes(tmp_path: Path, backend: str) -> None:
     """The pair as the docs tell users to run it, in two processes: over the default
     (``tcp://``, no URL given at all) and over a SQLite file."""
+    for package in ("pycomms_tcp", *(["pycomms_sql"] if backend == "sqlite" else [])):
+        if importlib.util.find_spec(package) is None:
+            unavailable(f"{package} is not installed")
     url_args = [] if backend == "tcp" else ["--url", f"sqlite:///{tmp_path / 'greeter.db'}"]
     command = [sys.executable, "-m", "pycomms", "run", f"{EXAMPLES / 'worker.py'}:greeter", *url_args]
     with subprocess.Popen(
