@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from redis_support import REDIS_SERVER, REDIS_URL, PrivateRedis, delete_namespace, new_namespace
+from redis_support import REDIS_SERVER, REDIS_URL, PrivateRedis, drop_namespace, new_namespace
 
 from pycomms.testing import unavailable
 
@@ -26,10 +26,10 @@ def shared_server() -> None:
 
 @pytest.fixture
 def namespace() -> Iterator[str]:
-    """A fresh namespace on the shared server, deleted after the test."""
+    """A fresh namespace on the shared server, dropped after the test (and checked empty)."""
     name = new_namespace()
     yield name
-    delete_namespace(name)
+    drop_namespace(name)
 
 
 @pytest.fixture

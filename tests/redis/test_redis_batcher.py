@@ -33,7 +33,7 @@ def test_each_caller_gets_its_own_results(sizes: list[int], max_batch: int) -> N
         results = await asyncio.gather(*calls)
         for start, size, result in zip(starts, sizes, results, strict=True):
             assert result == [10 * i for i in range(start, start + size)]
-        await batcher.close()
+        assert await batcher.close(1.0, RuntimeError)
 
     run_strict(scenario, 10)
     assert sorted(i for batch in flushed for i in batch) == list(range(sum(sizes)))
@@ -82,6 +82,24 @@ def test_a_cancelled_caller_does_not_disturb_the_others() -> None:
         assert await waiting == [2]
         with pytest.raises(asyncio.CancelledError):
             await cancelled
-        await batcher.close()
+        assert await batcher.close(1.0, RuntimeError)
+
+    run_strict(scenario, 10)
+
+
+def test_close_abandons_a_stuck_flush_and_fails_its_callers() -> None:
+    async def scenario() -> None:
+        async def flush(items: list[int]) -> list[int]:
+            await asyncio.Event().wait()  # a server that never answers
+            return items
+
+        batcher: Batcher[int, int] = Batcher(flush, 1, "test")
+        in_flight = asyncio.create_task(batcher.submit([1]))
+        queued = asyncio.create_task(batcher.submit([2]))
+        await asyncio.sleep(0)
+        assert not await batcher.close(0.05, lambda: TimeoutError("abandoned at close"))
+        for caller in (in_flight, queued):
+            with pytest.raises(TimeoutError, match="abandoned at close"):
+                await caller
 
     run_strict(scenario, 10)

@@ -71,11 +71,11 @@ def test_publish_on_a_silent_connection_fails_within_5s(namespace: str, caplog: 
         proxy = StallingProxy(_target_port())
         await proxy.start()
         try:
-            async with pycomms.connect(_proxied(namespace, proxy, publish_timeout=0)) as bus:
+            async with pycomms.connect(_proxied(namespace, proxy, operation_timeout=2)) as bus:
                 await bus.send(Probe(n=1))
                 proxy.stall()
                 started = time.monotonic()
-                with pytest.raises(PublishError):
+                with pytest.raises(PublishError, match=r"timed out after 2.0s \(operation_timeout\)"):
                     await bus.send(Probe(n=2))
                 failed = time.monotonic() - started
                 print(f"\n[measured] publish on the silent link failed after {failed:.2f}s")

@@ -53,6 +53,7 @@ def test_url_query_values_are_parsed() -> None:
 
 def test_defaults_detect_a_dead_connection_within_five_seconds() -> None:
     options = RedisOptions()
+    assert (options.connect_timeout, options.operation_timeout) == (3.0, 10.0)
     assert options.socket_timeout <= 5
     assert options.connect_timeout <= 5
     assert options.block < options.socket_timeout
@@ -68,13 +69,27 @@ def test_every_key_is_under_the_namespace_hash_tag() -> None:
     assert len(set(names)) == len(names)
 
 
-def test_connect_error_hides_the_password() -> None:
+def test_connect_error_is_one_line_naming_the_server_but_not_the_password() -> None:
     port = free_port()  # nothing listens there
 
     async def scenario() -> None:
         with pytest.raises(ConnectError) as info:
             await pycomms.connect(f"redis://user:s3cret@127.0.0.1:{port}/0", connect_timeout=1, socket_timeout=2)
-        assert "s3cret" not in str(info.value)
-        assert "***" in str(info.value)
+        message = str(info.value)
+        assert "s3cret" not in message
+        assert message.startswith(f"redis: connect to 127.0.0.1:{port} failed: ConnectionError: ")
+        assert "\n" not in message
+        assert info.value.__cause__ is None
+        assert info.value.__suppress_context__
 
     asyncio.run(scenario())
+
+
+def test_publish_timeout_is_the_deprecated_name_of_operation_timeout(caplog: pytest.LogCaptureFixture) -> None:
+    bus = pycomms.connect("redis://localhost/0?publish_timeout=4")
+    assert bus._bus._transport._options.operation_timeout == 4.0
+    assert "'publish_timeout' is deprecated; use operation_timeout=4" in caplog.text
+    with pytest.raises(ConfigError, match=r"'operation_timeout' \(given as 'publish_timeout'\).*greater than 0"):
+        pycomms.connect("redis://localhost/0?publish_timeout=0")
+    with pytest.raises(ConfigError, match="both given"):
+        pycomms.connect("redis://localhost/0?publish_timeout=4&operation_timeout=5")

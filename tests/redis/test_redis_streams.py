@@ -13,6 +13,7 @@ from redis_support import REDIS_URL, PrivateRedis, new_namespace, url_for
 import pycomms
 from pycomms import Event, Service
 from pycomms.testing import Recorder, eventually, run_strict
+from pycomms_redis import _connection
 
 
 class Tick(Event, name="streams.tick"):
@@ -58,26 +59,35 @@ def test_trimming_keeps_what_a_stopped_service_has_not_acked(namespace: str) -> 
     run_strict(scenario, 60)
 
 
-def test_warns_at_connect_when_the_server_has_no_aof(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="pycomms.redis")
-    volatile, durable = PrivateRedis(appendonly=False), PrivateRedis(appendonly=True)
-    volatile.start()
-    durable.start()
+def test_warns_once_per_process_when_the_server_has_no_aof(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first server without AOF: one warning; more connects, or other such servers:
+    no more warnings (another server is named once at info level)."""
+    monkeypatch.setattr(_connection, "_warned_no_aof", set())  # as in a fresh process
+    caplog.set_level(logging.INFO, logger="pycomms.redis")
+    volatile, other, durable = PrivateRedis(appendonly=False), PrivateRedis(appendonly=False), PrivateRedis()
+    for server in (volatile, other, durable):
+        server.start()
     try:
 
         async def scenario() -> None:
-            async with pycomms.connect(url_for(new_namespace(), base=volatile.url)) as bus:
-                assert bus.capabilities.persistent is False
+            for url in (volatile.url, volatile.url, other.url, other.url):
+                async with pycomms.connect(url_for(new_namespace(), base=url)) as bus:
+                    assert bus.capabilities.persistent is False
             async with pycomms.connect(url_for(new_namespace(), base=durable.url)) as bus:
                 assert bus.capabilities.persistent is True
 
         run_strict(scenario, 30)
     finally:
-        volatile.stop()
-        durable.stop()
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert any(f"127.0.0.1:{volatile.port}" in w and "appendonly=no" in w for w in warnings)
-    assert not any(f"127.0.0.1:{durable.port}" in w for w in warnings)
+        for server in (volatile, other, durable):
+            server.stop()
+    said = [(r.levelno, r.getMessage()) for r in caplog.records if "appendonly=no" in r.getMessage()]
+    assert [level for level, _ in said] == [logging.WARNING, logging.INFO], said
+    assert f"127.0.0.1:{volatile.port}" in said[0][1]
+    assert "once per process" in said[0][1]
+    assert f"127.0.0.1:{other.port}" in said[1][1]
+    assert not any(f"127.0.0.1:{durable.port}" in message for _, message in said)
 
 
 def test_consumers_recreate_their_groups_after_the_server_lost_its_data(caplog: pytest.LogCaptureFixture) -> None:

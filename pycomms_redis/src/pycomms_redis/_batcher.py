@@ -12,6 +12,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
+from pycomms.spi import stop_tasks
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -28,6 +30,7 @@ class Batcher(Generic[T, R]):
         self._name = name
         self._queue: list[tuple[Sequence[T], asyncio.Future[list[R]]]] = []
         self._task: asyncio.Task[None] | None = None
+        self._abort: Callable[[], BaseException] | None = None
 
     async def submit(self, items: Sequence[T]) -> list[R]:
         """Send ``items`` with whatever else is waiting; return their results.
@@ -53,7 +56,7 @@ class Batcher(Generic[T, R]):
                     results = list(await self._flush(items))
                 except asyncio.CancelledError:
                     for _, future in batch:
-                        future.cancel()
+                        self._fail(future)
                     raise
                 except BaseException as exc:  # handed to every caller of this batch
                     for _, future in batch:
@@ -68,8 +71,16 @@ class Batcher(Generic[T, R]):
         finally:
             self._task = None
             for _, future in self._queue:
-                future.cancel()
+                self._fail(future)
             self._queue.clear()
+
+    def _fail(self, future: asyncio.Future[list[R]]) -> None:
+        if future.done():
+            return
+        if self._abort is None:
+            future.cancel()
+        else:
+            future.set_exception(self._abort())
 
     def _take(self) -> list[tuple[Sequence[T], asyncio.Future[list[R]]]]:
         """The next batch: whole submissions, at most ``max_batch`` items (or one bigger submission)."""
@@ -86,11 +97,15 @@ class Batcher(Generic[T, R]):
             size += len(items)
         return batch
 
-    async def close(self) -> None:
-        """Wait for the batch in flight; cancel what was never sent."""
+    async def close(self, within: float, error: Callable[[], BaseException]) -> bool:
+        """Wait up to ``within`` seconds for the batches in flight and queued; then stop
+        them, and every caller still waiting gets ``error()``. True if all were sent."""
         task = self._task
-        if task is not None:
-            try:
-                await asyncio.shield(task)
-            except BaseException:  # callers got their own errors already
-                pass
+        if task is None:
+            return True
+        done, _ = await asyncio.wait({task}, timeout=within)
+        if done:
+            return True
+        self._abort = error
+        await stop_tasks([task], recancel_after=0.05, give_up_after=0.5)
+        return False

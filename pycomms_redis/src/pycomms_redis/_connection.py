@@ -11,6 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
 
 from pycomms.spi import BackendConfig
 
@@ -58,18 +59,22 @@ def _keepalive_options() -> dict[int, int]:
 
 
 async def warn_without_aof(client: Redis, where: str, *, warn: bool = True) -> bool:
-    """Log a warning (once per server per process) when the append-only file is off;
-    return whether it is on. A server that hides INFO counts as on."""
+    """Return whether the server's append-only file is on; when it is off, log a
+    warning the first time in this process (later servers without it: at info level,
+    once each). A server that hides INFO counts as on."""
     try:
         info = await client.info("persistence")
-    except Exception:  # some managed services restrict INFO; nothing to warn about then
+    except (RedisError, OSError):  # some managed services restrict INFO; nothing to warn about then
         return True
     enabled = str(info.get("aof_enabled", "1")) == "1"
     if warn and not enabled and where not in _warned_no_aof:
+        level = logging.INFO if _warned_no_aof else logging.WARNING
         _warned_no_aof.add(where)
-        log.warning(
+        log.log(
+            level,
             "redis at %s has appendonly=no: a crash or restart of the server loses messages that were already "
-            "acknowledged to publishers. Enable it (appendonly yes, appendfsync everysec) for durable messaging.",
+            "acknowledged to publishers. Enable it (appendonly yes, appendfsync everysec) for durable messaging "
+            "(this warning is shown once per process).",
             where,
         )
     return enabled

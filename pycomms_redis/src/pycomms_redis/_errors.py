@@ -1,13 +1,10 @@
-"""Translating redis-py's exceptions into the PyComms tree, at the boundary."""
+"""Classifying redis-py's exceptions (translated into the PyComms tree by `_deadline`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import os
 
 from redis import exceptions as rex
-
-from pycomms import ConnectError, PublishError, PyCommsError
 
 #: Errors after which the connection is gone or unusable and a retry may succeed.
 TRANSIENT: tuple[type[BaseException], ...] = (rex.ConnectionError, rex.TimeoutError, OSError)
@@ -19,33 +16,15 @@ def is_nogroup(exc: BaseException) -> bool:
 
 
 def describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
-
-
-@contextmanager
-def map_connect_errors(where: str) -> Iterator[None]:
-    """Any driver error while connecting becomes `ConnectError`."""
-    try:
-        yield
-    except rex.AuthenticationError as exc:
-        raise ConnectError(f"redis {where}: authentication failed") from exc
-    except (rex.RedisError, OSError) as exc:
-        raise ConnectError(f"redis {where}: {describe(exc)}") from exc
-
-
-@contextmanager
-def map_publish_errors(where: str) -> Iterator[None]:
-    """Any driver error while publishing becomes `PublishError`."""
-    try:
-        yield
-    except (rex.RedisError, OSError) as exc:
-        raise PublishError(f"redis {where}: {describe(exc)}") from exc
-
-
-@contextmanager
-def map_redis_errors(where: str) -> Iterator[None]:
-    """Any other driver error becomes `PyCommsError`."""
-    try:
-        yield
-    except (rex.RedisError, OSError) as exc:
-        raise PyCommsError(f"redis {where}: {describe(exc)}") from exc
+    """``exc`` in one line, with the system's words for an OS error behind it (redis-py
+    says only "Error 111 connecting to ...")."""
+    text = f"{type(exc).__name__}: {exc}"
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            break
+        if isinstance(seen, OSError) and seen.errno:
+            reason = os.strerror(seen.errno)
+            return text if reason in text else f"{text} ({reason})"
+        seen = seen.__cause__ or seen.__context__
+    return text

@@ -2,41 +2,51 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pycomms import ConfigError
 
+log = logging.getLogger("pycomms.redis")
+
+_DEPRECATED = {"publish_timeout": "operation_timeout"}
+"""Old option name -> the one that replaced it (still accepted, with a warning in the log)."""
+
 
 class RedisOptions(BaseModel):
     """Backend options, from the URL query or keyword arguments of `pycomms.connect`.
 
-    Times are seconds. The defaults detect a silently dead connection within
-    ``socket_timeout`` (3 s) and a dead node within ``3 * heartbeat`` (6 s).
+    Times are seconds. Every call has a deadline: ``connect_timeout`` for connecting,
+    ``operation_timeout`` for each later call. Below those, ``socket_timeout`` bounds
+    the wait for one reply, so a silently dead connection is noticed (and replaced by
+    the background loops) within 3 s, and a dead node vanishes within ``3 * heartbeat``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    connect_timeout: float = Field(3.0, gt=0)
+    """Deadline of connecting: TCP, TLS, AUTH and the server's first replies."""
+    operation_timeout: float = Field(10.0, gt=0)
+    """Deadline of every later call (publish, settle, presence, dead letters, drop),
+    retries through connection errors included; long enough to ride out a restart."""
+    socket_timeout: float = Field(3.0, gt=0)
+    """Longest wait for one reply; a stalled connection is dropped and replaced after it."""
     visibility_timeout: float = Field(30.0, gt=0)
     """A delivery not renewed for this long is taken over by another consumer."""
     heartbeat: float = Field(2.0, gt=0)
     """Presence refresh period; a node that stops refreshing vanishes after 3 periods."""
-    socket_timeout: float = Field(3.0, gt=0)
-    """Longest wait for any reply; a stalled connection is dropped and replaced after it."""
-    connect_timeout: float = Field(3.0, gt=0)
     health_check_interval: int = Field(2, ge=0)
     """redis-py pings a pooled connection idle for longer than this before reusing it."""
     block: float = Field(1.0, gt=0)
     """Longest server-side wait of one blocking read; must be below ``socket_timeout``."""
-    publish_timeout: float = Field(10.0, ge=0)
-    """How long a publish keeps retrying through connection errors before it fails."""
     trim_interval: float = Field(30.0, gt=0)
     """How often a consuming node trims the streams it reads (only acknowledged entries)."""
     max_batch: int = Field(1000, ge=1)
     """Most envelopes or settle operations sent in one pipelined round trip."""
     aof_warning: bool = True
-    """Log a warning at connect when the server's append-only file is off."""
+    """Log a warning (once per process) at connect when the server's append-only file is off."""
     tls_ca_file: str | None = None
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
@@ -52,16 +62,37 @@ class RedisOptions(BaseModel):
 def parse_options(options: dict[str, Any]) -> RedisOptions:
     """Validate ``options``; raise `ConfigError` naming the bad option and what is accepted."""
     accepted = ", ".join(sorted(RedisOptions.model_fields))
+    options, given_as = _renamed(options)
     try:
         return RedisOptions.model_validate(options)
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
             name = ".".join(str(part) for part in error["loc"]) or "options"
+            label = f"{name!r} (given as {given_as[name]!r})" if name in given_as else repr(name)
             if error["type"] == "extra_forbidden":
-                problems.append(f"unknown option {name!r}")
+                problems.append(f"unknown option {label}")
             elif name.startswith("tls_key"):
-                problems.append(f"option {name!r}: {error['msg']}")  # never echo a key path's content
+                problems.append(f"option {label}: {error['msg']}")  # never echo a key path's content
             else:
-                problems.append(f"option {name!r}: {error['msg']} (got {error.get('input')!r})")
+                problems.append(f"option {label}: {error['msg']} (got {error.get('input')!r})")
         raise ConfigError(f"redis backend: {'; '.join(problems)}. Accepted options: {accepted}") from None
+
+
+def _renamed(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """``options`` with deprecated names replaced by their successors, and the names
+    they were given as."""
+    out = dict(options)
+    given_as: dict[str, str] = {}
+    for old, new in _DEPRECATED.items():
+        if old not in out:
+            continue
+        value = out.pop(old)
+        if new in out:
+            raise ConfigError(
+                f"redis backend: options {old!r} and {new!r} both given; {old!r} is the old name of {new!r}"
+            )
+        log.warning("redis option %r is deprecated; use %s=%s instead", old, new, value)
+        out[new] = value
+        given_as[new] = old
+    return out, given_as

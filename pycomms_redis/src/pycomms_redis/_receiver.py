@@ -14,16 +14,18 @@ import asyncio
 import collections
 import dataclasses
 import logging
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from redis import exceptions as rex
 from redis.asyncio import Redis
 
-from pycomms import PyCommsError
-from pycomms.spi import DeadLetter, Subscription
+from pycomms import OperationError, PyCommsError
+from pycomms.spi import DeadLetter, Subscription, new_id
 
 from ._batcher import Batcher
+from ._deadline import CloseSteps, Deadlines
 from ._errors import TRANSIENT, describe, is_nogroup
 from ._keys import Keys
 from ._options import RedisOptions
@@ -42,7 +44,7 @@ RetryScheduled = Callable[[float], None]
 class RedisDelivery:
     """One pending entry held by this node; settled at most once."""
 
-    __slots__ = ("_receiver", "_settled", "attempt", "count", "data", "entry_id", "lost", "stream")
+    __slots__ = ("_receiver", "_settled", "attempt", "count", "data", "entry_id", "lost", "malformed", "stream")
 
     def __init__(
         self, receiver: RedisReceiver, stream: str, entry_id: str, count: int, data: bytes, attempt: int
@@ -55,6 +57,7 @@ class RedisDelivery:
         self.data = data
         self.attempt = attempt
         self.lost = False  # the lease moved on (renewal found another owner)
+        self.malformed: str | None = None  # why the entry holds no envelope, if it does not
 
     def __repr__(self) -> str:
         return f"<RedisDelivery {self.stream} {self.entry_id} attempt={self.attempt}>"
@@ -83,8 +86,12 @@ class RedisReceiver:
         streams: list[tuple[str, str]],
         consumer: str,
         on_retry: RetryScheduled,
+        deadlines: Deadlines,
+        close_steps: CloseSteps,
     ) -> None:
         self._client = client
+        self._deadlines = deadlines
+        self._close_steps = close_steps
         self._keys = keys
         self._options = options
         self._service = subscription.service
@@ -145,7 +152,10 @@ class RedisReceiver:
         loop = asyncio.get_running_loop()
         while not self._closed:
             if self._buffer:
-                return self._take(max_messages)
+                taken = await self._screen(self._take(max_messages))
+                if taken:
+                    return taken
+                continue
             try:
                 if loop.time() >= self._next_claim:
                     self._next_claim = loop.time() + self._claim_interval
@@ -203,14 +213,52 @@ class RedisReceiver:
     def _lease(self, stream: str, entry_id: bytes | str, count: int, fields: dict[Any, Any]) -> RedisDelivery:
         ident = _text(entry_id)
         base = fields.get(b"a")
-        delivery = RedisDelivery(
-            self, stream, ident, count, fields.get(b"d", b""), (int(base) if base else 1) + count - 1
-        )
+        data = fields.get(b"d")
+        delivery = RedisDelivery(self, stream, ident, count, data or b"", (int(base) if base else 1) + count - 1)
+        if data is None:
+            names = ", ".join(repr(_text(name)) for name in list(fields)[:10]) or "none"
+            delivery.malformed = (
+                f"redis stream entry {ident} of {stream} has no field 'd' (the encoded envelope); its fields: {names}"
+            )
         old = self._leases.get((stream, ident))
         if old is not None:
             old.lost = True  # we took back our own stale entry: the older delivery is void
         self._leases[(stream, ident)] = delivery
         return delivery
+
+    async def _screen(self, deliveries: list[RedisDelivery]) -> list[RedisDelivery]:
+        """``deliveries`` without the entries that hold no envelope: those go straight to
+        the dead letters as ``malformed`` (written by another program, or by hand)."""
+        good = [d for d in deliveries if d.malformed is None]
+        for delivery in deliveries:
+            if delivery.malformed is not None:
+                await self._dead_letter_malformed(delivery, delivery.malformed)
+        return good
+
+    async def _dead_letter_malformed(self, delivery: RedisDelivery, error: str) -> None:
+        kind, _, type_name = delivery.stream.removeprefix(self._keys.prefix).partition(":")
+        letter = DeadLetter(
+            id=new_id(),
+            type=type_name if kind in ("ev", "cmd") else "?",
+            service=self._service,
+            reason="malformed",
+            error=error,
+            attempts=delivery.attempt,
+            failed_at=time.time(),
+        )
+        try:
+            await delivery.dead_letter(letter)
+        except PyCommsError as exc:
+            log.warning("service %s: %s; dead-lettering it failed (%s), it comes back later", self._service, error, exc)
+            return
+        log.warning(
+            "dead letter: service=%s type=%s id=%s reason=malformed attempts=%d error=%s",
+            self._service,
+            letter.type,
+            letter.id,
+            letter.attempts,
+            error,
+        )
 
     async def _until_closed(self, coro: Coroutine[Any, Any, T]) -> T | None:
         """Run ``coro`` so that `close` can interrupt it; None if it did."""
@@ -265,7 +313,7 @@ class RedisReceiver:
             # Acks are sent in the background (like AMQP's basic.ack) so the handler slot
             # frees at once and acks of many handlers share a round trip; close() waits
             # for them. The lease stays renewed until the server confirmed.
-            self._ack_in_background(delivery, op, asyncio.get_running_loop().time() + self._options.publish_timeout)
+            self._ack_in_background(delivery, op, asyncio.get_running_loop().time() + self._options.operation_timeout)
             return
         try:
             [done] = await self._settle_with_retries(op)
@@ -306,21 +354,14 @@ class RedisReceiver:
 
     async def _settle_with_retries(self, op: Op) -> list[int]:
         # Settling twice is harmless (the second finds the entry gone and does nothing),
-        # so a settle whose reply was lost is simply sent again.
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._options.publish_timeout
-        backoff = _Backoff()
-        while True:
-            try:
-                return await self._settler.submit([op])
-            except TRANSIENT as exc:
-                delay = backoff.next()
-                if loop.time() + delay > deadline:
-                    raise PyCommsError(f"redis: settling a message of {self._service}: {describe(exc)}") from exc
-                log.warning("service %s: settle failed (%s); retrying in %.1fs", self._service, describe(exc), delay)
-                await asyncio.sleep(delay)
-            except rex.RedisError as exc:
-                raise PyCommsError(f"redis: settling a message of {self._service}: {describe(exc)}") from exc
+        # so a settle whose reply was lost is simply sent again, until operation_timeout.
+        deadline = asyncio.get_running_loop().time() + self._options.operation_timeout
+
+        async def settle() -> list[int]:
+            return await self._settler.submit([op])
+
+        operation = f"settling a message of service {self._service!r} on"
+        return await self._deadlines.call(operation, settle, deadline=deadline)
 
     async def _flush_settles(self, ops: list[Op]) -> list[int]:
         keys = list(self._static_keys)
@@ -370,44 +411,46 @@ class RedisReceiver:
                 log.warning("service %s: trimming failed: %s", self._service, describe(exc))
 
     async def close(self) -> None:
-        """Stop reading; hand every entry this consumer still holds back to the service."""
+        """Stop reading; hand every entry this consumer still holds back to the service.
+        Each network step is bounded (`CloseSteps`): on a silent server, what is held
+        returns to the service after the visibility timeout instead."""
         if self._closed:
             return
         self._closed = True
         await cancel_and_wait([self._inflight, *self._tasks])
-        await self._settler.close()
+        steps = self._close_steps
+        if not await self._settler.close(steps.bound(), self._unsettled_error):
+            steps.silent = True
+            log.warning("service %s: closing: settles still unconfirmed were abandoned", self._service)
         for delivery in self._leases.values():
             delivery.lost = True
         self._leases.clear()
         self._buffer.clear()
         if self._ephemeral:
-            await self._remove()
+            consequence = "another node sweeps them"
+            await steps.run(f"removing the groups of ephemeral service {self._service}", consequence, self._remove())
             return
-        try:
-            async with asyncio.timeout(self._options.socket_timeout * 2):
-                released = await self._release_script(
-                    keys=[self._service_stream, *self._streams], args=[self._group, self._consumer]
-                )
-            if released:
-                log.info("service %s: released %s unsettled message(s) for redelivery", self._service, released)
-        except (rex.RedisError, OSError, TimeoutError) as exc:
-            log.warning(
-                "service %s: could not release held messages (%s); they return after the visibility timeout",
-                self._service,
-                describe(exc),
-            )
+        await steps.run(
+            f"service {self._service}: releasing held messages",
+            "they return after the visibility timeout",
+            self._release(),
+        )
+
+    def _unsettled_error(self) -> OperationError:
+        return OperationError(
+            f"redis: settling a message of service {self._service!r} on {self._deadlines.server} abandoned at close"
+        )
+
+    async def _release(self) -> None:
+        released = await self._release_script(
+            keys=[self._service_stream, *self._streams], args=[self._group, self._consumer]
+        )
+        if released:
+            log.info("service %s: released %s unsettled message(s) for redelivery", self._service, released)
 
     async def _remove(self) -> None:
         """An ephemeral service leaves nothing behind: its groups, streams, registration."""
-        try:
-            async with asyncio.timeout(self._options.socket_timeout * 2):
-                await remove_observer(self._client, self._keys, self._service, self._events)
-        except (rex.RedisError, OSError, TimeoutError) as exc:
-            log.warning(
-                "ephemeral service %s: could not remove its groups (%s); another node sweeps them",
-                self._service,
-                describe(exc),
-            )
+        await remove_observer(self._client, self._keys, self._service, self._events)
 
 
 async def remove_observer(client: Redis, keys: Keys, service: str, events: Sequence[str]) -> None:

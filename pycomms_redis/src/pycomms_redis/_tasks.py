@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable
 from typing import Any
 
 from pycomms.spi import stop_tasks
+
+log = logging.getLogger("pycomms.redis")
 
 
 async def cancel_and_wait(maybe_tasks: Iterable[asyncio.Task[Any] | None]) -> None:
@@ -14,6 +17,9 @@ async def cancel_and_wait(maybe_tasks: Iterable[asyncio.Task[Any] | None]) -> No
 
     A cancellation can be swallowed: on Python 3.11, redis-py's zero-timeout socket
     check (``asyncio.timeout(0)``) can turn a cancel that lands inside it into a
-    ``TimeoutError`` it handles. So the cancel is repeated until the task is done.
+    ``TimeoutError`` it handles. So the cancel is repeated until the task is done, for
+    at most a second: a task still running then is abandoned, with an error in the log.
     """
-    await stop_tasks(maybe_tasks, recancel_after=0.05)
+    stuck = await stop_tasks(maybe_tasks, recancel_after=0.05, give_up_after=1.0)
+    if stuck:
+        log.error("%d task(s) did not end when cancelled; abandoned: %s", len(stuck), [t.get_name() for t in stuck])

@@ -28,8 +28,9 @@ from pycomms.spi import BackendConfig, DeadLetter, Envelope, NodeInfo, ReplySink
 from ._batcher import Batcher
 from ._capabilities import CAPABILITIES
 from ._connection import make_client, warn_without_aof
+from ._deadline import CloseSteps, Deadlines, server_of
 from ._delayed import DelayedMover
-from ._errors import TRANSIENT, describe, map_connect_errors, map_redis_errors
+from ._errors import describe
 from ._keys import Keys
 from ._options import RedisOptions, parse_options
 from ._presence import Presence
@@ -68,19 +69,25 @@ class RedisTransport:
         self._receivers: list[RedisReceiver] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
+        self._deadlines = Deadlines(
+            server_of(config.url), self._options.connect_timeout, self._options.operation_timeout
+        )
+        self._close_steps = CloseSteps()
 
     def __repr__(self) -> str:
         return f"<RedisTransport {self._config.redacted_url} namespace={self._config.namespace}>"
 
     async def open(self, node: NodeInfo, replies: ReplySink) -> None:
-        where = self._config.redacted_url.split("?", 1)[0]
-        with map_connect_errors(f"connecting to {where}"):  # on failure the bus calls close()
+        self._node = node
+        presence = Presence(self._client, self._keys, node, self._options.heartbeat)
+
+        async def connect() -> None:  # on failure the bus calls close()
             await self._client.ping()
-            if not await warn_without_aof(self._client, where, warn=self._options.aof_warning):
+            if not await warn_without_aof(self._client, self._deadlines.server, warn=self._options.aof_warning):
                 self.capabilities = dataclasses.replace(CAPABILITIES, persistent=False)
-            self._node = node
-            presence = Presence(self._client, self._keys, node, self._options.heartbeat)
             await presence.announce()
+
+        await self._deadlines.connect(connect)
         self._presence = presence
         reader = ReplyReader(self._client, self._keys.replies(node.id), replies, self._options.block)
         self._spawn(presence.run(), "presence")
@@ -96,30 +103,26 @@ class RedisTransport:
         for env in envelopes:
             if env.kind not in ("event", "command", "request", "reply"):
                 raise PublishError(f"unknown envelope kind {env.kind!r}")
-        await self._publisher.submit(envelopes)
+        try:  # a little slack: the batch's own deadline error, which says why, comes first
+            async with asyncio.timeout(self._options.operation_timeout + 0.25):
+                await self._publisher.submit(envelopes)
+        except TimeoutError:
+            raise self._deadlines.expired(PublishError, "publish to") from None
 
     async def _flush_publish(self, envelopes: list[Envelope]) -> list[Any]:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._options.publish_timeout
-        delay = 0.05
         chunks = list(self._publish_chunks(envelopes))
         done = 0
-        while True:
-            try:
-                for keys, args in chunks[done:]:
-                    await self._publish_script(keys=keys, args=args)
-                    done += 1
-                return [None] * len(envelopes)
-            except TRANSIENT as exc:
-                # A chunk's reply can be lost after the server ran it: sending it again
-                # can duplicate (at-least-once), never lose.
-                if loop.time() + delay > deadline:
-                    raise PublishError(f"redis: publishing {len(envelopes)} message(s): {describe(exc)}") from exc
-                log.warning("publish failed (%s); retrying in %.2fs", describe(exc), delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
-            except rex.RedisError as exc:
-                raise PublishError(f"redis: publishing {len(envelopes)} message(s): {describe(exc)}") from exc
+
+        async def send() -> None:
+            # A chunk's reply can be lost after the server ran it: sending it again can
+            # duplicate (at-least-once), never lose.
+            nonlocal done
+            for keys, args in chunks[done:]:
+                await self._publish_script(keys=keys, args=args)
+                done += 1
+
+        await self._deadlines.call("publish to", send, error=PublishError)
+        return [None] * len(envelopes)
 
     def _publish_chunks(self, envelopes: list[Envelope]) -> Iterator[tuple[list[str], list[Any]]]:
         """Script calls for ``envelopes``: keys deduplicated, at most ``_CHUNK_BYTES`` each."""
@@ -151,42 +154,63 @@ class RedisTransport:
 
     async def subscribe(self, subscription: Subscription) -> RedisReceiver:
         assert self._node is not None, "subscribe() before open()"
-        keys = self._keys
-        with map_redis_errors(f"subscribing service {subscription.service}"):
-            commands = sorted(subscription.commands)
-            owned: list[str] = []
-            if commands:
-                async with self._client.pipeline(transaction=False) as pipe:
-                    for type_name in commands:
-                        pipe.hsetnx(keys.owners, type_name, subscription.service)
-                    pipe.hmget(keys.owners, commands)
-                    *_, owners = await pipe.execute()
-                for type_name, owner in zip(commands, owners, strict=True):
-                    if owner == subscription.service.encode():
-                        owned.append(type_name)
-                    else:
-                        log.warning(
-                            "service %s handles %s, but service %s owns that command type and receives it",
-                            subscription.service,
-                            type_name,
-                            owner.decode() if owner else "?",
-                        )
+        keys, node_id = self._keys, self._node.id
+        streams = [(keys.event_stream(t), "$") for t in sorted(subscription.events)]
+        if self._mover is None:
+            self._mover = DelayedMover(self._client, keys, self._options.max_batch)
+            self._spawn(self._mover.run(), "delayed")
+        owned: list[str] = []
+
+        async def record() -> RedisReceiver:
+            owned[:] = await self._own_commands(subscription)
             if subscription.ephemeral:
-                entry = json.dumps({"node": self._node.id, "events": sorted(subscription.events)})
+                entry = json.dumps({"node": node_id, "events": sorted(subscription.events)})
                 await self._client.hset(keys.observers, subscription.service, entry)
-            streams = [(keys.event_stream(t), "$") for t in sorted(subscription.events)]
-            streams += [(keys.command_stream(t), "0") for t in owned]
-            streams.append((keys.service_stream(subscription.service), "0"))
-            if self._mover is None:
-                self._mover = DelayedMover(self._client, keys, self._options.max_batch)
-                self._spawn(self._mover.run(), "delayed")
+            all_streams = [*streams, *((keys.command_stream(t), "0") for t in owned)]
+            all_streams.append((keys.service_stream(subscription.service), "0"))
+            assert self._mover is not None
             receiver = RedisReceiver(
-                self._client, keys, self._options, subscription, streams, self._node.id, self._mover.scheduled
+                self._client,
+                keys,
+                self._options,
+                subscription,
+                all_streams,
+                node_id,
+                self._mover.scheduled,
+                self._deadlines,
+                self._close_steps,
             )
             await receiver.setup()
+            return receiver
+
+        receiver = await self._deadlines.call(f"subscribing service {subscription.service!r} on", record)
         receiver.start()
         self._receivers.append(receiver)
         return receiver
+
+    async def _own_commands(self, subscription: Subscription) -> list[str]:
+        """The command types of ``subscription`` its service owns (first come, first served)."""
+        commands = sorted(subscription.commands)
+        if not commands:
+            return []
+        keys = self._keys
+        async with self._client.pipeline(transaction=False) as pipe:
+            for type_name in commands:
+                pipe.hsetnx(keys.owners, type_name, subscription.service)
+            pipe.hmget(keys.owners, commands)
+            *_, owners = await pipe.execute()
+        owned: list[str] = []
+        for type_name, owner in zip(commands, owners, strict=True):
+            if owner == subscription.service.encode():
+                owned.append(type_name)
+            else:
+                log.warning(
+                    "service %s handles %s, but service %s owns that command type and receives it",
+                    subscription.service,
+                    type_name,
+                    owner.decode() if owner else "?",
+                )
+        return owned
 
     async def _sweep_observers(self) -> None:
         """Remove the groups and streams of ephemeral services whose node is gone (killed
@@ -207,30 +231,66 @@ class RedisTransport:
     # presence and dead letters ----------------------------------------------------------
 
     async def nodes(self) -> list[NodeInfo]:
-        assert self._presence is not None, "nodes() before open()"
-        with map_redis_errors("listing nodes"):
-            return await self._presence.nodes()
+        presence = self._presence
+        assert presence is not None, "nodes() before open()"
+        return await self._deadlines.call("nodes() on", presence.nodes)
 
     async def dead_letters(self, service: str, limit: int) -> list[DeadLetter]:
-        with map_redis_errors(f"reading dead letters of {service}"):
-            entries: Any = await self._client.xrange(self._keys.dead_letters(service), count=limit)
+        async def read() -> Any:
+            return await self._client.xrange(self._keys.dead_letters(service), count=limit)
+
+        entries = await self._deadlines.call(f"dead_letters({service!r}) on", read)
         return [_letter(fields) for _, fields in entries]
 
     async def replay(self, service: str, ids: Sequence[str] | None) -> int:
         dlq, target = self._keys.dead_letters(service), self._keys.service_stream(service)
-        moved = 0
-        with map_redis_errors(f"replaying dead letters of {service}"):
+
+        async def move() -> int:
+            moved = 0
             async for chunk in self._letter_entries(dlq, ids):
                 moved += int(await self._replay(keys=[dlq, target], args=chunk))
-        return moved
+            return moved
+
+        # Repeating after a lost reply moves nothing twice: a moved letter is gone.
+        return await self._deadlines.call(f"replay({service!r}) on", move)
 
     async def purge(self, service: str, ids: Sequence[str] | None) -> int:
         dlq = self._keys.dead_letters(service)
-        deleted = 0
-        with map_redis_errors(f"purging dead letters of {service}"):
+
+        async def delete() -> int:
+            deleted = 0
             async for chunk in self._letter_entries(dlq, ids):
                 deleted += int(await self._client.xdel(dlq, *chunk))
-        return deleted
+            return deleted
+
+        return await self._deadlines.call(f"purge({service!r}) on", delete)
+
+    async def drop_namespace(self) -> int:
+        """Delete every key under the namespace's prefix (`pycomms_redis._keys`): found
+        with ``SCAN MATCH``, removed with ``UNLINK``. The presence heartbeat stops first,
+        so that it does not write this node's keys back."""
+        presence = [t for t in self._tasks if t.get_name() == "pycomms:redis:presence"]
+        await cancel_and_wait(presence)
+        pattern = _glob_escape(self._keys.prefix) + "*"
+
+        async def drop() -> int:
+            removed = 0
+            batch: list[bytes] = []
+            async for key in self._client.scan_iter(match=pattern, count=1000):
+                batch.append(key)
+                if len(batch) >= 1000:
+                    removed += int(await self._client.unlink(*batch))
+                    batch.clear()
+            if batch:
+                removed += int(await self._client.unlink(*batch))
+            return removed
+
+        try:
+            return await self._deadlines.call(f"drop_namespace({self._config.namespace!r}) on", drop)
+        except BaseException:
+            if self._presence is not None and not self._closed:
+                self._spawn(self._presence.run(), "presence")  # the bus stays open: keep announcing it
+            raise
 
     async def _letter_entries(self, dlq: str, ids: Sequence[str] | None) -> AsyncIterator[list[bytes]]:
         """Pages of dead-letter stream entry ids whose letter id is in ``ids`` (or all)."""
@@ -250,25 +310,33 @@ class RedisTransport:
     # closing ---------------------------------------------------------------------------
 
     async def close(self) -> None:
+        """Close receivers, flush publishes, leave presence, disconnect; each network
+        step bounded (`CloseSteps`), so a silent server costs at most a few seconds."""
         if self._closed:
             return
         self._closed = True
+        steps = self._close_steps
         for receiver in self._receivers:  # normally closed by the bus already
             await receiver.close()
-        await self._publisher.close()
+        if not await self._publisher.close(steps.bound(), self._unsent_error):
+            steps.silent = True
+            log.warning("closing: publishes still unconfirmed after %.2fs were abandoned", steps.bound())
         await cancel_and_wait(self._tasks)
         if self._presence is not None:
-            try:
-                async with asyncio.timeout(self._options.socket_timeout * 2):
-                    await self._presence.leave()
-            except (rex.RedisError, OSError, TimeoutError) as exc:
-                log.warning("could not leave presence (%s); the node expires within 3 heartbeats", describe(exc))
-        try:
-            await self._client.aclose()
-        except Exception as exc:  # close never raises
-            log.debug("closing the redis client: %s", describe(exc))
+            consequence = "the node expires from presence within 3 heartbeats"
+            await steps.run("leaving presence", consequence, self._presence.leave())
+        await steps.run("disconnecting", "its sockets are dropped", self._client.aclose())
+
+    def _unsent_error(self) -> PublishError:
+        server = self._deadlines.server
+        return PublishError(f"redis: publish to {server} abandoned: the bus closed before the server confirmed it")
 
 
 def _letter(fields: dict[bytes, bytes]) -> DeadLetter:
     letter = DeadLetter.from_json(fields[b"l"])
     return dataclasses.replace(letter, envelope=fields.get(b"e", b""))
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` as a literal in a Redis glob pattern."""
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
