@@ -5,7 +5,9 @@ listing page, and dropping a namespace."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -96,6 +98,25 @@ def test_messages_a_closing_node_still_holds_are_counted(namespace: str, caplog:
         async with pycomms.connect(seeded) as bus:
             await bus.publish(*(Noted(n=i) for i in range(5)))
         assert bus.unsent == 5
+
+    run_strict(scenario, 60)
+
+
+def test_a_registry_entry_nobody_listens_at_does_not_hold_events(namespace: str) -> None:
+    """An entry left by a node whose pid lives on (reused) but whose port is closed is
+    stale: the node is alone, so an event nobody handles is simply not for anyone."""
+    url = f"tcp://127.0.0.1:0?namespace={namespace}"
+
+    async def scenario() -> None:
+        async with pycomms.connect(url) as first:
+            nodes = first._transport._registry.directory / "nodes"  # type: ignore[attr-defined]
+        nodes.mkdir(parents=True, exist_ok=True)
+        entry = {"id": "ghost", "host": "127.0.0.1", "port": free_port(), "pid": os.getpid()}
+        (nodes / "ghost.json").write_text(json.dumps(entry))
+        async with pycomms.connect(url) as bus:
+            assert bus._transport.catalog_complete  # type: ignore[attr-defined]
+            await bus.publish(*(Noted(n=i) for i in range(5)))
+        assert bus.unsent == 0
 
     run_strict(scenario, 60)
 

@@ -18,7 +18,8 @@ def map_connect_errors(what: str) -> Iterator[None]:
     except PyCommsError:
         raise
     except (OSError, ssl.SSLError, sqlite3.Error, TimeoutError) as exc:
-        raise ConnectError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
+        reason = str(exc) or "no answer in time"
+        raise ConnectError(f"{what} failed: {type(exc).__name__}: {reason}") from None  # one clear line
 
 
 @contextlib.contextmanager

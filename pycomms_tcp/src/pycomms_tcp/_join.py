@@ -70,7 +70,7 @@ async def _round(node: Joining, targets: list[Target]) -> tuple[list[str], bool]
         if isinstance(result, HandshakeError):
             refused.append(refusal(host, port, via, result))
         elif isinstance(result, PyCommsError):
-            if via != "same-host registry" or not isinstance(result.__cause__, ConnectionRefusedError):
+            if via != "same-host registry" or not isinstance(result.__context__, ConnectionRefusedError):
                 stale = False
             log.debug("%s:%d (%s) not reachable: %s", host, port, via, result)
         elif isinstance(result, BaseException):

@@ -295,7 +295,8 @@ class TcpTransport:
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
-        await asyncio.wait(tasks, timeout=left(0.3)) if tasks else None
+        if tasks:
+            await asyncio.wait(tasks, timeout=max(left(0.3), 0.1))
         if self._mdns is not None:
             try:
                 async with asyncio.timeout(left(0.5)):
@@ -504,8 +505,8 @@ class TcpTransport:
             now = loop.time()
             for conn in list(self._conns):
                 if conn.state is not Link.OPEN:
-                    pass  # each handshake has its own deadline (a timer in Connection)
-                elif now - conn.last_rx > dead_after:
+                    continue  # each handshake has its own deadline (a timer in Connection)
+                if now - conn.last_rx > dead_after:
                     silent = now - conn.last_rx
                     log.warning("link to node %s is silent for %.1fs; closing it", conn.peer_id, silent)
                     conn.abort()
