@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from cli_messages import Job
-from cli_support import backend_url, delete_namespace, fresh_namespace, pycomms
+from cli_support import backend_url, drop_namespace, fresh_namespace, pycomms
 
 from pycomms import Context, Reject, Service, connect
 from pycomms.testing import Recorder, eventually, run_strict
@@ -30,9 +30,9 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """Redis and RabbitMQ (about 20 s each to fill with 10,000 dead letters and replay
     them; the SQL backends take about a minute to fill), and tcp://, whose letters are
     listed from the node that keeps them in pages of RPC answers."""
-    namespace = fresh_namespace()
-    yield backend_url(request.param, namespace, tmp_path)
-    delete_namespace(request.param, namespace)
+    url = backend_url(request.param, fresh_namespace(), tmp_path)
+    yield url
+    drop_namespace(url)
 
 
 def test_replay_of_10000_dead_letters_shows_progress_and_loses_none(url: str) -> None:
