@@ -19,7 +19,7 @@ from redis_support import REDIS_URL, FaultProxy, SilentServer, free_port, url_fo
 import pycomms
 from pycomms import Command, ConnectError, Event, Message, OperationError, PublishError, Request, Service
 from pycomms.spi import CLOSE_BOUND
-from pycomms.testing import run_strict, scale
+from pycomms.testing import Recorder, run_strict, scale
 
 OPERATION_TIMEOUT = 2.0
 MARGIN = 2.0  # a loaded 2-core machine; the deadlines themselves are exact
@@ -189,6 +189,57 @@ def test_a_closed_link_that_comes_back_is_used_again(namespace: str) -> None:
                 await proxy.cut()
                 assert (await client.request(Ask(n=2), timeout=10)).n == 2
                 assert {n.id for n in await client.nodes()} >= {worker.node.id, client.node.id}
+        finally:
+            await proxy.close()
+
+    run_strict(scenario, 60)
+
+
+class Slow(Command, name="deadlines.slow"):
+    n: int
+
+
+def test_settles_on_a_silent_link_are_bounded_and_lose_nothing(
+    namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Handlers finish (one acks, one asks for a retry) after the worker's link went
+    silent: the settles pass their deadline, close returns in time, and both messages
+    are handled again by another worker once the visibility timeout is over."""
+    caplog.set_level(logging.CRITICAL, logger="pycomms")
+    visibility = 2.0
+
+    async def scenario() -> None:
+        started, again = Recorder(), Recorder()
+        release = asyncio.Event()
+        silent_svc, healthy_svc = Service("slowpoke"), Service("slowpoke")
+
+        @silent_svc.on
+        async def stuck(command: Slow) -> None:
+            started.add(command.n)
+            await release.wait()
+            if command.n == 2:
+                raise RuntimeError("retry me")
+
+        @healthy_svc.on
+        async def fine(command: Slow) -> None:
+            again.add(command.n)
+
+        proxy = FaultProxy(urlsplit(REDIS_URL).port or 6379)
+        await proxy.start()
+        options = {"operation_timeout": OPERATION_TIMEOUT, "visibility_timeout": visibility}
+        try:
+            worker = await pycomms.connect(_via(proxy.port, namespace, **options), services=[silent_svc])
+            async with pycomms.connect(url_for(namespace, aof_warning="false")) as sender:
+                await sender.send(Slow(n=1), Slow(n=2))
+                await started.wait(2, 10)
+                proxy.silence()
+                release.set()  # the ack and the retry go into the silent link
+                await _close_in_time("silent link, settles in flight", worker)
+                async with pycomms.connect(url_for(namespace, **options), services=[healthy_svc]):
+                    took, error = await _timed(again.wait(2, 30))
+                    assert error is None
+                    print(f"\n[measured] both messages handled elsewhere {took:.2f}s after the silent worker closed")
+                    assert sorted(again.items) == [1, 2]
         finally:
             await proxy.close()
 

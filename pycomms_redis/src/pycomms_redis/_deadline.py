@@ -30,6 +30,7 @@ CLOSE_STEP = 1.5
 receivers' and the transport's steps together stay within `pycomms.spi.CLOSE_BOUND`."""
 SILENT_CLOSE_STEP = 0.25
 """What a close step gets once an earlier one found the server silent."""
+_WARN_EVERY = 10.0
 
 
 def server_of(url: str) -> str:
@@ -66,6 +67,16 @@ class Deadlines:
         self.server = server
         self.connect_timeout = connect_timeout
         self.operation_timeout = operation_timeout
+        self._warned_at = -_WARN_EVERY
+
+    def _say_retrying(self, operation: str, exc: BaseException) -> None:
+        # One warning per outage (every call during it fails alike), the rest at debug level.
+        now = asyncio.get_running_loop().time()
+        quiet = now - self._warned_at < _WARN_EVERY
+        if not quiet:
+            self._warned_at = now
+        level = logging.DEBUG if quiet else logging.WARNING
+        log.log(level, "%s %s failed (%s); retrying until the deadline", operation, self.server, describe(exc))
 
     def expired(self, error: type[PyCommsError], operation: str, last: BaseException | None = None) -> PyCommsError:
         """``error`` for ``operation`` (e.g. ``"publish to"``) having passed its deadline."""
@@ -123,7 +134,7 @@ class Deadlines:
                     return await step()
                 except TRANSIENT as exc:
                     if not last:
-                        log.warning("%s %s failed (%s); retrying until the deadline", operation, self.server, exc)
+                        self._say_retrying(operation, exc)
                     last[:] = [exc]
                     if loop.time() >= end:
                         raise self.expired(error, operation, exc) from None
