@@ -72,7 +72,12 @@ class Coalescer(Generic[T]):
                     if not future.done():
                         future.set_result(None)
 
-    async def drain(self) -> None:
-        """Wait until every flush under way has finished."""
+    async def drain(self, timeout: float | None = None) -> None:
+        """Wait until every flush under way has finished, or ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        until = None if timeout is None else loop.time() + timeout
         while self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            left = None if until is None else until - loop.time()
+            if left is not None and left <= 0:
+                return
+            await asyncio.wait(set(self._tasks), timeout=left)

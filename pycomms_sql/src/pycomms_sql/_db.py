@@ -7,11 +7,18 @@ taken up front, so a transaction never fails half-way with "database is locked";
 busy timeout makes other processes wait for it, and one asyncio lock per database and
 event loop makes the buses of one process queue for it without spinning in
 SQLite's busy handler.
+
+Every connection to a server is opened within ``connect_timeout`` (TCP, TLS, the
+server's greeting and authentication: asyncmy's own ``connect_timeout`` covers only
+TCP), and the transport can cut every connection of its engine at once
+(`Database.cut_connections`) when a close finds the server silent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
+import sqlite3
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -52,7 +59,9 @@ def create_engine(target: Target, options: SqlOptions) -> AsyncEngine:
         @event.listens_for(engine.sync_engine, "connect")
         def _pragmas(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA journal_mode")
+            if str(cursor.fetchone()[0]).lower() != "wal":  # `prepare_sqlite` switched it already
+                cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
             cursor.close()
@@ -65,9 +74,69 @@ def create_engine(target: Target, options: SqlOptions) -> AsyncEngine:
         kwargs["connect_args"] = {"connect_timeout": options.connect_timeout}
     if target.engine == "mysql":
         kwargs["isolation_level"] = "READ COMMITTED"
-    return create_async_engine(
-        target.url, pool_size=options.pool_size, max_overflow=options.pool_size, pool_recycle=3600, **kwargs
+    engine = create_async_engine(
+        target.url,
+        pool_size=options.pool_size,
+        max_overflow=options.pool_size,
+        pool_recycle=3600,
+        pool_timeout=options.deadline(target.engine),
+        **kwargs,
     )
+    bounded = _bounded_connect(_driver_connect(driver), options.connect_timeout)
+
+    @event.listens_for(engine.sync_engine, "do_connect")
+    def _within_connect_timeout(_dialect: Any, _record: Any, _cargs: Any, cparams: dict[str, Any]) -> None:
+        cparams["async_creator_fn"] = bounded
+
+    return engine
+
+
+def _driver_connect(driver: str) -> Callable[..., Awaitable[Any]]:
+    """The driver's own connect function (what SQLAlchemy would call)."""
+    if driver in ("psycopg", "psycopg_async"):
+        return importlib.import_module("psycopg").AsyncConnection.connect  # type: ignore[no-any-return]
+    return importlib.import_module(driver).connect  # type: ignore[no-any-return]
+
+
+def _bounded_connect(connect: Callable[..., Awaitable[Any]], seconds: float) -> Callable[..., Awaitable[Any]]:
+    """``connect``, failing with `TimeoutError` after ``seconds`` whatever step it is at."""
+
+    async def bounded(*args: Any, **kwargs: Any) -> Any:
+        try:
+            async with asyncio.timeout(seconds):
+                return await connect(*args, **kwargs)
+        except TimeoutError:
+            raise TimeoutError(f"no connection within {seconds:g}s (connect_timeout)") from None
+
+    return bounded
+
+
+async def prepare_sqlite(database: str, busy_timeout: float) -> None:
+    """Create the SQLite file if needed and switch it to WAL, before the pool opens
+    connections to it.
+
+    Changing the journal mode needs an exclusive lock, and SQLite does not run the
+    busy handler for it (waiting while holding a shared lock could deadlock): when
+    processes open a brand-new file together, all but one get "database is locked" at
+    once. Here that is retried until ``busy_timeout``. The mode is stored in the file,
+    so this happens once per database.
+    """
+    import aiosqlite
+
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + busy_timeout
+    delay = 0.005
+    async with aiosqlite.connect(database, timeout=busy_timeout) as conn:
+        while True:
+            try:
+                async with conn.execute("PRAGMA journal_mode=WAL") as cursor:
+                    await cursor.fetchone()
+                return
+            except sqlite3.OperationalError as exc:
+                if ("locked" not in str(exc) and "busy" not in str(exc)) or loop.time() + delay > give_up:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
 
 
 class Database:
@@ -80,6 +149,33 @@ class Database:
         # PostgreSQL runs a lone statement as its own transaction: one round trip,
         # where BEGIN and COMMIT around it would add two.
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT") if self.kind == "postgresql" else None
+        self._connections: dict[int, Any] = {}
+        if self.kind != "sqlite":
+            event.listen(engine.sync_engine, "connect", self._opened)
+            event.listen(engine.sync_engine, "close", self._closed)
+            event.listen(engine.sync_engine, "close_detached", self._closed_detached)
+
+    def _opened(self, dbapi_connection: Any, _record: Any) -> None:
+        self._connections[id(dbapi_connection)] = dbapi_connection
+
+    def _closed(self, dbapi_connection: Any, _record: Any) -> None:
+        self._connections.pop(id(dbapi_connection), None)
+
+    def _closed_detached(self, dbapi_connection: Any) -> None:
+        self._connections.pop(id(dbapi_connection), None)
+
+    def cut_connections(self) -> int:
+        """Close every connection of the engine at once, without a word to the server
+        (for a server that stopped answering); statements waiting on them fail. How many."""
+        cut = 0
+        for connection in list(self._connections.values()):
+            try:
+                connection.terminate()  # outside SQLAlchemy's greenlet: a synchronous abort
+                cut += 1
+            except Exception:
+                pass
+        self._connections.clear()
+        return cut
 
     def _sqlite_lock(self) -> asyncio.Lock:
         locks = _sqlite_locks.setdefault(asyncio.get_running_loop(), {})

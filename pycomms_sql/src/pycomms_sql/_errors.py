@@ -28,7 +28,7 @@ def describe(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None)
     inner = orig if orig is not None else exc
     text = str(inner).strip().splitlines()[0] if str(inner).strip() else ""
-    return f"{type(inner).__name__}: {text}"[:500]
+    return (f"{type(inner).__name__}: {text}" if text else type(inner).__name__)[:500]
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -46,6 +46,11 @@ class Listener:
         except TimeoutError:
             log.warning("LISTEN %s not in place after %.0fs; polling meanwhile", self._channel, _READY_WAIT)
 
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The listening loop, for the transport to stop together with its other tasks."""
+        return self._task
+
     def _callback(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         self._on_payload(payload)
 
@@ -55,21 +60,21 @@ class Listener:
         while True:
             try:
                 async with self._engine.connect() as conn:
-                    raw: Any = (await conn.get_raw_connection()).driver_connection
-                    lost = asyncio.Event()
-                    raw.add_termination_listener(functools.partial(_set_on_close, lost))
-                    await raw.add_listener(self._channel, self._callback)
                     try:
+                        raw: Any = (await conn.get_raw_connection()).driver_connection
+                        lost = asyncio.Event()
+                        raw.add_termination_listener(functools.partial(_set_on_close, lost))
+                        await raw.add_listener(self._channel, self._callback)
                         self._ready.set()
                         if not first:
                             log.info("LISTEN %s re-established", self._channel)
                             self._on_reconnect()
                         first, backoff = False, 0.1
                         await lost.wait()
-                        await conn.invalidate()
                     finally:
-                        if not raw.is_closed():
-                            await asyncio.shield(raw.remove_listener(self._channel, self._callback))
+                        # Never back to the pool (it would go on listening): closed, so
+                        # no UNLISTEN, which a silent server would never answer.
+                        await conn.invalidate()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

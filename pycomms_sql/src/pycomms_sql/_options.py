@@ -8,6 +8,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pycomms import ConfigError
 
+# The default operation_timeout of a database server, and on SQLite how much longer
+# than the busy wait for the write lock an operation may take.
+NETWORK_OPERATION_TIMEOUT = 10.0
+SQLITE_OPERATION_MARGIN = 10.0
+
 
 class SqlOptions(BaseModel):
     """Options of ``postgresql://``, ``sqlite://`` and ``mysql://`` / ``mariadb://`` URLs."""
@@ -21,10 +26,27 @@ class SqlOptions(BaseModel):
         None, gt=0, description="longest wait between empty polls (default 5 s with LISTEN/NOTIFY, else 0.5 s)"
     )
     listen: bool = Field(True, description="PostgreSQL: wake consumers with LISTEN/NOTIFY")
-    connect_timeout: float = Field(10.0, gt=0, description="seconds to establish a connection (PostgreSQL, MariaDB)")
+    connect_timeout: float = Field(
+        10.0, gt=0, description="seconds to establish a connection: TCP, TLS, the server's greeting, authentication"
+    )
+    operation_timeout: float | None = Field(
+        None,
+        gt=0,
+        description="seconds each later call may take: publish, claim, settle, presence, dead letters, drop "
+        f"(default {NETWORK_OPERATION_TIMEOUT:g} on PostgreSQL and MariaDB, busy_timeout + "
+        f"{SQLITE_OPERATION_MARGIN:g} on SQLite)",
+    )
     pool_size: int = Field(10, ge=1, le=1000, description="connections in the pool")
     busy_timeout: float = Field(30.0, gt=0, description="SQLite: seconds to wait for the write lock")
     batch_size: int = Field(500, ge=1, le=5000, description="most messages written by one INSERT")
+
+    def deadline(self, engine: str) -> float:
+        """The operation_timeout in force on ``engine``: the option, or its default."""
+        if self.operation_timeout is not None:
+            return self.operation_timeout
+        if engine == "sqlite":
+            return self.busy_timeout + SQLITE_OPERATION_MARGIN
+        return NETWORK_OPERATION_TIMEOUT
 
     def idle_poll(self, notified: bool) -> float:
         """The longest wait between polls: long when NOTIFY wakes consumers."""

@@ -20,6 +20,7 @@ from pycomms.spi import NodeInfo
 
 from . import _observers as observers
 from ._db import Database
+from ._deadline import Deadlines
 from ._errors import describe
 from ._schema import Tables
 from ._tasks import stop_task
@@ -32,12 +33,18 @@ REPLY_TTL = 300.0
 class Presence:
     """The heartbeat of one node."""
 
-    def __init__(self, db: Database, tables: Tables, node: NodeInfo, heartbeat: float) -> None:
+    def __init__(self, db: Database, tables: Tables, node: NodeInfo, heartbeat: float, deadlines: Deadlines) -> None:
         self._db = db
         self._tables = tables
         self._node = node
         self._heartbeat = heartbeat
+        self._deadlines = deadlines
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The heartbeat, for the transport to stop together with its other tasks."""
+        return self._task
 
     async def join(self) -> None:
         """Announce the node and start the heartbeat."""
@@ -77,12 +84,14 @@ class Presence:
         while True:
             await asyncio.sleep(self._heartbeat)
             beats += 1
+            deadline = self._deadlines.operation_timeout
             try:
-                await self._beat()
+                await self._deadlines.within(deadline, self._beat())
                 if beats % 10 == 0:
-                    await self._sweep()
+                    await self._deadlines.within(deadline, self._sweep())
             except Exception as exc:
-                log.warning("presence heartbeat of node %s failed: %s", self._node.id, describe(exc))
+                why = f"timed out after {deadline:g}s" if isinstance(exc, TimeoutError) else describe(exc)
+                log.warning("presence heartbeat of node %s failed: %s", self._node.id, why)
 
     async def leave(self) -> None:
         """Stop the heartbeat and delete the node's row at once."""

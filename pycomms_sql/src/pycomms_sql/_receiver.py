@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from pycomms import PyCommsError
-from pycomms.spi import DeadLetter, Subscription
+from pycomms import OperationError
+from pycomms.spi import DeadLetter, Subscription, stop_tasks
 
 from . import _observers as observers
 from . import _queries as q
 from ._batching import Coalescer
-from ._errors import map_errors
-from ._tasks import stop_task
+from ._deadline import CLOSE_BUDGET
+from ._errors import describe
 
 if TYPE_CHECKING:
     from ._transport import SqlTransport
@@ -80,7 +80,7 @@ class SqlReceiver:
         self._timers: set[asyncio.TimerHandle] = set()
         self._acks: Coalescer[tuple[str, int]] = Coalescer(self._flush_acks, max_batch=1000, parallel=2)
         self._last_adopt = time.monotonic()
-        self._working: asyncio.Future[Any] | None = None
+        self._working: asyncio.Task[Any] | None = None
         self._renewer = asyncio.create_task(self._renew_loop(), name=f"pycomms-sql:{self._service}:renew")
 
     @property
@@ -121,7 +121,7 @@ class SqlReceiver:
         of leaving them to expire. And the cancellation never reaches the driver, which
         could swallow it (see `_tasks`): receive() always stops when cancelled.
         """
-        self._working = task = asyncio.ensure_future(work)
+        self._working = task = asyncio.create_task(work)
         try:
             return await asyncio.shield(task)
         finally:
@@ -130,39 +130,47 @@ class SqlReceiver:
 
     async def _claim_rows(self, limit: int) -> list[SqlDelivery]:
         t = self._t
-        now = time.time()
         token = uuid.uuid4().hex
-        with map_errors(PyCommsError, f"claiming messages for {self._service}"):
-            if t.db.kind == "sqlite":
-                # A cheap read first: an empty poll must not take SQLite's write lock.
-                async with t.db.read() as conn:
-                    if not await q.has_ready(conn, t.tables, self._service, now):
-                        return []
-
-            async def body(conn: AsyncConnection) -> list[q.Claimed]:
-                return await q.claim(
-                    conn, t.db.kind, t.tables, self._service, limit, token, now, now + t.options.visibility_timeout
-                )
-
-            # MariaDB claims in two statements, which need a transaction.
-            rows = await (t.db.run_write(body) if t.db.kind == "mysql" else t.db.run_statement(body))
+        rows = await t.deadlines.run(
+            f"claiming messages of {self._service} from", OperationError, self._claim(limit, token)
+        )
         if not rows:
             return []
         self._leases[token] = {row.id for row in rows}
         return [SqlDelivery(self, row, token) for row in rows]
 
+    async def _claim(self, limit: int, token: str) -> list[q.Claimed]:
+        t = self._t
+        now = time.time()
+        if t.db.kind == "sqlite":
+            # A cheap read first: an empty poll must not take SQLite's write lock.
+            async with t.db.read() as conn:
+                if not await q.has_ready(conn, t.tables, self._service, now):
+                    return []
+
+        async def body(conn: AsyncConnection) -> list[q.Claimed]:
+            return await q.claim(
+                conn, t.db.kind, t.tables, self._service, limit, token, now, now + t.options.visibility_timeout
+            )
+
+        # MariaDB claims in two statements, which need a transaction.
+        return await (t.db.run_write(body) if t.db.kind == "mysql" else t.db.run_statement(body))
+
     async def _adopt(self) -> None:
         self._last_adopt = time.monotonic()
         t = self._t
-        with map_errors(PyCommsError, f"routing waiting commands to {self._service}"):
+
+        async def adopt() -> int:
             async with t.db.read() as conn:
                 if not await q.has_waiting_commands(conn, t.tables, self._routed):
-                    return
+                    return 0
 
             async def body(conn: AsyncConnection) -> int:
                 return await q.adopt(conn, t.tables, self._service, self._routed)
 
-            moved: int = await t.db.run_write(body)
+            return await t.db.run_write(body)
+
+        moved = await t.deadlines.run(f"routing waiting commands to {self._service} on", OperationError, adopt())
         if moved:
             log.debug("service %s: took over %d command(s) sent before it subscribed", self._service, moved)
 
@@ -193,33 +201,30 @@ class SqlReceiver:
         for token, row in items:
             leases.setdefault(token, []).append(row)
         t = self._t
-        with map_errors(PyCommsError, f"acknowledging messages of {self._service}"):
 
-            async def body(conn: AsyncConnection) -> int:
-                return await q.ack(conn, t.db.kind, t.tables, leases)
+        async def body(conn: AsyncConnection) -> int:
+            return await q.ack(conn, t.db.kind, t.tables, leases)
 
-            await t.db.run_statement(body)
+        await t.deadlines.run(f"acknowledging messages of {self._service} on", OperationError, t.db.run_statement(body))
 
     async def _retry(self, token: str, row: int, delay: float) -> None:
         t = self._t
         when = time.time() + max(0.0, delay)
-        with map_errors(PyCommsError, f"scheduling a retry for {self._service}"):
 
-            async def body(conn: AsyncConnection) -> int:
-                return await q.reschedule(conn, t.db.kind, t.tables, {token: [row]}, when)
+        async def body(conn: AsyncConnection) -> int:
+            return await q.reschedule(conn, t.db.kind, t.tables, {token: [row]}, when)
 
-            await t.db.run_statement(body)
+        await t.deadlines.run(f"scheduling a retry of {self._service} on", OperationError, t.db.run_statement(body))
         self._wake_later(delay)
 
     async def _dead_letter(self, token: str, row: int, letter: DeadLetter) -> None:
         t = self._t
         data, now = letter.to_json(), time.time()
-        with map_errors(PyCommsError, f"dead-lettering a message of {self._service}"):
 
-            async def body(conn: AsyncConnection) -> bool:
-                return await q.dead_letter(conn, t.db.kind, t.tables, row, token, self._service, letter.id, data, now)
+        async def body(conn: AsyncConnection) -> bool:
+            return await q.dead_letter(conn, t.db.kind, t.tables, row, token, self._service, letter.id, data, now)
 
-            await t.db.run_write(body)
+        await t.deadlines.run(f"dead-lettering a message of {self._service} on", OperationError, t.db.run_write(body))
 
     def _wake_later(self, delay: float) -> None:
         if delay <= 0:
@@ -250,12 +255,17 @@ class SqlReceiver:
                 return await q.renew(conn, t.db.kind, t.tables, leases, until)
 
             try:
-                await t.db.run_statement(body)
+                await t.deadlines.run(
+                    f"renewing leases of {self._service} on", OperationError, t.db.run_statement(body)
+                )
             except Exception as exc:
-                log.warning("service %s: could not renew leases: %s", self._service, exc)
+                log.warning("service %s: could not renew leases (they may expire): %s", self._service, exc)
 
     async def close(self) -> None:
-        """Stop receiving; give unsettled deliveries back for another instance at once."""
+        """Stop receiving; give unsettled deliveries back for another instance at once.
+
+        Within `CLOSE_BUDGET` even on a silent server: what is not released by then
+        is redelivered when its lease expires."""
         if self._closed:
             return
         self._closed = True
@@ -264,14 +274,20 @@ class SqlReceiver:
         for handle in self._timers:
             handle.cancel()
         self._timers.clear()
-        await stop_task(self._renewer)
-        if self._working is not None:
-            await asyncio.gather(self._working, return_exceptions=True)
-            self._working = None
-        await self._acks.drain()
+        loop = asyncio.get_running_loop()
+        until = loop.time() + CLOSE_BUDGET
+        await stop_tasks([self._renewer], recancel_after=0.1, give_up_after=CLOSE_BUDGET)
+        working, self._working = self._working, None
+        if working is not None:  # a claim records its leases: wait for it, to release them
+            await asyncio.wait((working,), timeout=max(0.0, until - loop.time()))
+            if not working.done():
+                await stop_tasks([working], recancel_after=0.1, give_up_after=0.5)
+            elif not working.cancelled():
+                working.exception()
+        await self._acks.drain(max(0.0, until - loop.time()))
         if self._ephemeral:
             self._leases.clear()
-            await self._remove_observer()
+            await self._remove_observer(max(0.1, until - loop.time()))
             return
         leases = {token: sorted(rows) for token, rows in self._leases.items() if rows}
         self._leases.clear()
@@ -283,16 +299,18 @@ class SqlReceiver:
             return await q.reschedule(conn, t.db.kind, t.tables, leases, time.time())
 
         try:
-            released: int = await t.db.run_statement(body)
+            released: int = await t.deadlines.within(max(0.1, until - loop.time()), t.db.run_statement(body))
         except Exception as exc:
             log.warning(
-                "service %s: could not release unsettled messages (redelivered after the lease): %s", self._service, exc
+                "service %s: could not release unsettled messages (redelivered after the lease): %s",
+                self._service,
+                "timed out" if isinstance(exc, TimeoutError) else describe(exc),
             )
             return
         log.debug("service %s: released %d unsettled message(s)", self._service, released)
         t.wake_service(self._service)
 
-    async def _remove_observer(self) -> None:
+    async def _remove_observer(self, seconds: float) -> None:
         """An ephemeral service leaves nothing behind: subscription, messages, letters."""
         t = self._t
         node_id = t.node_id
@@ -301,6 +319,7 @@ class SqlReceiver:
             return await observers.remove(conn, t.tables, self._service, node_id)
 
         try:
-            await t.db.run_write(body)
+            await t.deadlines.within(seconds, t.db.run_write(body))
         except Exception as exc:
-            log.warning("ephemeral service %s: could not remove its rows (swept later): %s", self._service, exc)
+            why = "timed out" if isinstance(exc, TimeoutError) else describe(exc)
+            log.warning("ephemeral service %s: could not remove its rows (swept later): %s", self._service, why)

@@ -7,27 +7,29 @@ import contextlib
 import importlib.util
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from pycomms import ConfigError, ConnectError, PublishError, PyCommsError
-from pycomms.spi import BackendConfig, DeadLetter, Envelope, NodeInfo, ReplySink, Subscription
+from pycomms import ConfigError, ConnectError, OperationError, PublishError, PyCommsError
+from pycomms.spi import BackendConfig, DeadLetter, Envelope, NodeInfo, ReplySink, Subscription, stop_tasks
 
 from . import _observers as observers
 from . import _queries as q
 from ._batching import Coalescer
-from ._db import Database, create_engine
+from ._db import Database, create_engine, prepare_sqlite
+from ._deadline import ABANDON_AFTER, CLOSE_BUDGET, Deadlines, within
+from ._drop import drop_tables
 from ._errors import describe, map_errors
 from ._local import LocalGroup, local_group
 from ._notify import Listener
 from ._options import SqlOptions, parse_options
 from ._presence import Presence, live_nodes
 from ._receiver import SqlReceiver
-from ._schema import Tables, ensure_schema, make_tables
+from ._schema import SCHEMA_LOCK_WAIT, Tables, ensure_schema, make_tables
 from ._schemes import CAPABILITIES
-from ._tasks import stop_task
-from ._url import parse_target
+from ._url import location, open_failure, parse_target
 
 log = logging.getLogger("pycomms.sql")
 
@@ -44,6 +46,12 @@ class SqlTransport:
         self.target = parse_target(config.url)
         _require_driver(self.target.url.get_driver_name(), self.target.engine)
         self.tables: Tables = make_tables(config.namespace)
+        self.deadlines = Deadlines(
+            config.scheme.partition("+")[0],
+            location(self.target),
+            self.options.connect_timeout,
+            self.options.deadline(self.target.engine),
+        )
         self._config = config
         self._namespace = config.namespace
         self._db: Database | None = None
@@ -84,26 +92,50 @@ class SqlTransport:
 
     async def open(self, node: NodeInfo, replies: ReplySink) -> None:
         self._node, self._replies = node, replies
-        engine = create_engine(self.target, self.options)
-        self._db = db = Database(engine, self.target)
-        where = self._config.redacted_url
+        d = self.deadlines
         try:
-            with map_errors(ConnectError, f"connecting to {where}"):
-                async with engine.connect():
-                    self._check_version()  # before any DDL on a server we cannot use
-                await ensure_schema(db, self.tables)
-                self._presence = Presence(db, self.tables, node, self.options.heartbeat)
-                await self._presence.join()
-                if self.notified:
-                    self._listener = Listener(engine, self.tables.channel, self._on_notify, self._wake_all)
-                    await self._listener.start()
+            if self.target.engine == "sqlite":
+                await self._connect(prepare_sqlite(self.target.url.database or "", self.options.busy_timeout))
+            engine = create_engine(self.target, self.options)
+            self._db = db = Database(engine, self.target)
+            await self._connect(self._first_connection())
+            schema_wait = SCHEMA_LOCK_WAIT + d.operation_timeout
+            await d.run("creating the tables on", ConnectError, ensure_schema(db, self.tables), schema_wait)
+            self._presence = Presence(db, self.tables, node, self.options.heartbeat, d)
+            await d.run("joining presence on", ConnectError, self._presence.join())
+            if self.notified:
+                self._listener = Listener(engine, self.tables.channel, self._on_notify, self._wake_all)
+                await self._listener.start()
         except BaseException:
-            await self._shutdown()
+            await self._shutdown(asyncio.get_running_loop().time() + CLOSE_BUDGET)
             raise
         self._group = local_group(self.target.key, self._namespace)
         self._group.reply_sinks[node.id] = replies
         self._reply_task = asyncio.create_task(self._collect_replies(), name=f"pycomms-sql:{node.id}:replies")
-        log.debug("sql transport open: %s namespace=%s tables=%s_*", where, self._namespace, self.tables.prefix)
+        log.debug(
+            "sql transport open: %s namespace=%s tables=%s_*",
+            self._config.redacted_url,
+            self._namespace,
+            self.tables.prefix,
+        )
+
+    async def _first_connection(self) -> None:
+        async with self.db.engine.connect():
+            self._check_version()  # before any DDL on a server we cannot use
+
+    async def _connect(self, step: Coroutine[Any, Any, None]) -> None:
+        """Run a connecting ``step`` within connect_timeout; any failure is one
+        `ConnectError` line (the driver's words, no secret, no chained traceback)."""
+        d = self.deadlines
+        try:
+            await within(d.connect_timeout + ABANDON_AFTER, step)
+        except ConnectError:
+            raise
+        except TimeoutError:
+            raise ConnectError(d.expired("connect to", d.connect_timeout, "connect_timeout")) from None
+        except Exception as exc:
+            explained = open_failure(self.target, exc)
+            raise ConnectError(explained or d.failed("connect to", exc)) from None
 
     async def publish_in(self, connection: object, envelopes: Sequence[Envelope]) -> None:
         """The outbox: insert ``envelopes`` with the caller's connection, inside its open
@@ -114,7 +146,10 @@ class SqlTransport:
         expected = {"postgresql": "postgresql", "sqlite": "sqlite", "mysql": "mysql", "mariadb": "mysql"}.get(dialect)
         if expected != self.target.engine:
             raise TypeError(f"connection= is a {dialect} connection; this bus is on {self.target.engine}")
-        with map_errors(PublishError, f"publishing {len(envelopes)} message(s) in the caller's transaction"):
+        with map_errors(
+            PublishError,
+            f"{self.deadlines.backend}: publishing {len(envelopes)} message(s) in the caller's transaction",
+        ):
             await q.insert_messages(connection, self.target.engine, self.tables, envelopes, time.time())
 
     def _check_version(self) -> None:
@@ -132,44 +167,72 @@ class SqlTransport:
             )
 
     async def close(self) -> None:
+        """Release leases, flush, leave presence: politely within `CLOSE_BUDGET`, then
+        the connections are cut, so a silent server cannot hold the close."""
         if self._closed:
             return
         self._closed = True
-        for receiver in list(self._receivers):
-            with contextlib.suppress(Exception):
-                await receiver.close()
+        loop = asyncio.get_running_loop()
+        until = loop.time() + CLOSE_BUDGET
+        await asyncio.gather(*(receiver.close() for receiver in list(self._receivers)), return_exceptions=True)
         with contextlib.suppress(Exception):
-            await self._writes.drain()
+            await self._writes.drain(max(0.0, until - loop.time()))
         if self._group is not None and self._node is not None:
             self._group.reply_sinks.pop(self._node.id, None)
-        await self._shutdown()
+        await self._shutdown(until)
 
-    async def _shutdown(self) -> None:
+    async def _stop_background(self, until: float) -> None:
+        """Stop the reply poll, the LISTEN connection and the heartbeat (by ``until``)."""
+        loop = asyncio.get_running_loop()
+        listener, self._listener = self._listener, None
+        tasks = [self._reply_task, self._presence.task if self._presence is not None else None]
+        self._reply_task = None
+        stuck = await stop_tasks(
+            [*tasks, listener.task if listener is not None else None],
+            recancel_after=0.1,
+            give_up_after=max(0.1, until - loop.time()),
+        )
+        if stuck:
+            log.warning("%d background task(s) did not stop in time; cutting their connections", len(stuck))
+
+    async def _shutdown(self, until: float) -> None:
         """Stop background work, leave presence, dispose of the engine. Never raises.
 
         The engine is disposed even if this is cancelled, so no connection outlives
-        the transport; leaving presence waits at most ``connect_timeout`` (a node
-        that could not delete its row drops out of `nodes()` when it expires)."""
+        the transport; leaving presence waits at most until ``until`` (a node that
+        could not delete its row drops out of `nodes()` when it expires)."""
+        loop = asyncio.get_running_loop()
         try:
-            await stop_task(self._reply_task)
-            self._reply_task = None
-            if self._listener is not None:
-                await self._listener.stop()
-                self._listener = None
+            await self._stop_background(until)
             if self._presence is not None:
                 presence, self._presence = self._presence, None
                 try:
-                    async with asyncio.timeout(self.options.connect_timeout):
-                        await presence.leave()
+                    await self.deadlines.within(max(0.1, until - loop.time()), presence.leave())
                 except Exception as exc:
                     node = self._node and self._node.id
-                    log.warning("could not remove node %s from presence: %s", node, describe(exc))
+                    log.warning(
+                        "could not remove node %s from presence (it expires by itself): %s",
+                        node,
+                        "timed out" if isinstance(exc, TimeoutError) else describe(exc),
+                    )
         finally:
             if self._db is not None:
-                try:
-                    await self._db.engine.dispose()
-                except Exception as exc:
-                    log.debug("engine dispose failed: %s", describe(exc))
+                await self._dispose(self._db)
+
+    async def _dispose(self, db: Database) -> None:
+        """Close the pool's connections; cut those a silent server keeps from closing
+        and those still held by calls that passed their deadline. When the last call
+        passed its deadline, cut them all first: asyncpg's polite close waits for the
+        server to confirm the cancellation of every statement it cancelled."""
+        if self.deadlines.lapsed:
+            log.debug("%s is not answering: cut %d connection(s)", self.deadlines.where, db.cut_connections())
+        try:
+            await within(ABANDON_AFTER, db.engine.dispose())
+        except Exception as exc:
+            log.debug("engine dispose failed: %s", "timed out" if isinstance(exc, TimeoutError) else describe(exc))
+        cut = db.cut_connections()
+        if cut:
+            log.debug("cut %d connection(s) left after dispose", cut)
 
     # publishing ------------------------------------------------------------------------
 
@@ -203,8 +266,8 @@ class SqlTransport:
             await q.insert_replies(conn, tables, replies, now)
 
         statements = -(-len(messages) // self._batch) + (1 if replies else 0)
-        with map_errors(PublishError, f"publishing {len(envelopes)} message(s)"):
-            await (db.run_statement(body) if statements == 1 else db.run_write(body))
+        work = db.run_statement(body) if statements == 1 else db.run_write(body)
+        await self.deadlines.run(f"{_verb(envelopes)} to", PublishError, work)
         if self._group is not None and messages:
             self._group.wake_types({env.type for env in messages})
 
@@ -228,8 +291,7 @@ class SqlTransport:
             await q.adopt(conn, tables, subscription.service, routed)
             return routed
 
-        with map_errors(PyCommsError, f"subscribing {subscription.service}"):
-            routed = await db.run_write(body)
+        routed = await self.deadlines.run(f"subscribing {subscription.service} on", OperationError, db.run_write(body))
         others = sorted(subscription.commands - set(routed))
         if others:
             log.warning(
@@ -283,19 +345,17 @@ class SqlTransport:
         while True:
             self._reply_wake.clear()
             try:
-                async with db.read() as conn:
-                    found = await q.has_replies(conn, tables, node)
-                if found:
-
-                    async def body(conn: AsyncConnection) -> list[bytes]:
-                        return await q.take_replies(conn, tables, node)
-
-                    for data in await db.run_write(body):
+                replies = await self.deadlines.within(
+                    self.deadlines.operation_timeout, self._take_replies(db, tables, node)
+                )
+                if replies:
+                    for data in replies:
                         sink(data)
                     delay = opts.poll_min
                     continue
             except Exception as exc:
-                log.warning("fetching replies for node %s failed: %s", node, describe(exc))
+                why = "timed out" if isinstance(exc, TimeoutError) else describe(exc)
+                log.warning("fetching replies for node %s from %s failed: %s", node, self.deadlines.where, why)
                 delay = self.idle_poll
             hot = time.monotonic() < self._hot_until and not self.notified
             limit = min(self.idle_poll, 0.05) if hot else self.idle_poll
@@ -304,11 +364,21 @@ class SqlTransport:
                     await self._reply_wake.wait()
             delay = min(delay * 2, limit)
 
-    # presence and dead letters ---------------------------------------------------------
+    @staticmethod
+    async def _take_replies(db: Database, tables: Tables, node: str) -> list[bytes]:
+        async with db.read() as conn:
+            if not await q.has_replies(conn, tables, node):
+                return []
+
+        async def body(conn: AsyncConnection) -> list[bytes]:
+            return await q.take_replies(conn, tables, node)
+
+        return await db.run_write(body)
+
+    # presence, dead letters, the namespace ----------------------------------------------
 
     async def nodes(self) -> list[NodeInfo]:
-        with map_errors(PyCommsError, "listing nodes"):
-            return await live_nodes(self.db, self.tables)
+        return await self.deadlines.run("listing nodes on", OperationError, live_nodes(self.db, self.tables))
 
     async def dead_letters(self, service: str, limit: int) -> list[DeadLetter]:
         tables = self.tables
@@ -316,8 +386,9 @@ class SqlTransport:
         async def body(conn: AsyncConnection) -> list[bytes]:
             return await q.list_dead_letters(conn, tables, service, limit)
 
-        with map_errors(PyCommsError, f"reading dead letters of {service}"):
-            rows = await self.db.run_read(body)
+        rows = await self.deadlines.run(
+            f"reading dead letters of {service} from", OperationError, self.db.run_read(body)
+        )
         return [DeadLetter.from_json(row) for row in rows]
 
     async def replay(self, service: str, ids: Sequence[str] | None) -> int:
@@ -328,8 +399,9 @@ class SqlTransport:
             await q.requeue(conn, tables, service, [(letter.id, letter.envelope) for letter in letters], time.time())
             return len(letters)
 
-        with map_errors(PyCommsError, f"replaying dead letters of {service}"):
-            count = await self.db.run_write(body)
+        count = await self.deadlines.run(
+            f"replaying dead letters of {service} on", OperationError, self.db.run_write(body)
+        )
         if count:
             self.wake_service(service)
         return count
@@ -340,8 +412,28 @@ class SqlTransport:
         async def body(conn: AsyncConnection) -> int:
             return len(await q.take_dead_letters(conn, tables, service, ids))
 
-        with map_errors(PyCommsError, f"purging dead letters of {service}"):
-            return await self.db.run_write(body)
+        return await self.deadlines.run(
+            f"purging dead letters of {service} on", OperationError, self.db.run_write(body)
+        )
+
+    async def drop_namespace(self) -> int:
+        """Drop the namespace's tables (its rows, presence and observers with them)."""
+        d = self.deadlines
+        await self._stop_background(asyncio.get_running_loop().time() + CLOSE_BUDGET)
+        self._presence = None  # its row goes with the table
+        work = drop_tables(self.db, self.tables, lock_wait=d.operation_timeout)
+        removed = await d.run(f"dropping namespace {self._namespace!r} on", OperationError, work)
+        log.info("dropped namespace %s on %s: %d table(s) and function(s)", self._namespace, d.where, removed)
+        return removed
+
+
+def _verb(envelopes: Sequence[Envelope]) -> str:
+    """What the caller did, for errors: publish (events), send (commands), request."""
+    kinds = {env.kind for env in envelopes}
+    verbs = [
+        verb for kind, verb in (("event", "publish"), ("command", "send"), ("request", "request")) if kind in kinds
+    ]
+    return "/".join(verbs) or "reply"
 
 
 _EXTRAS = {"postgresql": "postgresql", "sqlite": "sqlite", "mysql": "mysql"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Literal
 
@@ -22,6 +23,7 @@ _ENGINES: dict[str, Engine] = {
     "mysql": "mysql",
     "mariadb": "mysql",
 }
+_DEFAULT_PORTS: dict[Engine, int] = {"postgresql": 5432, "mysql": 3306}
 _DEFAULT_DRIVERS: dict[Engine, str] = {"postgresql": "asyncpg", "sqlite": "aiosqlite", "mysql": "asyncmy"}
 _ASYNC_DRIVERS: dict[Engine, frozenset[str]] = {
     "postgresql": frozenset({"asyncpg", "psycopg", "psycopg_async"}),
@@ -92,3 +94,37 @@ def _sqlite_path(rest: str) -> str:
     if not path:
         return ""
     return f"/{path}" if slashes % 2 else f"//{path}"
+
+
+def location(target: Target) -> str:
+    """Where the bus lives, for messages: ``host:port``, or the SQLite file's absolute path."""
+    if target.engine == "sqlite":
+        return os.path.abspath(target.url.database or "")
+    return f"{target.url.host or 'localhost'}:{target.url.port or _DEFAULT_PORTS[target.engine]}"
+
+
+def open_failure(target: Target, exc: BaseException) -> str | None:
+    """An explanation of a SQLite file that cannot be opened, or None for other errors.
+
+    ``sqlite:///tmp/x.db`` is the *relative* path ``tmp/x.db``: three slashes end the
+    (empty) host part, a fourth starts an absolute path. Mixing them up is the common
+    cause of "unable to open database file"."""
+    if target.engine != "sqlite" or "unable to open database file" not in str(exc):
+        return None
+    path = target.url.database or ""
+    resolved = os.path.abspath(path)
+    folder = os.path.dirname(resolved)
+    if not os.path.isdir(folder):
+        why = f"its directory {folder} does not exist"
+    elif not os.access(folder, os.W_OK):
+        why = f"its directory {folder} is not writable"
+    else:
+        why = "SQLite could not open or create it"
+    hint = (
+        f"sqlite:///{path} (three slashes) names a path relative to the working directory "
+        f"{os.getcwd()}; for the absolute path /{path} write sqlite:////{path} (four slashes)"
+        if not os.path.isabs(path)
+        else f"sqlite:////{path.lstrip('/')} (four slashes) is this absolute path; "
+        f"sqlite:///{path.lstrip('/')} (three) would be relative to {os.getcwd()}"
+    )
+    return f"sqlite: cannot open the database file {resolved}: {why}. {hint}"
