@@ -161,11 +161,11 @@ def test_publish_raises_within_timeout_while_broker_unreachable(namespace: str) 
     async def scenario() -> None:
         proxy = await Proxy(broker_address()).start()
         try:
-            async with pycomms.connect(url_for(namespace, proxy.url(), publish_timeout=1.0)) as bus:
+            async with pycomms.connect(url_for(namespace, proxy.url(), operation_timeout=1.0)) as bus:
                 proxy.refuse()
                 proxy.drop()
                 started = time.monotonic()
-                with pytest.raises(pycomms.PublishError, match="publish_timeout"):
+                with pytest.raises(pycomms.PublishError, match="operation_timeout"):
                     await bus.publish(Tick(n=1))
                 assert time.monotonic() - started < 5 * scale()
                 proxy.refuse(False)

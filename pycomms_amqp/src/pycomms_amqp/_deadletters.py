@@ -5,10 +5,14 @@ private channel and then closes that channel, which hands them all back to the b
 in their original positions. Replay and purge take every letter the same way and
 acknowledge only the chosen ones (after republishing them, for replay). While one of
 these calls runs, the letters it holds are invisible to a concurrent call.
+
+Each call has ``operation_timeout``; one that passes it raises `OperationError` at once
+and leaves the closing of its channel (which gives the letters back) to the background.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -17,10 +21,10 @@ from aiormq.abc import AbstractChannel as RawChannel
 from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 
-from pycomms import PyCommsError
+from pycomms import OperationError
 from pycomms.spi import DeadLetter
 
-from ._errors import map_amqp_errors
+from ._errors import map_amqp_errors, timed_out
 from ._link import Link, close_quietly, open_channel
 from ._names import ATTEMPT_HEADER, QUEUE_HEADER
 from ._publisher import Outgoing
@@ -34,9 +38,21 @@ Taken = tuple[DeliveredMessage, DeadLetter]
 class DeadLetterStore:
     """List, replay and purge the dead-letter queues of a namespace."""
 
-    def __init__(self, link: Link, topology: Topology) -> None:
+    def __init__(self, link: Link, topology: Topology, timeout: float) -> None:
         self._link = link
         self._topology = topology
+        self._timeout = timeout
+
+    @asynccontextmanager
+    async def _operation(self, doing: str) -> AsyncIterator[None]:
+        """Bound the block by ``operation_timeout``; raise `OperationError` naming ``doing``."""
+        what = f"amqp: {doing} on {self._link.where}"
+        try:
+            async with asyncio.timeout(self._timeout):
+                with map_amqp_errors(OperationError, what):
+                    yield
+        except TimeoutError:
+            raise timed_out(OperationError, what, self._timeout, "operation_timeout") from None
 
     @asynccontextmanager
     async def _taken(
@@ -66,41 +82,44 @@ class DeadLetterStore:
                     missing.discard(letter.id)
             yield raw, taken
         finally:
-            await close_quietly(channel)
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                self._link.spawn(close_quietly(channel))  # the caller gave up: do not make it wait
+            else:
+                await close_quietly(channel)
 
     async def list(self, service: str, limit: int) -> list[DeadLetter]:
-        with map_amqp_errors(PyCommsError, f"amqp: listing dead letters of {service!r}"):
-            async with self._taken(service, limit) as (_, taken):
-                return [letter for _, letter in taken]
+        async with self._operation(f"listing dead letters of {service!r}"), self._taken(service, limit) as (_, taken):
+            return [letter for _, letter in taken]
 
     async def replay(self, service: str, ids: Sequence[str] | None) -> int:
         wanted = None if ids is None else set(ids)
-        with map_amqp_errors(PyCommsError, f"amqp: replaying dead letters of {service!r}"):
-            async with self._taken(service, None, wanted) as (raw, taken):
-                chosen = [(m, letter) for m, letter in taken if wanted is None or letter.id in wanted]
-                outgoing = []
-                for message, letter in chosen:
-                    headers = message.header.properties.headers or {}
-                    queue = str(headers.get(QUEUE_HEADER) or self._topology.names.service_queue(service))
-                    properties = Basic.Properties(
-                        content_type="application/json",
-                        delivery_mode=PERSISTENT,
-                        message_id=letter.id,
-                        headers={ATTEMPT_HEADER: 1},
-                    )
-                    outgoing.append(Outgoing("", queue, letter.envelope, properties))
-                await self._link.publish(outgoing)  # all confirmed before any letter is removed: at-least-once
-                for message, _ in chosen:
-                    await raw.basic_ack(message.delivery_tag or 0)
+        doing = f"replaying dead letters of {service!r}"
+        async with self._operation(doing), self._taken(service, None, wanted) as (raw, taken):
+            chosen = [(m, letter) for m, letter in taken if wanted is None or letter.id in wanted]
+            outgoing = []
+            for message, letter in chosen:
+                headers = message.header.properties.headers or {}
+                queue = str(headers.get(QUEUE_HEADER) or self._topology.names.service_queue(service))
+                properties = Basic.Properties(
+                    content_type="application/json",
+                    delivery_mode=PERSISTENT,
+                    message_id=letter.id,
+                    headers={ATTEMPT_HEADER: 1},
+                )
+                outgoing.append(Outgoing("", queue, letter.envelope, properties))
+            await self._link.publish(outgoing)  # all confirmed before any letter is removed: at-least-once
+            for message, _ in chosen:
+                await raw.basic_ack(message.delivery_tag or 0)
         return len(chosen)
 
     async def purge(self, service: str, ids: Sequence[str] | None) -> int:
         wanted = None if ids is None else set(ids)
         count = 0
-        with map_amqp_errors(PyCommsError, f"amqp: purging dead letters of {service!r}"):
-            async with self._taken(service, None, wanted) as (raw, taken):
-                for message, letter in taken:
-                    if wanted is None or letter.id in wanted:
-                        await raw.basic_ack(message.delivery_tag or 0)
-                        count += 1
+        doing = f"purging dead letters of {service!r}"
+        async with self._operation(doing), self._taken(service, None, wanted) as (raw, taken):
+            for message, letter in taken:
+                if wanted is None or letter.id in wanted:
+                    await raw.basic_ack(message.delivery_tag or 0)
+                    count += 1
         return count

@@ -6,6 +6,11 @@ explicit: when it drops, a supervisor task connects again with backoff and calls
 transport's ``on_connect`` callback, which declares the whole topology again and attaches
 every receiver to a fresh channel. Channels of the old connection are never reused, so a
 delivery tag of the old connection cannot settle a message of the new one.
+
+Closing is bounded: the AMQP close handshake waits for the broker, which a silent link
+never answers. The link keeps each connection's socket (through its own aiormq transport
+factory), so that `Link.close` can drop it at once when the graceful close passes its
+deadline, or when an earlier step already found the link silent (`Link.suspect`).
 """
 
 from __future__ import annotations
@@ -14,25 +19,31 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from aiormq.abc import AbstractChannel as RawChannel
+from aiormq.connection import TCPTransportFactory, TLSTransportFactory, TransportFactory
 from pamqp.commands import Basic
 from yarl import URL
 
 from pycomms import ConnectError, PublishError, PyCommsError
+from pycomms.spi import stop_tasks
 
-from ._errors import DRIVER_ERRORS, SETTLE_ERRORS, describe
+from ._errors import DRIVER_ERRORS, SETTLE_ERRORS, address, describe, timed_out
 from ._options import AmqpOptions
 from ._publisher import Outgoing, Publisher
 
 log = logging.getLogger("pycomms.amqp")
 
 OnConnect = Callable[[AbstractConnection], Awaitable[None]]
+
+CLOSE_TIMEOUT = 1.0
+"""Seconds a graceful close step (a channel, the connection, a goodbye) may wait for the
+broker; past it the link is taken for silent and its socket dropped."""
 
 
 class Link:
@@ -47,7 +58,9 @@ class Link:
     def __init__(
         self, url: str, tls: ssl.SSLContext | None, options: AmqpOptions, connection_name: str, on_connect: OnConnect
     ) -> None:
-        self._url = str(URL(url).with_query({"heartbeat": str(options.heartbeat)}))  # our options removed
+        self._url = URL(url).with_query({"heartbeat": str(options.heartbeat)})  # our options removed
+        self.where = address(url)
+        """``host:port`` of the broker, for errors and logs."""
         self._ssl = tls
         self._options = options
         self._name = connection_name
@@ -61,40 +74,55 @@ class Link:
         self._publisher_wrapper: AbstractChannel | None = None
         self._admin: AbstractChannel | None = None
         self._channel_lock = asyncio.Lock()
+        self._socket: _KeptSocket | None = None
+        self._aborted = False
+        self._background: set[asyncio.Task[None]] = set()
         self.generation = 0
         """Incremented at every (re)connection; caches of declarations key on it."""
+        self.suspect = False
+        """A close step of this connection passed its deadline: the link is silent, so
+        closing drops the socket instead of waiting for the broker."""
+        self.last_error = ""
+        """Why the last (re)connection attempt failed, for the errors of callers waiting on it."""
 
     @property
     def connected(self) -> bool:
         return self._ready.is_set()
 
     async def open(self) -> None:
-        """Connect for the first time and run ``on_connect``; raise `ConnectError`."""
+        """Connect for the first time and run ``on_connect``, all within
+        ``connect_timeout``; raise `ConnectError` (one line: the driver's error is in
+        the message, not chained)."""
+        what = f"amqp: connect to {self.where}"
+        timeout = self._options.connect_timeout
+        conn: AbstractConnection | None = None
         try:
-            async with asyncio.timeout(self._options.connect_timeout):
+            async with asyncio.timeout(timeout):
                 conn = await self._connect()
-                try:
-                    await self._on_connect(conn)
-                except BaseException:
-                    await close_quietly(conn)
-                    raise
-        except TimeoutError as exc:
-            raise ConnectError(f"amqp: connecting timed out after {self._options.connect_timeout}s") from exc
-        except PyCommsError as exc:
-            raise ConnectError(f"amqp: setting up failed: {exc}") from exc
-        except DRIVER_ERRORS as exc:
-            raise ConnectError(f"amqp: cannot connect: {describe(exc)}") from exc
+                await self._on_connect(conn)
+        except BaseException as exc:
+            if conn is not None:
+                await self._discard(conn)
+            if isinstance(exc, TimeoutError):
+                raise timed_out(ConnectError, what, timeout, "connect_timeout") from None
+            if isinstance(exc, PyCommsError):
+                raise ConnectError(f"{what}: setting up the topology failed: {exc}") from None
+            if isinstance(exc, DRIVER_ERRORS):
+                raise ConnectError(f"{what} failed: {describe(exc)}") from None
+            raise
         if not self._lost.is_set():  # else the supervisor reconnects at once
             self._ready.set()
         self._supervisor = asyncio.create_task(self._supervise(), name=f"pycomms:amqp:{self._name}")
 
+    async def _discard(self, conn: AbstractConnection) -> None:
+        """Drop a connection that failed while being set up, without waiting for the broker."""
+        self._drop_socket()
+        await close_quietly(conn)
+
     async def _connect(self) -> AbstractConnection:
-        conn = await aio_pika.connect(
-            self._url,
-            ssl_context=self._ssl,
-            timeout=self._options.connect_timeout,
-            client_properties={"connection_name": self._name},
-        )
+        socket = self._socket = _KeptSocket(self._url.scheme)
+        conn = _Connection(self._url, socket, ssl_context=self._ssl, client_properties={"connection_name": self._name})
+        await conn.connect(timeout=self._options.connect_timeout)
         self._lost.clear()
         self._conn = conn
         conn.close_callbacks.add(self._on_close)
@@ -103,6 +131,8 @@ class Link:
         self._publisher = None
         self._admin = None
         self.generation += 1
+        self.suspect = False
+        self.last_error = ""
         return conn
 
     def _on_close(self, sender: Any, exc: BaseException | None = None) -> None:
@@ -128,12 +158,13 @@ class Link:
                     await self._on_connect(conn)
             except asyncio.CancelledError:
                 if conn is not None:
-                    await close_quietly(conn)
+                    await self._discard(conn)
                 raise
             except SETTLE_ERRORS as exc:
-                log.info("amqp: reconnecting failed (%s); next attempt in %.2fs", describe(exc), delay)
+                self.last_error = describe(exc)
+                log.info("amqp: reconnecting to %s failed (%s); next in %.2fs", self.where, self.last_error, delay)
                 if conn is not None:
-                    await close_quietly(conn)
+                    await self._discard(conn)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._options.reconnect_max_delay)
                 continue
@@ -208,16 +239,56 @@ class Link:
                 # broker a moment instead of spinning on a fresh channel.
                 await asyncio.sleep(0.05)
 
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` in the background (e.g. returning a channel's messages by closing
+        it after its caller gave up); `close` stops whatever is still running."""
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def abort(self) -> None:
+        """While closing: drop the connection's socket at once, without the AMQP close
+        handshake. Every call waiting on the broker fails, nothing reconnects, and the
+        broker, once it notices, gives the unacknowledged messages to other consumers."""
+        if not self._aborted:
+            log.warning("amqp: the broker at %s did not answer while closing; dropping the connection", self.where)
+        self._aborted = self.suspect = self._closing = True
+        self._drop_socket()
+
+    def _drop_socket(self) -> None:
+        # aiormq's reader, stopped first, ends quietly; reading the EOF it would log a traceback.
+        reader = getattr(getattr(getattr(self._conn, "transport", None), "connection", None), "_reader_task", None)
+        cancel = getattr(reader, "cancel", None)  # an asyncio.Task or aiormq's TaskWrapper
+        if callable(cancel):
+            cancel()
+        if self._socket is not None:
+            self._socket.abort()
+
+    async def close_step(self, step: Coroutine[Any, Any, None]) -> bool:
+        """Run a step of closing that waits for the broker: at most `CLOSE_TIMEOUT`, then
+        the link is taken for silent and dropped (`abort`); false if it was. A link
+        already found silent skips the step."""
+        if self.suspect:
+            step.close()
+            return False
+        return await finish_within(step, CLOSE_TIMEOUT, self.abort)
+
     async def close(self) -> None:
-        """Stop the supervisor and close the connection. Never raises."""
+        """Stop the supervisor and close the connection, within about 2 x `CLOSE_TIMEOUT`
+        even on a silent link. Never raises."""
         self._closing = True
         self._lost.set()
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            await asyncio.gather(self._supervisor, return_exceptions=True)
+        await stop_tasks([self._supervisor, *self._background], give_up_after=CLOSE_TIMEOUT)
         self._ready.clear()
         if isinstance(self._publisher, Publisher):
             await self._publisher.close()
+        if not await self.close_step(self._close_gracefully()):
+            self.abort()
+        if self._conn is not None:
+            await finish_within(close_quietly(self._conn), CLOSE_TIMEOUT)
+            await _driver_teardown()
+
+    async def _close_gracefully(self) -> None:
         # Channels closed one by one, not implicitly with the connection: aio-pika then
         # awaits its per-channel close callbacks instead of leaving them as loose tasks.
         for channel in (self._publisher_wrapper, self._admin):
@@ -225,7 +296,17 @@ class Link:
                 await close_quietly(channel)
         if self._conn is not None:
             await close_quietly(self._conn)
-            await _driver_teardown()
+
+    def publish_timed_out(self, what: str, timeout: float) -> PublishError:
+        """The `PublishError` of a publish that passed ``timeout``, saying what it waited for."""
+        if self.connected:
+            detail = (
+                "connected, but no publisher confirm came: the link may be silent, or the broker "
+                "blocking publishers on a resource alarm"
+            )
+        else:
+            detail = f"reconnecting{f' (last attempt: {self.last_error})' if self.last_error else ''}"
+        return timed_out(PublishError, what, timeout, "operation_timeout", detail)
 
 
 async def _publish_all(channel: Publisher | RawChannel, messages: list[Outgoing]) -> list[BaseException | None]:
@@ -267,6 +348,55 @@ async def _confirm(channel: RawChannel, message: Outgoing) -> BaseException | No
     return None
 
 
+async def finish_within(
+    step: Coroutine[Any, Any, None], timeout: float, on_timeout: Callable[[], None] | None = None
+) -> bool:
+    """Run ``step`` for at most ``timeout`` seconds; true if it ended (its errors are
+    raised). Else call ``on_timeout`` (which should make the step fail, such as
+    `Link.abort`) and give the step `CLOSE_TIMEOUT` to end; then cancel it, again while
+    a driver swallows the cancellation, for at most `CLOSE_TIMEOUT` more; return false."""
+    task = asyncio.ensure_future(step)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+        if not done and on_timeout is not None:
+            on_timeout()
+            await asyncio.wait({task}, timeout=CLOSE_TIMEOUT)
+    except asyncio.CancelledError:
+        await stop_tasks([task], give_up_after=CLOSE_TIMEOUT)
+        raise
+    if done:
+        task.result()
+        return True
+    if await stop_tasks([task], give_up_after=CLOSE_TIMEOUT):
+        log.error("amqp: a close step ignores cancellation; abandoning it")
+    return False
+
+
+class _KeptSocket(TransportFactory):
+    """aiormq's TCP or TLS transport factory, keeping the socket it made for `abort`."""
+
+    def __init__(self, scheme: str) -> None:
+        self._inner: TransportFactory = TLSTransportFactory() if scheme == "amqps" else TCPTransportFactory()
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def create(self, url: URL, **kwargs: Any) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await self._inner.create(url, **kwargs)
+        self._writer = writer
+        return reader, writer
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.transport.abort()
+
+
+class _Connection(aio_pika.Connection):
+    """aio-pika's connection, with aiormq building its socket through a `_KeptSocket`."""
+
+    def __init__(self, url: URL, socket: _KeptSocket, **kwargs: Any) -> None:
+        super().__init__(url, **kwargs)
+        self.kwargs["transport_factory"] = socket
+
+
 async def _driver_teardown() -> None:
     """Wait for the task aiormq spawns, without keeping it, to finish closing a connection
     (``close_writer_task``), so that a closed transport leaves nothing running."""
@@ -280,7 +410,7 @@ async def _driver_teardown() -> None:
     ]
     if pending:
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(2):
+            async with asyncio.timeout(CLOSE_TIMEOUT):
                 await asyncio.gather(*pending, return_exceptions=True)
 
 
@@ -290,6 +420,9 @@ def _alive(conn: AbstractConnection) -> bool:
 
 
 CHANNEL_OPEN_TIMEOUT = 10.0
+"""Bound of opening a channel; the callers' own deadlines are usually shorter."""
+CHANNEL_CLOSE_TIMEOUT = 2.0
+"""Bound of closing a channel or a connection outside of `Link.close`."""
 
 
 async def open_channel(conn: AbstractConnection, *, publisher_confirms: bool = False) -> AbstractChannel:
@@ -301,10 +434,11 @@ async def open_channel(conn: AbstractConnection, *, publisher_confirms: bool = F
         return await conn.channel(publisher_confirms=publisher_confirms)
 
 
-async def close_quietly(closable: AbstractChannel | AbstractConnection) -> None:
-    """Close a channel or a connection (bounded wait), logging instead of raising driver errors."""
+async def close_quietly(closable: AbstractChannel | AbstractConnection, timeout: float = CHANNEL_CLOSE_TIMEOUT) -> None:
+    """Close a channel or a connection (at most ``timeout`` seconds), logging instead of
+    raising driver errors. aiormq closes a channel on its side when the wait is cut."""
     try:
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(timeout):
             await closable.close()
     except DRIVER_ERRORS as exc:
         log.debug("amqp: error while closing %s: %s", type(closable).__name__, describe(exc))

@@ -61,6 +61,11 @@ class Names:
         return f"{self.prefix}.delay.{delay_ms}"
 
     @property
+    def registry(self) -> str:
+        """Durable queue recording the namespace's named queues (see `Registry`)."""
+        return f"{self.prefix}.registry"
+
+    @property
     def replies(self) -> str:
         """Direct exchange of replies; routing key = the requesting node's id. Each node
         binds a server-named exclusive queue to it, so a new connection never collides

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ssl
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pycomms import ConfigError
 
@@ -24,11 +24,16 @@ class AmqpOptions(BaseModel):
     """AMQP connection heartbeat in seconds (0 turns it off; not advised)."""
     presence_interval: float = Field(2.0, gt=0)
     """Seconds between presence heartbeats; a silent node is dropped after three."""
-    publish_timeout: float = Field(10.0, gt=0)
-    """``publish()`` waits this long for the broker's confirm (including a reconnection
-    or a memory alarm) before raising `PublishError`."""
     connect_timeout: float = Field(10.0, gt=0)
-    """Timeout of the first connection in ``connect()``."""
+    """Deadline of connecting: TCP, TLS, the AMQP handshake and authentication, and
+    declaring this node's part of the topology (``connect()``, each reconnection
+    attempt). RabbitMQ itself gives a client 10 s for the handshake."""
+    operation_timeout: float = Field(10.0, gt=0)
+    """Deadline of every later call: ``publish()``/``send()`` wait this long for the
+    broker's confirm (including a reconnection or a memory alarm), and so do settling
+    (a retry or dead letter republished), presence, dead-letter listing, replay and
+    purge, and dropping the namespace. Also accepted under its old name
+    ``publish_timeout``."""
     reconnect_max_delay: float = Field(5.0, gt=0)
     """Upper bound of the backoff between reconnection attempts."""
     cafile: str | None = None
@@ -40,6 +45,17 @@ class AmqpOptions(BaseModel):
     verify: bool = True
     """``amqps://``: verify the broker's certificate and host name."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _old_names(cls, data: Any) -> Any:
+        """``publish_timeout`` is the old name of ``operation_timeout``."""
+        if isinstance(data, dict) and "publish_timeout" in data:
+            data = dict(data)
+            if "operation_timeout" in data:
+                raise ValueError("give operation_timeout only (publish_timeout is its old name)")
+            data["operation_timeout"] = data.pop("publish_timeout")
+        return data
+
 
 def parse_options(options: dict[str, Any]) -> AmqpOptions:
     """Validate ``options``; raise `ConfigError` naming the bad option and what it accepts."""
@@ -50,6 +66,8 @@ def parse_options(options: dict[str, Any]) -> AmqpOptions:
         problems = []
         for error in exc.errors():
             name = ".".join(str(p) for p in error["loc"]) or "?"
+            if name == "operation_timeout" and "publish_timeout" in options:
+                name = "publish_timeout"
             if error["type"] == "extra_forbidden":
                 problems.append(f"unknown option {name!r} (accepted: {accepted})")
             else:

@@ -28,11 +28,11 @@ from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 from pydantic_core import from_json, to_json
 
-from pycomms import PyCommsError
-from pycomms.spi import NodeInfo
+from pycomms import OperationError, PyCommsError
+from pycomms.spi import NodeInfo, stop_tasks
 
-from ._errors import QUIET_ERRORS, describe
-from ._link import Link
+from ._errors import QUIET_ERRORS, describe, timed_out
+from ._link import CLOSE_TIMEOUT, Link
 from ._names import Names
 from ._publisher import Outgoing
 
@@ -45,11 +45,12 @@ MISSED_BEATS = 3
 class Presence:
     """This node's presence announcements and its table of the other nodes."""
 
-    def __init__(self, link: Link, names: Names, node: NodeInfo, interval: float) -> None:
+    def __init__(self, link: Link, names: Names, node: NodeInfo, interval: float, timeout: float) -> None:
         self._link = link
         self._names = names
         self._node = node
         self._interval = interval
+        self._timeout = timeout
         self._table: dict[str, tuple[NodeInfo, float]] = {}
         self._echoes: dict[str, asyncio.Future[None]] = {}
         self._heartbeat: asyncio.Task[None] | None = None
@@ -57,8 +58,8 @@ class Presence:
         """Loop time from which every live node has been heard from at least once."""
         self._background: set[asyncio.Task[None]] = set()
 
-    async def attach(self, channel: AbstractChannel) -> None:
-        """Declare this node's presence queue on ``channel`` and consume it."""
+    async def attach(self, channel: AbstractChannel) -> str:
+        """Declare this node's presence queue on ``channel`` and consume it; return its name."""
         queue = await channel.declare_queue(
             None,  # server-named: never collides with the queue of an older connection
             exclusive=True,
@@ -68,6 +69,7 @@ class Presence:
         await queue.bind(self._names.presence)
         raw = await channel.get_underlay_channel()
         await raw.basic_consume(queue.name, self._on_message, no_ack=True)
+        return queue.name
 
     def start(self) -> None:
         """Start heartbeating (the first beat is a ``hello``)."""
@@ -86,8 +88,10 @@ class Presence:
             await asyncio.sleep(self._interval)
 
     async def _send_quietly(self, op: str) -> None:
+        """Send ``op`` within ``operation_timeout``; a beat that fails is logged and the
+        next one tries again."""
         try:
-            async with asyncio.timeout(max(self._interval, 1.0) * 5):
+            async with asyncio.timeout(self._timeout):
                 await self._send(op)
         except QUIET_ERRORS as exc:
             log.debug("amqp: presence %s not sent: %s", op, describe(exc))
@@ -131,19 +135,23 @@ class Presence:
         task.add_done_callback(self._background.discard)
 
     async def nodes(self) -> list[NodeInfo]:
-        """Every live node, this one first; see the module docstring for freshness."""
+        """Every live node, this one first; see the module docstring for freshness.
+        Raises `OperationError` when the ping is not echoed within ``operation_timeout``."""
         loop = asyncio.get_running_loop()
         if (early := self._complete_at - loop.time()) > 0:
             await asyncio.sleep(early)  # just joined: let every live node be heard from once
         nonce = os.urandom(8).hex()
         echo: asyncio.Future[None] = loop.create_future()
         self._echoes[nonce] = echo
+        what = f"amqp: presence (nodes) on {self._link.where}"
         try:
-            async with asyncio.timeout(max(self._interval * 2, 5.0)):
+            async with asyncio.timeout(self._timeout):
                 await self._send("ping", nonce)
                 await echo
-        except (TimeoutError, PyCommsError) as exc:
-            log.debug("amqp: presence ping not echoed (%s); answering from the table", describe(exc))
+        except TimeoutError:
+            raise timed_out(OperationError, what, self._timeout, "operation_timeout") from None
+        except PyCommsError as exc:
+            raise OperationError(f"{what} failed: {exc}") from None
         finally:
             del self._echoes[nonce]
         horizon = time.monotonic() - self._interval * MISSED_BEATS
@@ -154,15 +162,20 @@ class Presence:
             info.seen(now - (time.monotonic() - seen)) for info, seen in self._table.values()
         ]
 
+    async def stop(self) -> None:
+        """Stop heartbeating (and answering). Never raises."""
+        await stop_tasks([self._heartbeat, *self._background], give_up_after=CLOSE_TIMEOUT)
+
     async def leave(self) -> None:
-        """Stop heartbeating and say ``bye`` (bounded wait). Never raises."""
-        tasks = [t for t in (self._heartbeat, *self._background) if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if self._link.connected:
+        """Stop heartbeating and say ``bye`` (at most `CLOSE_TIMEOUT`; not on a link
+        found silent). Never raises."""
+        await self.stop()
+        if self._link.connected and not self._link.suspect:
             try:
-                async with asyncio.timeout(2.0):
+                async with asyncio.timeout(CLOSE_TIMEOUT):
                     await self._send("bye")
+            except TimeoutError:
+                log.debug("amqp: presence bye not confirmed within %.1fs; the link seems silent", CLOSE_TIMEOUT)
+                self._link.suspect = True
             except QUIET_ERRORS as exc:
                 log.debug("amqp: presence bye not sent: %s", describe(exc))

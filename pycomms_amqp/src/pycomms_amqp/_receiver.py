@@ -22,10 +22,10 @@ from aio_pika.abc import AbstractChannel, AbstractConnection
 from aiormq.abc import AbstractChannel as RawChannel
 from aiormq.abc import DeliveredMessage
 
-from pycomms.spi import DeadLetter, Subscription, peek_type
+from pycomms.spi import DeadLetter, Subscription, peek_type, stop_tasks
 
 from ._errors import QUIET_ERRORS, SETTLE_ERRORS, describe
-from ._link import Link, close_quietly, open_channel
+from ._link import CLOSE_TIMEOUT, Link, close_quietly, open_channel
 from ._names import ATTEMPT_HEADER
 from ._options import AmqpOptions
 from ._publisher import Outgoing
@@ -33,9 +33,6 @@ from ._settler import Settler
 from ._topology import Topology
 
 log = logging.getLogger("pycomms.amqp")
-
-SETTLE_FLUSH_TIMEOUT = 5.0
-"""How long a closing receiver waits for its acks to be handed to the writer."""
 
 
 class AmqpDelivery:
@@ -265,8 +262,9 @@ class AmqpReceiver:
                 delay = min(delay * 2, self._options.reconnect_max_delay)
 
     async def publish_settlement(self, message: Outgoing) -> None:
-        """Publish a retry or dead letter, bounded by ``publish_timeout``."""
-        async with asyncio.timeout(self._options.publish_timeout):
+        """Publish a retry or dead letter, bounded by ``operation_timeout`` (the caller
+        releases the message when it fails: the broker delivers it again)."""
+        async with asyncio.timeout(self._options.operation_timeout):
             await self.link.publish([message])
 
     async def receive(self, max_messages: int) -> Sequence[AmqpDelivery]:
@@ -293,27 +291,26 @@ class AmqpReceiver:
         self._closed = True
         self._wakeup.set()
         self._buffer.clear()
-        if self._recovery is not None:
-            self._recovery.cancel()
-        for task in list(self._background):
-            task.cancel()
-        await asyncio.gather(*self._background, *([self._recovery] if self._recovery else []), return_exceptions=True)
+        await stop_tasks([self._recovery, *self._background], give_up_after=CLOSE_TIMEOUT)
+        await self.link.close_step(self._close_channel())
+        if self._settler is not None:
+            await self._settler.close()
+
+    async def _close_channel(self) -> None:
         async with self._attach_lock:
             if self._settler is not None:
-                await self._settler.flush(SETTLE_FLUSH_TIMEOUT)  # the acks of handlers that just finished
+                await self._settler.flush(CLOSE_TIMEOUT)  # the acks of handlers that just finished
             if self._channel is not None:
                 if self.subscription.ephemeral:
                     await self._remove_dead_letter_queue(self._channel)
                 await close_quietly(self._channel)
-            if self._settler is not None:
-                await self._settler.close()
 
     async def _remove_dead_letter_queue(self, channel: AbstractChannel) -> None:
         """An ephemeral service leaves nothing behind: its event queue auto-deletes (the
         broker removes it); its dead-letter queue goes too, unless letters are in it."""
         queue = self.topology.names.dead_letter_queue(self.subscription.service)
         try:
-            async with asyncio.timeout(self._options.connect_timeout):
+            async with asyncio.timeout(CLOSE_TIMEOUT):
                 await channel.queue_delete(queue, if_empty=True)
         except Exception as exc:  # kept letters (PRECONDITION_FAILED), or the link is gone
             log.info(

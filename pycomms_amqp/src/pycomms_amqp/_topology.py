@@ -40,6 +40,7 @@ from ._names import (
 )
 from ._options import AmqpOptions
 from ._publisher import Outgoing
+from ._registry import Registry
 
 log = logging.getLogger("pycomms.amqp")
 
@@ -56,6 +57,7 @@ class Topology:
 
     def __init__(self, names: Names, options: AmqpOptions, link: Link) -> None:
         self.names = names
+        self.registry = Registry(names)
         self._options = options
         self._link = link
         self._work_arguments = work_queue_arguments(options.queue_type)
@@ -65,16 +67,20 @@ class Topology:
 
     # declarations --------------------------------------------------------------------
 
-    async def declare_exchanges(self, channel: AbstractChannel) -> None:
-        """The namespace's exchanges (idempotent; done at every connection)."""
+    async def declare_exchanges(self, channel: AbstractChannel) -> int:
+        """The namespace's exchanges and registry (idempotent; done at every connection);
+        returns how many records the registry holds."""
         names = self.names
+        records = await self.registry.declare(channel)
         await channel.declare_exchange(names.events, ExchangeType.TOPIC, durable=True)
         await channel.declare_exchange(names.delay, ExchangeType.HEADERS, durable=True)
         await channel.declare_exchange(names.presence, ExchangeType.FANOUT, durable=False)
         await channel.declare_exchange(names.replies, ExchangeType.DIRECT, durable=True)
+        return records
 
     async def declare_work_queue(self, channel: AbstractChannel, queue: str) -> AbstractQueue:
         """A durable service or command queue, with the arguments every node agrees on."""
+        await self.registry.record(channel, queue)
         return await channel.declare_queue(queue, durable=True, arguments=self._work_arguments)
 
     async def declare_observer_queue(self, channel: AbstractChannel, queue: str) -> AbstractQueue:
@@ -83,12 +89,14 @@ class Topology:
         the instances of that service like any service queue. Classic: quorum queues
         cannot auto-delete. ``x-expires`` removes one that never got a consumer."""
         arguments: dict[str, Any] = {"x-queue-type": "classic", "x-expires": OBSERVER_QUEUE_EXPIRES_MS}
+        await self.registry.record(channel, queue)
         return await channel.declare_queue(queue, durable=False, auto_delete=True, arguments=arguments)
 
     async def declare_dead_letter_queue(self, channel: AbstractChannel, service: str) -> str:
         """A service's dead-letter store: always a classic durable queue (listing it
         relies on unacknowledged messages going back to their original position)."""
         queue = self.names.dead_letter_queue(service)
+        await self.registry.record(channel, queue)
         await channel.declare_queue(queue, durable=True, arguments={"x-queue-type": "classic"})
         return queue
 
@@ -116,6 +124,7 @@ class Topology:
         queue = self.names.delay_queue(bucket)
 
         async def declare(channel: AbstractChannel) -> None:
+            await self.registry.record(channel, queue)
             declared = await channel.declare_queue(queue, durable=True, arguments=delay_queue_arguments(bucket))
             await declared.bind(self.names.delay, arguments={"x-match": "all", DELAY_HEADER: str(bucket)})
 

@@ -9,16 +9,17 @@ from collections.abc import Sequence
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from aiormq.abc import DeliveredMessage
 
-from pycomms import ConnectError, PublishError, PyCommsError
+from pycomms import ConnectError, OperationError, PyCommsError
 from pycomms.spi import BackendConfig, Capabilities, DeadLetter, Envelope, NodeInfo, ReplySink, Subscription
 
 from ._deadletters import DeadLetterStore
-from ._errors import SETTLE_ERRORS, describe, map_amqp_errors
+from ._errors import SETTLE_ERRORS, describe, map_amqp_errors, timed_out
 from ._link import Link, close_quietly, open_channel
 from ._names import Names
 from ._options import AmqpOptions, parse_options, tls_context
 from ._presence import Presence
 from ._receiver import AmqpReceiver
+from ._registry import COMPACT_AT
 from ._topology import Topology
 
 log = logging.getLogger("pycomms.amqp")
@@ -46,7 +47,9 @@ class AmqpTransport:
         self._presence: Presence | None = None
         self._dead: DeadLetterStore | None = None
         self._receivers: list[AmqpReceiver] = []
+        self._dropped = False
         self._control: AbstractChannel | None = None  # declarations, replies and presence
+        self._own_queues: list[str] = []  # this connection's server-named reply and presence queues
 
     def __repr__(self) -> str:
         return f"<AmqpTransport {self._config.redacted_url!r} namespace={self.names.namespace!r}>"
@@ -57,8 +60,9 @@ class AmqpTransport:
         link = Link(self._config.url, self._tls, self.options, f"{self.names.prefix}.{node.id}", self._on_connect)
         self._link = link
         self._topology = Topology(self.names, self.options, link)
-        self._presence = Presence(link, self.names, node, self.options.presence_interval)
-        self._dead = DeadLetterStore(link, self._topology)
+        timeout = self.options.operation_timeout
+        self._presence = Presence(link, self.names, node, self.options.presence_interval, timeout)
+        self._dead = DeadLetterStore(link, self._topology, timeout)
         await link.open()
         self._presence.start()
         log.debug("amqp: open %s as %s", self._config.redacted_url, link)
@@ -69,16 +73,26 @@ class AmqpTransport:
         assert self._topology is not None
         assert self._presence is not None
         control = self._control = await open_channel(conn)
-        await self._topology.declare_exchanges(control)
+        records = await self._topology.declare_exchanges(control)
         replies = await control.declare_queue(None, exclusive=True, auto_delete=True)  # server-named
         await replies.bind(self.names.replies, routing_key=self._node.id)
         raw = await control.get_underlay_channel()
         await raw.basic_consume(replies.name, self._on_reply, no_ack=True)
-        await self._presence.attach(control)
+        self._own_queues = [replies.name, await self._presence.attach(control)]
         for receiver in list(self._receivers):
             await receiver.attach(conn)
         if self._link is not None and self._link.generation > 1:
             self._presence.announce()
+        if records > COMPACT_AT and self._link is not None:
+            self._link.spawn(self._compact(conn))
+
+    async def _compact(self, conn: AbstractConnection) -> None:
+        assert self._topology is not None
+        try:
+            async with asyncio.timeout(self.options.operation_timeout):
+                await self._topology.registry.compact(conn)
+        except SETTLE_ERRORS as exc:
+            log.info("amqp: compacting the registry of namespace %s failed: %s", self.names.namespace, describe(exc))
 
     async def _on_reply(self, message: DeliveredMessage) -> None:
         if self._replies is not None:
@@ -90,31 +104,30 @@ class AmqpTransport:
         return self._link, self._topology
 
     async def publish(self, envelopes: Sequence[Envelope]) -> None:
-        """Route ``envelopes`` by kind and wait for every publisher confirm (``publish_timeout``)."""
+        """Route ``envelopes`` by kind and wait for every publisher confirm, within
+        ``operation_timeout``; raise `PublishError`."""
         link, topology = self._parts()
-        timeout = self.options.publish_timeout
+        timeout = self.options.operation_timeout
         try:
             async with asyncio.timeout(timeout):
                 await link.publish(await topology.envelope_messages(envelopes))
-        except TimeoutError as exc:
-            state = "connected" if link.connected else "reconnecting"
-            raise PublishError(
-                f"amqp: no publisher confirm within {timeout}s ({state}; the broker may be unreachable "
-                "or blocking publishers on a resource alarm; option publish_timeout)"
-            ) from exc
+        except TimeoutError:
+            raise link.publish_timed_out(f"amqp: publish to {link.where}", timeout) from None
 
     async def subscribe(self, subscription: Subscription) -> AmqpReceiver:
-        """Declare the subscription's queues and bindings and consume them on a channel of its own."""
+        """Declare the subscription's queues and bindings and consume them on a channel
+        of its own, within ``connect_timeout`` (part of connecting); raise `ConnectError`."""
         link, topology = self._parts()
         receiver = AmqpReceiver(link, topology, subscription, self.options)
         self._receivers.append(receiver)
+        what = f"amqp: subscribing service {subscription.service!r} on {link.where}"
         try:
             async with asyncio.timeout(self.options.connect_timeout):
-                with map_amqp_errors(ConnectError, f"amqp: subscribing service {subscription.service!r}"):
+                with map_amqp_errors(ConnectError, what):
                     await receiver.attach(await link.connection())
-        except TimeoutError as exc:
+        except TimeoutError:
             self._receivers.remove(receiver)
-            raise ConnectError(f"amqp: subscribing service {subscription.service!r} timed out") from exc
+            raise timed_out(ConnectError, what, self.options.connect_timeout, "connect_timeout") from None
         except BaseException:
             self._receivers.remove(receiver)
             raise
@@ -143,16 +156,44 @@ class AmqpTransport:
         """Delete dead letters (all, or those with ``ids``)."""
         return await self._store().purge(service, ids)
 
+    async def drop_namespace(self) -> int:
+        """Delete every queue and exchange of the namespace, within ``operation_timeout``:
+        the queues its registry recorded, this node's own reply and presence queues, the
+        exchanges and the registry. Raise `OperationError`."""
+        link, topology = self._parts()
+        if self._presence is not None:
+            await self._presence.stop()  # its beats would go to a deleted exchange
+        what = f"amqp: dropping namespace {self.names.namespace!r} on {link.where}"
+        timeout = self.options.operation_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                with map_amqp_errors(OperationError, what):
+                    removed = await topology.registry.drop(await link.connection(), self._own_queues)
+        except TimeoutError:
+            raise timed_out(OperationError, what, timeout, "operation_timeout") from None
+        self._dropped = True
+        log.info("amqp: dropped namespace %s on %s: %d queues and exchanges", self.names.namespace, link.where, removed)
+        return removed
+
     async def close(self) -> None:
-        """Say goodbye to presence, close the receivers and the connection. Never raises."""
+        """Say goodbye to presence, close the receivers and the connection. Never raises.
+
+        Within about 3 x `CLOSE_TIMEOUT` on a silent link: each step that waits for the
+        broker has that deadline, and once one passed it the connection is dropped
+        instead of closed (`Link.suspect`)."""
+        if self._link is None:
+            return
+        link = self._link
         try:
             if self._presence is not None:
-                await self._presence.leave()
+                if self._dropped:
+                    await self._presence.stop()
+                else:
+                    await self._presence.leave()
             for receiver in self._receivers:
                 await receiver.close()
             if self._control is not None and not self._control.is_closed:
-                await close_quietly(self._control)
-            if self._link is not None:
-                await self._link.close()
+                await link.close_step(close_quietly(self._control))
         except SETTLE_ERRORS as exc:
             log.warning("amqp: error while closing: %s", describe(exc))
+        await link.close()
