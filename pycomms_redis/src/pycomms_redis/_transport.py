@@ -155,28 +155,27 @@ class RedisTransport:
     async def subscribe(self, subscription: Subscription) -> RedisReceiver:
         assert self._node is not None, "subscribe() before open()"
         keys, node_id = self._keys, self._node.id
-        streams = [(keys.event_stream(t), "$") for t in sorted(subscription.events)]
         if self._mover is None:
             self._mover = DelayedMover(self._client, keys, self._options.max_batch)
             self._spawn(self._mover.run(), "delayed")
-        owned: list[str] = []
+        mover = self._mover
 
-        async def record() -> RedisReceiver:
-            owned[:] = await self._own_commands(subscription)
+        async def record() -> RedisReceiver:  # every step is idempotent: safe to repeat after a lost reply
+            owned = await self._own_commands(subscription)
             if subscription.ephemeral:
                 entry = json.dumps({"node": node_id, "events": sorted(subscription.events)})
                 await self._client.hset(keys.observers, subscription.service, entry)
-            all_streams = [*streams, *((keys.command_stream(t), "0") for t in owned)]
-            all_streams.append((keys.service_stream(subscription.service), "0"))
-            assert self._mover is not None
+            streams = [(keys.event_stream(t), "$") for t in sorted(subscription.events)]
+            streams += [(keys.command_stream(t), "0") for t in owned]
+            streams.append((keys.service_stream(subscription.service), "0"))
             receiver = RedisReceiver(
                 self._client,
                 keys,
                 self._options,
                 subscription,
-                all_streams,
+                streams,
                 node_id,
-                self._mover.scheduled,
+                mover.scheduled,
                 self._deadlines,
                 self._close_steps,
             )
