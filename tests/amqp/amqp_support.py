@@ -43,6 +43,13 @@ def reachable(address: tuple[str, int]) -> bool:
         return False
 
 
+def url_at(port: int, base: str = AMQP_URL) -> str:
+    """``base`` (with its credentials) pointed at 127.0.0.1:``port``."""
+    parts = urlsplit(base)
+    userinfo = parts.netloc.rpartition("@")[0]
+    return parts._replace(netloc=f"{userinfo}@127.0.0.1:{port}").geturl()
+
+
 def delete_namespaces(namespaces: list[str], url: str = AMQP_URL) -> None:
     """Delete the queues and exchanges of ``namespaces`` (needs local ``rabbitmqctl``)."""
     delete_amqp_namespaces(namespaces, url)
@@ -73,9 +80,7 @@ class Proxy:
         return self
 
     def url(self, base: str = AMQP_URL) -> str:
-        parts = urlsplit(base)
-        userinfo = parts.netloc.rpartition("@")[0]
-        return parts._replace(netloc=f"{userinfo}@127.0.0.1:{self.port}").geturl()
+        return url_at(self.port, base)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -158,6 +163,43 @@ class Proxy:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class SilentServer:
+    """Accepts TCP connections, reads what comes and never answers (a hung broker)."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.accepted = 0
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+        self._handlers: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> SilentServer:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    def url(self, base: str = AMQP_URL) -> str:
+        return url_at(self.port, base)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        self.accepted += 1
+        self._writers.append(writer)
+        with contextlib.suppress(ConnectionError, OSError):
+            while await reader.read(65536):
+                pass
+
+    async def close(self) -> None:
+        for writer in self._writers:
+            writer.transport.abort()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
 
 
 def free_port() -> int:

@@ -6,16 +6,19 @@ in their original positions. Replay and purge take every letter the same way and
 acknowledge only the chosen ones (after republishing them, for replay). While one of
 these calls runs, the letters it holds are invisible to a concurrent call.
 
-Each call has ``operation_timeout``; one that passes it raises `OperationError` at once
-and leaves the closing of its channel (which gives the letters back) to the background.
+Each call has ``operation_timeout``, through a reconnection (a call cut by a lost
+connection starts again on the next one; a replay may then send a letter twice:
+at-least-once). One that passes it raises `OperationError` at once and leaves the
+closing of its channel (which gives the letters back) to the background.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 from aiormq.abc import AbstractChannel as RawChannel
 from aiormq.abc import DeliveredMessage
@@ -33,6 +36,7 @@ from ._topology import PERSISTENT, Topology
 log = logging.getLogger("pycomms.amqp")
 
 Taken = tuple[DeliveredMessage, DeadLetter]
+T = TypeVar("T")
 
 
 class DeadLetterStore:
@@ -43,16 +47,26 @@ class DeadLetterStore:
         self._topology = topology
         self._timeout = timeout
 
-    @asynccontextmanager
-    async def _operation(self, doing: str) -> AsyncIterator[None]:
-        """Bound the block by ``operation_timeout``; raise `OperationError` naming ``doing``."""
-        what = f"amqp: {doing} on {self._link.where}"
+    async def _operation(self, doing: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Run ``attempt`` within ``operation_timeout``, again when the connection was lost
+        under it (after the reconnection); raise `OperationError` naming ``doing``."""
+        link = self._link
+        what = f"amqp: {doing} on {link.where}"
         try:
             async with asyncio.timeout(self._timeout):
-                with map_amqp_errors(OperationError, what):
-                    yield
+                while True:
+                    generation = link.generation
+                    try:
+                        with map_amqp_errors(OperationError, what):
+                            return await attempt()
+                    except OperationError:
+                        if link.connected and link.generation == generation:
+                            raise
+                        log.debug("amqp: %s: the connection was lost; trying again once restored", doing)
+                        await link.connection()
         except TimeoutError:
-            raise timed_out(OperationError, what, self._timeout, "operation_timeout") from None
+            state = "connected, but the broker did not answer" if link.connected else link.reconnect_state()
+            raise timed_out(OperationError, what, self._timeout, "operation_timeout", state) from None
 
     @asynccontextmanager
     async def _taken(
@@ -89,37 +103,46 @@ class DeadLetterStore:
                 await close_quietly(channel)
 
     async def list(self, service: str, limit: int) -> list[DeadLetter]:
-        async with self._operation(f"listing dead letters of {service!r}"), self._taken(service, limit) as (_, taken):
-            return [letter for _, letter in taken]
+        async def attempt() -> list[DeadLetter]:
+            async with self._taken(service, limit) as (_, taken):
+                return [letter for _, letter in taken]
+
+        return await self._operation(f"listing dead letters of {service!r}", attempt)
 
     async def replay(self, service: str, ids: Sequence[str] | None) -> int:
         wanted = None if ids is None else set(ids)
-        doing = f"replaying dead letters of {service!r}"
-        async with self._operation(doing), self._taken(service, None, wanted) as (raw, taken):
-            chosen = [(m, letter) for m, letter in taken if wanted is None or letter.id in wanted]
-            outgoing = []
-            for message, letter in chosen:
-                headers = message.header.properties.headers or {}
-                queue = str(headers.get(QUEUE_HEADER) or self._topology.names.service_queue(service))
-                properties = Basic.Properties(
-                    content_type="application/json",
-                    delivery_mode=PERSISTENT,
-                    message_id=letter.id,
-                    headers={ATTEMPT_HEADER: 1},
-                )
-                outgoing.append(Outgoing("", queue, letter.envelope, properties))
-            await self._link.publish(outgoing)  # all confirmed before any letter is removed: at-least-once
-            for message, _ in chosen:
-                await raw.basic_ack(message.delivery_tag or 0)
-        return len(chosen)
+
+        async def attempt() -> int:
+            async with self._taken(service, None, wanted) as (raw, taken):
+                chosen = [(m, letter) for m, letter in taken if wanted is None or letter.id in wanted]
+                outgoing = []
+                for message, letter in chosen:
+                    headers = message.header.properties.headers or {}
+                    queue = str(headers.get(QUEUE_HEADER) or self._topology.names.service_queue(service))
+                    properties = Basic.Properties(
+                        content_type="application/json",
+                        delivery_mode=PERSISTENT,
+                        message_id=letter.id,
+                        headers={ATTEMPT_HEADER: 1},
+                    )
+                    outgoing.append(Outgoing("", queue, letter.envelope, properties))
+                await self._link.publish(outgoing)  # all confirmed before any letter is removed: at-least-once
+                for message, _ in chosen:
+                    await raw.basic_ack(message.delivery_tag or 0)
+            return len(chosen)
+
+        return await self._operation(f"replaying dead letters of {service!r}", attempt)
 
     async def purge(self, service: str, ids: Sequence[str] | None) -> int:
         wanted = None if ids is None else set(ids)
-        count = 0
-        doing = f"purging dead letters of {service!r}"
-        async with self._operation(doing), self._taken(service, None, wanted) as (raw, taken):
-            for message, letter in taken:
-                if wanted is None or letter.id in wanted:
-                    await raw.basic_ack(message.delivery_tag or 0)
-                    count += 1
-        return count
+
+        async def attempt() -> int:
+            count = 0
+            async with self._taken(service, None, wanted) as (raw, taken):
+                for message, letter in taken:
+                    if wanted is None or letter.id in wanted:
+                        await raw.basic_ack(message.delivery_tag or 0)
+                        count += 1
+            return count
+
+        return await self._operation(f"purging dead letters of {service!r}", attempt)

@@ -122,7 +122,12 @@ class Link:
     async def _connect(self) -> AbstractConnection:
         socket = self._socket = _KeptSocket(self._url.scheme)
         conn = _Connection(self._url, socket, ssl_context=self._ssl, client_properties={"connection_name": self._name})
-        await conn.connect(timeout=self._options.connect_timeout)
+        try:
+            await conn.connect(timeout=self._options.connect_timeout)
+        except BaseException:
+            # Marked closed (it has no transport yet, so at once): else its __del__ starts a close task.
+            await conn.close()
+            raise
         self._lost.clear()
         self._conn = conn
         conn.close_callbacks.add(self._on_close)
@@ -305,8 +310,12 @@ class Link:
                 "blocking publishers on a resource alarm"
             )
         else:
-            detail = f"reconnecting{f' (last attempt: {self.last_error})' if self.last_error else ''}"
+            detail = self.reconnect_state()
         return timed_out(PublishError, what, timeout, "operation_timeout", detail)
+
+    def reconnect_state(self) -> str:
+        """``reconnecting``, with why the last attempt failed, for errors."""
+        return f"reconnecting{f' (last attempt: {self.last_error})' if self.last_error else ''}"
 
 
 async def _publish_all(channel: Publisher | RawChannel, messages: list[Outgoing]) -> list[BaseException | None]:

@@ -10,8 +10,9 @@ its own ping comes back through its queue. A queue is FIFO, so every hello, beat
 the broker had accepted before the ping (e.g. a ``bye`` of a node whose ``close()``
 returned) has been applied to the table by then. A node that joined less than one
 interval ago cannot know everybody yet (the answers to its ``hello`` may still be on
-their way): its ``nodes()`` first waits until one interval has passed since it started,
-by which time every live node has beaten at least once.
+their way): after its ping came back, its ``nodes()`` waits until one interval has
+passed since it started, by which time every live node has beaten at least once. The
+ping, not that local wait, is what ``operation_timeout`` bounds.
 """
 
 from __future__ import annotations
@@ -138,8 +139,6 @@ class Presence:
         """Every live node, this one first; see the module docstring for freshness.
         Raises `OperationError` when the ping is not echoed within ``operation_timeout``."""
         loop = asyncio.get_running_loop()
-        if (early := self._complete_at - loop.time()) > 0:
-            await asyncio.sleep(early)  # just joined: let every live node be heard from once
         nonce = os.urandom(8).hex()
         echo: asyncio.Future[None] = loop.create_future()
         self._echoes[nonce] = echo
@@ -154,6 +153,8 @@ class Presence:
             raise OperationError(f"{what} failed: {exc}") from None
         finally:
             del self._echoes[nonce]
+        if (early := self._complete_at - loop.time()) > 0:
+            await asyncio.sleep(early)  # just joined: let every live node be heard from once
         horizon = time.monotonic() - self._interval * MISSED_BEATS
         now = time.time()
         for node_id in [i for i, (_, seen) in self._table.items() if seen < horizon]:

@@ -24,7 +24,7 @@ from aio_pika.exceptions import ChannelPreconditionFailed
 from pamqp.commands import Basic
 
 from pycomms import PublishError
-from pycomms.spi import DeadLetter, Envelope
+from pycomms.spi import DeadLetter, Envelope, stop_tasks
 
 from ._errors import DRIVER_ERRORS, describe
 from ._link import Link
@@ -157,6 +157,10 @@ class Topology:
             self._declaring[key] = future
             future.add_done_callback(lambda done: self._forget(key, done))
         await asyncio.shield(future)
+
+    async def close(self) -> None:
+        """Stop the declarations still running (their callers gave up on them)."""
+        await stop_tasks([f for f in self._declaring.values() if isinstance(f, asyncio.Task)], give_up_after=1.0)
 
     def _forget(self, key: str, future: asyncio.Future[None]) -> None:
         if self._declaring.get(key) is future:

@@ -192,6 +192,8 @@ class AmqpTransport:
                     await self._presence.leave()
             for receiver in self._receivers:
                 await receiver.close()
+            if self._topology is not None:
+                await self._topology.close()
             if self._control is not None and not self._control.is_closed:
                 await link.close_step(close_quietly(self._control))
         except SETTLE_ERRORS as exc:
