@@ -4,7 +4,8 @@ PostgreSQL and MariaDB come from ``$PYCOMMS_TEST_POSTGRES_URL`` / ``$PYCOMMS_TES
 (defaults: the local services); SQLite is a file in the test's temporary directory.
 An unreachable server is skipped locally and fails with ``CI=true``.
 
-Garbage is collected after every test, so that a connection a failing test left open
+The namespace of the ``url`` fixture is dropped after each test, so a run leaves no
+tables behind. Garbage is collected after every test, so that a connection a failing test left open
 is reported (a ResourceWarning, an error here) on that test, never on the next one.
 """
 
@@ -16,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sql_helpers import ENGINES, MYSQL_URL, POSTGRES_URL, with_options
+from sql_helpers import ENGINES, MYSQL_URL, POSTGRES_URL, drop_namespace, with_options
 
 from pycomms.testing import require_reachable
 
@@ -39,8 +40,12 @@ def namespace() -> str:
 
 
 @pytest.fixture
-def url(engine_url: str, namespace: str) -> str:
-    return with_options(engine_url, namespace=namespace)
+def url(engine_url: str, namespace: str) -> Iterator[str]:
+    """The engine's URL with a fresh namespace, whose tables are dropped after the test
+    (a SQLite file goes with the test's temporary directory)."""
+    yield with_options(engine_url, namespace=namespace)
+    if not engine_url.startswith("sqlite"):
+        drop_namespace(with_options(engine_url, namespace=namespace))
 
 
 @pytest.fixture(autouse=True)

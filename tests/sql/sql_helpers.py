@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+
+import pycomms
 
 POSTGRES_URL = os.environ.get("PYCOMMS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 MYSQL_URL = os.environ.get("PYCOMMS_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
@@ -20,3 +23,22 @@ def sqlalchemy_url(url: str) -> str:
     scheme, _, rest = base.partition("://")
     driver = {"postgresql": "postgresql+asyncpg", "mysql": "mysql+asyncmy", "sqlite": "sqlite+aiosqlite"}[scheme]
     return f"{driver}://{rest}"
+
+
+def via(url: str, port: int) -> str:
+    """``url`` pointed at ``127.0.0.1:port`` (a proxy or a fake server), user, database
+    and query kept."""
+    scheme, _, rest = url.partition("://")
+    netloc, slash, path = rest.partition("/")
+    user, at, _ = netloc.rpartition("@")
+    return f"{scheme}://{user}{at}127.0.0.1:{port}{slash}{path}"
+
+
+def drop_namespace(url: str) -> int:
+    """Drop the namespace of ``url`` (its nodes, if any are left, notwithstanding)."""
+
+    async def drop() -> int:
+        bus = await pycomms.connect(url)
+        return await bus.drop_namespace(force=True)
+
+    return asyncio.run(drop())

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from pycomms import OperationError
+from pycomms import OperationError, PyCommsError
 from pycomms.spi import DeadLetter, Subscription, stop_tasks
 
 from . import _observers as observers
@@ -188,13 +188,17 @@ class SqlReceiver:
 
     async def _settling(self, token: str, row: int, settle: Coroutine[Any, Any, Any]) -> None:
         """Run ``settle``; if it is cancelled, keep the lease for close() to release
-        (a release after a settle that did commit matches nothing)."""
+        (a release after a settle that did commit matches nothing). A settle that
+        fails or passes its deadline is logged and left to the lease: the message is
+        delivered again when it expires (at-least-once), as after a crash."""
         try:
             await settle
         except asyncio.CancelledError:
             if not self._closed:
                 self._leases.setdefault(token, set()).add(row)
             raise
+        except PyCommsError as exc:
+            log.warning("%s; the message is delivered again when its lease expires", exc)
 
     async def _flush_acks(self, items: list[tuple[str, int]]) -> None:
         leases: dict[str, list[int]] = {}
