@@ -14,7 +14,7 @@ from tcp_worker import Ask, Echo, Job
 import pycomms
 from pycomms import Service
 from pycomms.testing import eventually, run_strict
-from pycomms_tcp import _transport as tcp_transport
+from pycomms_tcp import _links as tcp_links
 from pycomms_tcp._frames import Frame, deliver_payload, frame, json_frame
 
 pytestmark = [pytest.mark.filterwarnings("error"), pytest.mark.timeout(60)]
@@ -259,7 +259,7 @@ def test_connect_cancelled_while_peers_confirm_a_subscription(namespace: str) ->
 def test_frame_trickled_after_the_handshake_is_cut_off(namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A peer that keeps the link busy one byte at a time never finishing a frame is cut
     off at the per-frame deadline (30 s; shortened here), not kept forever."""
-    monkeypatch.setattr(tcp_transport, "FRAME_DEADLINE", 1.0)
+    monkeypatch.setattr(tcp_links, "FRAME_DEADLINE", 1.0)
     port = free_port()
 
     async def scenario() -> None:

@@ -293,7 +293,7 @@ def test_a_peer_that_does_not_answer_fails_the_dead_letter_call(namespace: str) 
                 return len(await asker.dead_letters("work")) == 1
 
             await eventually(dead, 10, "the dead letter, listed from the other node")
-            keeper._transport._dead.answer = lambda conn, body: None  # type: ignore[attr-defined]
+            keeper._transport._dead_letters.answer = lambda conn, body: None  # type: ignore[attr-defined]
             loop = asyncio.get_running_loop()
             for call in (asker.dead_letters("work"), asker.replay("work"), asker.purge("work")):
                 started = loop.time()

@@ -109,7 +109,7 @@ def test_a_registry_entry_nobody_listens_at_does_not_hold_events(namespace: str)
 
     async def scenario() -> None:
         async with pycomms.connect(url) as first:
-            nodes = first._transport._registry.directory / "nodes"  # type: ignore[attr-defined]
+            nodes = first._transport._links.registry.directory / "nodes"  # type: ignore[attr-defined]
         nodes.mkdir(parents=True, exist_ok=True)
         entry = {"id": "ghost", "host": "127.0.0.1", "port": free_port(), "pid": os.getpid()}
         (nodes / "ghost.json").write_text(json.dumps(entry))
@@ -178,7 +178,7 @@ def test_drop_namespace_removes_registry_entries_and_refuses_while_nodes_run(nam
     async def scenario() -> None:
         rec = Recorder()
         async with pycomms.connect(url, services=[noting(rec)]) as worker:
-            directory = worker._transport._registry.directory  # type: ignore[attr-defined]
+            directory = worker._transport._links.registry.directory  # type: ignore[attr-defined]
             async with pycomms.connect(url) as admin:
                 with pytest.raises(pycomms.NamespaceInUse, match="in use by 1 node"):
                     await admin.drop_namespace()

@@ -1,8 +1,11 @@
 """One peer link: an asyncio protocol that frames bytes, runs the handshake, and
-hands established traffic to its node.
+reports what happens on it to its owner through `LinkEvents` (the way asyncio hands a
+`Protocol` its ``data_received``/``connection_lost``).
 
-Frames produced during one turn of the event loop are written together (one
-``write`` call), which keeps small acks and deliveries cheap without delaying them.
+The first frame sent in a turn of the event loop is written at once (a request or a
+reply is not held back); the frames after it in the same turn, and every ACK of the
+turn, are written together at its end (one ``write``), which keeps small acks and
+deliveries cheap under load.
 """
 
 from __future__ import annotations
@@ -10,14 +13,11 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from ._frames import Frame, FrameDecoder, ProtocolError, frame, json_frame, parse_json, seqs_payload
 from ._handshake import PROTOCOL_VERSION, Hello, new_nonce, parse_hello, proof, verify
-
-if TYPE_CHECKING:
-    from ._membership import Peer
-    from ._transport import TcpTransport
 
 log = logging.getLogger("pycomms.tcp")
 
@@ -53,18 +53,51 @@ class HandshakeError(Exception):
     """The other side refused us, or we refused it (reason in ``args[0]``)."""
 
 
+@dataclass(slots=True)
+class LinkSettings:
+    """Who this node is on its links, and their limits (``node_id`` is set when the
+    transport opens)."""
+
+    namespace: str
+    secret: str | None
+    max_frame: int
+    handshake_timeout: float
+    node_id: str = ""
+
+
+class LinkEvents(Protocol):
+    """What a `Connection` reports to its owner. Called on the event loop; a method
+    that raises `ProtocolError` closes the link."""
+
+    def link_made(self, conn: Connection) -> bool:
+        """A TCP link was made (before the handshake); False closes it at once."""
+
+    def link_state(self) -> dict[str, Any]:
+        """This node's STATE body, sent once the other side is authenticated."""
+
+    def link_open(self, conn: Connection, state: dict[str, Any]) -> None:
+        """The handshake is done; ``state`` is the other side's STATE body."""
+
+    def frame_received(self, conn: Connection, kind: int, payload: bytes) -> None:
+        """A frame arrived on an open link."""
+
+    def link_lost(self, conn: Connection) -> None:
+        """The link is closed (for whatever reason); nothing more is sent on it."""
+
+
 class Connection(asyncio.Protocol):
     """A TCP link to one peer. ``dialer`` is True on the side that connected."""
 
-    def __init__(self, node: TcpTransport, *, dialer: bool) -> None:
+    def __init__(self, events: LinkEvents, settings: LinkSettings, *, dialer: bool) -> None:
         loop = asyncio.get_running_loop()
-        self.node = node
+        self.events = events
+        self.settings = settings
+        self._frame_received = events.frame_received
         self.dialer = dialer
         self.transport: asyncio.Transport | None = None
         self.remote = "?"
         self.decoder = FrameDecoder(PREAUTH_MAX_FRAME)
         self.state = Link.NEW
-        self.peer: Peer | None = None
         self.peer_id = ""
         self.flights: set[int] = set()
         self.last_rx = self.last_tx = loop.time()
@@ -92,11 +125,11 @@ class Connection(asyncio.Protocol):
         self.transport = transport
         peername = transport.get_extra_info("peername")
         self.remote = f"{peername[0]}:{peername[1]}" if peername else "?"
-        if not self.node._accept(self):
+        if not self.events.link_made(self):
             transport.abort()
             return
         self.state = Link.HELLO
-        self._deadline = self._loop.call_later(self.node.handshake_timeout, self._handshake_expired)
+        self._deadline = self._loop.call_later(self.settings.handshake_timeout, self._handshake_expired)
         if self.dialer:
             self._write_now(json_frame(Frame.HELLO, self._hello("")))
 
@@ -108,7 +141,7 @@ class Connection(asyncio.Protocol):
             frames = self.decoder.feed(data)
             for kind, payload in frames:
                 if self.state is Link.OPEN:
-                    self.node._on_frame(self, kind, payload)
+                    self._frame_received(self, kind, payload)
                 elif self.state is Link.CLOSED:
                     return
                 else:
@@ -141,7 +174,7 @@ class Connection(asyncio.Protocol):
             self.established.exception()  # retrieved: a failed dial is reported by the dialer
         if self._drain is not None and not self._drain.done():
             self._drain.set_result(None)
-        self.node._connection_lost(self)
+        self.events.link_lost(self)
         if not self.lost.done():
             self.lost.set_result(None)
 
@@ -157,13 +190,19 @@ class Connection(asyncio.Protocol):
     # writing -----------------------------------------------------------------------
 
     def send(self, data: bytes) -> None:
-        """Queue one encoded frame; frames queued in one loop turn go out together."""
+        """Send one encoded frame: at once if it is the first of this loop turn, else
+        with the others of the turn at its end."""
         if self.state is Link.CLOSED:
             return
-        self._out.append(data)
-        if not self._flush_pending:
-            self._flush_pending = True
-            self._loop.call_soon(self._flush)
+        if self._flush_pending:
+            self._out.append(data)
+            return
+        self._flush_pending = True  # nothing is queued: writing now keeps the order
+        self._loop.call_soon(self._flush)
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(data)
+            self.last_tx = self._loop.time()
 
     def ack(self, seq: int) -> None:
         """Queue the ACK of one delivery; the ACKs of one loop turn go out as one frame."""
@@ -221,7 +260,7 @@ class Connection(asyncio.Protocol):
             log.info(
                 "%s did not finish the handshake in %ss (connect_timeout); closing the link",
                 self.remote,
-                self.node.handshake_timeout,
+                self.settings.handshake_timeout,
             )
             self.abort()
 
@@ -249,12 +288,12 @@ class Connection(asyncio.Protocol):
     # handshake ---------------------------------------------------------------------
 
     def _hello(self, mac: str) -> dict[str, Any]:
-        node = self.node
-        return Hello(PROTOCOL_VERSION, node.namespace, node.node_id, self._nonce, mac).to_json()
+        me = self.settings
+        return Hello(PROTOCOL_VERSION, me.namespace, me.node_id, self._nonce, mac).to_json()
 
     def _pair(self) -> tuple[tuple[str, str], tuple[str, str]]:
         assert self._their is not None
-        mine = (self.node.node_id, self._nonce)
+        mine = (self.settings.node_id, self._nonce)
         theirs = (self._their.id, self._their.nonce)
         return (mine, theirs) if self.dialer else (theirs, mine)
 
@@ -262,14 +301,14 @@ class Connection(asyncio.Protocol):
         hello = parse_hello(parse_json(payload))
         if hello.proto != PROTOCOL_VERSION:
             raise HandshakeError(f"protocol version {hello.proto} is not supported (this side: {PROTOCOL_VERSION})")
-        if hello.namespace != self.node.namespace:
-            raise HandshakeError(f"namespace mismatch: {hello.namespace!r} != {self.node.namespace!r}")
-        if hello.id == self.node.node_id:
+        if hello.namespace != self.settings.namespace:
+            raise HandshakeError(f"namespace mismatch: {hello.namespace!r} != {self.settings.namespace!r}")
+        if hello.id == self.settings.node_id:
             raise HandshakeError(SELF_LINK)
         return hello
 
     def _handshake(self, kind: int, payload: bytes) -> None:
-        node = self.node
+        me = self.settings
         if kind == Frame.ERROR:
             reason = str(parse_json(payload).get("error", "?"))[:200]
             log.warning("%s refused the link: %s", self.remote, reason)
@@ -283,41 +322,60 @@ class Connection(asyncio.Protocol):
             self.peer_id = hello.id
             dialer, listener = self._pair()
             if self.dialer:
-                expected = proof(node.secret, "listener", node.namespace, dialer, listener)
-                if node.secret is None and hello.mac:
+                expected = proof(me.secret, "listener", me.namespace, dialer, listener)
+                if me.secret is None and hello.mac:
                     raise HandshakeError("the peer requires a secret and this node has none")
                 if not verify(expected, hello.mac):
                     raise HandshakeError("authentication failed (wrong secret)")
-                self.decoder.max_frame = node.max_frame
-                mac = proof(node.secret, "dialer", node.namespace, dialer, listener)
+                self.decoder.max_frame = me.max_frame
+                mac = proof(me.secret, "dialer", me.namespace, dialer, listener)
                 self._write_now(json_frame(Frame.AUTH, {"mac": mac}))
-                self._write_now(json_frame(Frame.STATE, node._state_body()))
+                self._write_now(json_frame(Frame.STATE, self.events.link_state()))
                 self.state = Link.STATE
             else:
-                mac = proof(node.secret, "listener", node.namespace, dialer, listener)
+                mac = proof(me.secret, "listener", me.namespace, dialer, listener)
                 self._write_now(json_frame(Frame.HELLO, self._hello(mac)))
                 self.state = Link.AUTH
             return
         if self.state is Link.AUTH and kind == Frame.AUTH and not self.dialer:
             dialer, listener = self._pair()
             mac = parse_json(payload).get("mac", "")
-            expected = proof(node.secret, "dialer", node.namespace, dialer, listener)
+            expected = proof(me.secret, "dialer", me.namespace, dialer, listener)
             if not isinstance(mac, str) or not verify(expected, mac):
                 raise HandshakeError("authentication failed (wrong secret)")
-            self.decoder.max_frame = node.max_frame
-            self._write_now(json_frame(Frame.STATE, node._state_body()))
+            self.decoder.max_frame = me.max_frame
+            self._write_now(json_frame(Frame.STATE, self.events.link_state()))
             self.state = Link.STATE
             return
         if self.state is Link.STATE and kind == Frame.STATE:
             self.state = Link.OPEN
             if self._deadline is not None:
                 self._deadline.cancel()
-            node._established(self, parse_json(payload))
+            self.events.link_open(self, parse_json(payload))
             if not self.established.done():
                 self.established.set_result(None)
             return
         raise ProtocolError(f"unexpected frame {kind} during the handshake (state {self.state.value})")
 
 
-def ping_frame() -> bytes:
-    return frame(Frame.PING)
+async def drain_links(links: list[Connection], timeout: float) -> None:
+    """Wait while any of ``links`` has a full kernel buffer (back-pressure from slow
+    peers). A link that takes nothing for ``timeout`` seconds (``operation_timeout``) is
+    closed: its messages go to another instance or the spool, and the caller is not
+    held longer."""
+    if not links:
+        return
+    try:
+        async with asyncio.timeout(timeout):
+            for conn in links:
+                await conn.drain()
+    except TimeoutError:
+        for conn in links:
+            if conn.paused:
+                log.warning(
+                    "node %s (%s) took no data for %ss (operation_timeout); closing the link",
+                    conn.peer_id,
+                    conn.remote,
+                    timeout,
+                )
+                conn.abort()

@@ -19,7 +19,7 @@ from ._frames import Frame, json_frame
 
 if TYPE_CHECKING:
     from ._connection import Connection
-    from ._membership import Peer
+    from ._membership import Peer, Peers
     from ._outbox import Outbox
     from ._spool import Spool
     from ._waits import Waits
@@ -62,7 +62,7 @@ class DeadLetters:
     def __init__(
         self,
         node_id: Callable[[], str],
-        peers: dict[str, Peer],
+        peers: Peers,
         waits: Waits,
         spool: Spool,
         outbox: Outbox,
@@ -90,7 +90,7 @@ class DeadLetters:
     async def replay(self, service: str, ids: Sequence[str] | None) -> int:
         wanted = None if ids is None else list(ids)
         with map_operation_errors("replaying dead letters"):
-            count = self._outbox.replay(service, wanted)
+            count = self._replay_here(service, wanted)
         body = {"op": "replay", "service": service, "ids": wanted}
         answers = await self._on_every_peer(lambda p: self._rpc(p, body), "replaying dead letters")
         await self._outbox.drain_links()
@@ -152,7 +152,7 @@ class DeadLetters:
     async def _on_every_peer(self, ask: Callable[[Peer], Awaitable[T]], what: str) -> list[T]:
         """``ask`` every peer at once; all the answers, or `OperationError` naming the
         nodes that failed (a partial answer must not look complete)."""
-        peers = [peer for peer in self._peers.values() if peer.link is not None]
+        peers = self._peers.linked()
         results = await asyncio.gather(*(ask(peer) for peer in peers), return_exceptions=True)
         failed = [r for r in results if isinstance(r, BaseException)]
         for result in failed:
@@ -174,7 +174,7 @@ class DeadLetters:
             if op == "dead_letters":
                 result: Any = self.page(service, int(body.get("limit", 100)), int(body.get("offset", 0)))
             elif op == "replay":
-                result = self._outbox.replay(service, ids)
+                result = self._replay_here(service, ids)
             elif op == "purge":
                 result = len(self._spool.take_dead(service, ids))
             else:
@@ -183,6 +183,14 @@ class DeadLetters:
         except Exception as exc:
             answer = {"id": token, "ok": False, "error": f"{type(exc).__name__}: {exc}"}
         conn.send(json_frame(Frame.RPC_RESULT, answer))
+
+    def _replay_here(self, service: str, ids: list[str] | None) -> int:
+        """Send this node's dead letters of ``service`` (all, or ``ids``) again."""
+        letters = self._spool.take_dead(service, ids)
+        for letter in letters:
+            if not self._outbox.dispatch(service, letter.envelope, 1, None, None):
+                self._outbox.keep(service, letter.envelope, 1, None)
+        return len(letters)
 
     def page(self, service: str, limit: int, offset: int) -> list[str]:
         """Dead letters from ``offset`` on, as many as fit in half a frame (the asker

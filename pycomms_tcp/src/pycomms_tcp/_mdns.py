@@ -10,26 +10,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from zeroconf import ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 from ._handshake import PROTOCOL_VERSION
 
-if TYPE_CHECKING:
-    from ._transport import TcpTransport
-
 log = logging.getLogger("pycomms.tcp")
 SERVICE_TYPE = "_pycomms._tcp.local."
 
 
 class Mdns:
-    """Announce this node and dial the nodes of its namespace seen on the LAN."""
+    """Announce this node and report the nodes of its namespace seen on the LAN to
+    ``found(host, port, node_id)``."""
 
-    def __init__(self, transport: TcpTransport) -> None:
-        self._transport = transport
+    def __init__(self, namespace: str, node_id: str, *, found: Callable[[str, int, str], None]) -> None:
+        self._namespace = namespace
+        self._node_id = node_id
+        self._found = found
         self._zc: AsyncZeroconf | None = None
         self._browser: AsyncServiceBrowser | None = None
         self._info: AsyncServiceInfo | None = None
@@ -37,14 +37,13 @@ class Mdns:
         self._announce: Awaitable[Any] | None = None
 
     async def start(self, addr: tuple[str, int]) -> None:
-        transport = self._transport
         self._zc = AsyncZeroconf()
         self._info = AsyncServiceInfo(
             SERVICE_TYPE,
-            f"{transport.node_id}.{SERVICE_TYPE}",
+            f"{self._node_id}.{SERVICE_TYPE}",
             addresses=[socket.inet_aton(addr[0])],
             port=addr[1],
-            properties={"ns": transport.namespace, "id": transport.node_id, "proto": str(PROTOCOL_VERSION)},
+            properties={"ns": self._namespace, "id": self._node_id, "proto": str(PROTOCOL_VERSION)},
         )
         # registering returns the task that announces the service (about a second): let it run
         self._announce = await self._zc.async_register_service(self._info)
@@ -65,12 +64,11 @@ class Mdns:
             return
         props: dict[Any, Any] = info.properties or {}
         ns, node_id = props.get(b"ns", b"").decode(), props.get(b"id", b"").decode()
-        transport = self._transport
-        if ns != transport.namespace or not node_id or node_id == transport.node_id or info.port is None:
+        if ns != self._namespace or not node_id or node_id == self._node_id or info.port is None:
             return
         for host in info.parsed_addresses():
             log.debug("mDNS found node %s at %s:%d", node_id, host, info.port)
-            transport._dial_soon(host, info.port, node_id)
+            self._found(host, info.port, node_id)
             break
 
     async def stop(self) -> None:

@@ -11,6 +11,7 @@ instances are all down is spooled rather than dropped.
 from __future__ import annotations
 
 import collections
+import logging
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from pycomms.spi import NodeInfo
 
 if TYPE_CHECKING:
     from ._connection import Connection
+
+log = logging.getLogger("pycomms.tcp")
 
 
 @dataclass(eq=False)
@@ -45,12 +48,77 @@ class Peer(Target):
     last_seen: float = field(default_factory=time.time)
 
     @property
+    def started(self) -> bool:
+        """It runs every service it declared (one still starting has not subscribed
+        them all: its catalog is not complete before its SUBSCRIBEs)."""
+        return set(self.info.services) <= self.live
+
+    @property
     def link(self) -> Connection | None:
         """The link messages go on: the oldest one still open."""
         for conn in self.conns:
             if conn.writable:
                 return conn
         return None
+
+
+class Peers:
+    """The nodes this node has an open link with, and where recently seen nodes listen."""
+
+    def __init__(self) -> None:
+        self.by_id: dict[str, Peer] = {}
+        self.known: dict[str, tuple[str, int, float]] = {}
+        """Addresses of nodes seen recently, dialled again when their link is lost."""
+
+    def __contains__(self, node_id: object) -> bool:
+        return node_id in self.by_id
+
+    def get(self, node_id: str) -> Peer | None:
+        return self.by_id.get(node_id)
+
+    def of(self, conn: Connection) -> Peer | None:
+        """The peer an open link belongs to."""
+        peer = self.by_id.get(conn.peer_id)
+        return peer if peer is not None and conn in peer.conns else None
+
+    def linked(self) -> list[Peer]:
+        """Peers with a link messages can go on."""
+        return [peer for peer in self.by_id.values() if peer.link is not None]
+
+    def paused_links(self) -> list[Connection]:
+        """Links whose kernel buffer is full."""
+        return [conn for peer in self.by_id.values() for conn in peer.conns if conn.paused]
+
+    def joined(self, conn: Connection, info: NodeInfo, addr: tuple[str, int]) -> Peer:
+        """Add the open link ``conn`` to its node's peer (created on its first link)."""
+        peer = self.by_id.get(conn.peer_id)
+        if peer is None:
+            peer = self.by_id[conn.peer_id] = Peer(id=conn.peer_id, info=info, addr=addr)
+            log.info("node %s joined (%s, %s:%d)", info.id, info.name, *addr)
+        self.known[conn.peer_id] = (addr[0], addr[1], time.monotonic())
+        peer.info, peer.addr = info, addr
+        peer.conns.append(conn)
+        return peer
+
+    def lost(self, conn: Connection) -> None:
+        """``conn`` closed: its peer goes with its last link."""
+        peer = self.of(conn)
+        if peer is not None:
+            peer.conns.remove(conn)
+            if not peer.conns and self.by_id.get(peer.id) is peer:
+                del self.by_id[peer.id]
+                log.info("node %s left (link lost)", peer.id)
+
+    def left(self, conn: Connection) -> list[Connection]:
+        """The node on ``conn`` said BYE: forget it (it is not dialled again); its links."""
+        peer = self.of(conn)
+        if peer is None:
+            return [conn]
+        if self.by_id.get(peer.id) is peer:
+            del self.by_id[peer.id]
+            self.known.pop(peer.id, None)
+            log.info("node %s left", peer.id)
+        return list(peer.conns)
 
 
 class Catalog:
@@ -94,17 +162,14 @@ class Catalog:
 class Routes:
     """Live instances per service, rebuilt lazily when membership changes."""
 
-    def __init__(self, local: Target) -> None:
+    def __init__(self, local: Target, peers: Peers) -> None:
         self.local = local
         self.local_services: set[str] = set()
         self.local_observing: dict[str, frozenset[str]] = {}
-        self._peers: dict[str, Peer] = {}
+        self._peers = peers
         self._table: dict[str, list[Target]] | None = None
         self._observers: dict[str, tuple[str, ...]] = {}
         self._turn: collections.Counter[str] = collections.Counter()
-
-    def bind(self, peers: dict[str, Peer]) -> None:
-        self._peers = peers
 
     def changed(self) -> None:
         self._table = None
@@ -129,7 +194,7 @@ class Routes:
         for service_name, types in self.local_observing.items():
             for type_name in types:
                 observers[type_name].add(service_name)
-        for peer in self._peers.values():
+        for peer in self._peers.by_id.values():
             if peer.link is None:
                 continue
             for service_name in peer.live:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import socket
+import ssl
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -92,6 +94,44 @@ class TcpOptions(BaseModel):
         if self.spool in ("", "memory", ":memory:"):
             return ":memory:"
         return str(Path(self.spool) / "pycomms-spool.sqlite3")
+
+    @property
+    def listens_everywhere(self) -> bool:
+        """The listen host is a wildcard address."""
+        return self.host in ("", "0.0.0.0", "::")
+
+    def advertised_host(self) -> str:
+        """The host other nodes should dial: ``advertise``, the listen host, or for a
+        wildcard the address of the interface with the default route."""
+        if self.advertise:
+            return self.advertise
+        if not self.listens_everywhere:
+            return self.host
+        try:  # connecting a UDP socket sends nothing
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                probe.connect(("192.0.2.1", 9))
+                return str(probe.getsockname()[0])
+        except OSError:
+            return "127.0.0.1"
+
+    def ssl_contexts(self) -> tuple[ssl.SSLContext | None, ssl.SSLContext | None]:
+        """``(server, client)`` TLS contexts, or ``(None, None)`` without TLS."""
+        if not self.tls:
+            return None, None
+        server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        client.check_hostname = False  # peers are dialled by address; the CA and the handshake identify them
+        if self.tls_cert and self.tls_key:
+            server.load_cert_chain(self.tls_cert, self.tls_key)
+            client.load_cert_chain(self.tls_cert, self.tls_key)
+        if self.tls_ca:
+            server.load_verify_locations(self.tls_ca)
+            server.verify_mode = ssl.CERT_REQUIRED
+            client.load_verify_locations(self.tls_ca)
+            client.verify_mode = ssl.CERT_REQUIRED
+        else:
+            client.verify_mode = ssl.CERT_NONE
+        return server, client
 
     def registry_dir(self, namespace: str) -> Path:
         """The same-host registry directory of ``namespace``."""

@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING, Any
 from pycomms import PublishError
 from pycomms.spi import Envelope
 
+from ._connection import drain_links
 from ._errors import map_errors, map_publish_errors
 from ._frames import deliver_frame
-from ._membership import Catalog, Peer, Routes, Target
-from ._receiver import Item, TcpReceiver
+from ._membership import Catalog, Peer, Peers, Routes, Target
+from ._receiver import Inboxes, Item
 from ._spool import Spool, SpoolFullError, unknown_event_key, unrouted_key
 
 if TYPE_CHECKING:
@@ -53,18 +54,18 @@ class Outbox:
     def __init__(
         self,
         spool: Spool,
+        peers: Peers,
         routes: Routes,
         catalog: Catalog,
-        receivers: dict[str, TcpReceiver],
-        links: set[Connection],
+        inboxes: Inboxes,
         spawn: Callable[[Coroutine[Any, Any, Any], str], None],
         window: int,
     ) -> None:
         self._spool = spool
+        self._peers = peers
         self._routes = routes
         self._catalog = catalog
-        self._receivers = receivers
-        self._links = links
+        self._inboxes = inboxes
         self._spawn = spawn
         self.flights: dict[int, Flight] = {}
         self._seq = itertools.count(1)
@@ -94,6 +95,8 @@ class Outbox:
         full window (the caller waits for room, then routes the rest); without
         ``block`` the spool takes such overflow. Raises `PublishError` (spool full:
         nothing of the call is spooled)."""
+        if len(envelopes) == 1 and self._route_one(envelopes[0], send_reply):
+            return envelopes[0].kind != "reply", None
         catalog, routes, waiting, window = self._catalog, self._routes, self._spool.per_service, self._window
         direct: list[tuple[str, bytes, str | None]] = []
         spooled: list[tuple[str, bytes, int, str | None]] = []
@@ -161,6 +164,30 @@ class Outbox:
                 self.schedule_drain(service)
         return bool(direct), blocked_at
 
+    def _route_one(self, env: Envelope, send_reply: Callable[[str, bytes], None]) -> bool:
+        """The common case of `route` without its bookkeeping: a reply, or a message
+        for one service with nothing spooled before it, no observer, and an instance
+        with room. False when `route` must decide."""
+        kind = env.kind
+        if kind == "reply":
+            send_reply(env.reply_to or "", env.encode())
+            return True
+        if kind == "event":
+            services = self._catalog.event_services.get(env.type, ())
+            if len(services) != 1 or self._routes.observers(env.type):
+                return False
+            service = services[0]
+        elif kind == "command" or kind == "request":
+            owner = self._catalog.command_owner.get(env.type)
+            if owner is None:
+                return False
+            service = owner
+        else:
+            return False
+        if self._spool.per_service.get(service):
+            return False
+        return self.dispatch(service, env.encode(), 1, None, env.key)
+
     def _missed(self, service: str) -> None:
         missed = self.missed[service] = self.missed[service] + 1
         if missed & (missed - 1) == 0:  # 1, 2, 4, 8, ...: a slow observer does not flood the log
@@ -202,18 +229,8 @@ class Outbox:
         if self._room is not None and not self._room.done():
             self._room.set_result(None)
 
-    def adopt(self, service: str, data: bytes, attempt: int, key: str | None) -> None:
-        """Take over a message another node spooled and handed over as it closed."""
-        self._spool.put_many([(service, data, attempt, key)], force=True)
-        if service.startswith("?"):
-            self.catalog_changed()
-        elif service.startswith("!"):
-            self.catalog_learned()
-        elif self._routes.instances(service):
-            self.schedule_drain(service)
-
-    def handover(self) -> list[tuple[int, str, bytes, int, str | None]]:
-        """Spooled messages not out on a link, for another node to keep."""
+    def spooled_not_sent(self) -> list[tuple[int, str, bytes, int, str | None]]:
+        """Spooled ``(row, service, data, attempt, key)`` not out on a link (to hand over)."""
         return self._spool.everything(self._rows_in_flight)
 
     def catalog_changed(self) -> None:
@@ -227,6 +244,13 @@ class Outbox:
                 self._spool.rekey(key, owner)
                 self._cursor[owner] = 0  # the moved rows may sit below the owner's cursor
                 self.schedule_drain(owner)
+
+    def catalog_known(self) -> None:
+        """The node knows who wants what: it is alone, or a linked peer told it its
+        catalog while running every service it declared (see `Peer.started`)."""
+        if not self._catalog.complete:
+            self._catalog.complete = True
+            self.catalog_learned()
 
     def catalog_learned(self) -> None:
         """Once the catalog is complete: give the events kept while it was not to
@@ -254,7 +278,7 @@ class Outbox:
         seq = next(self._seq)
         if target.local:
             self.flights[seq] = Flight(seq, service, data, attempt, row, key, target, None)
-            self._receivers[service].put(Item(data, attempt, None, seq))
+            self._inboxes.receivers[service].put(Item(data, attempt, None, seq))
         else:
             assert isinstance(target, Peer)
             conn = target.link
@@ -294,6 +318,24 @@ class Outbox:
         if self._spool.per_service.get(flight.service):
             self.schedule_drain(flight.service)  # room in the window again
 
+    def acked(self, conn: Connection, seqs: list[int]) -> None:
+        """ACKs arrived on ``conn``: each ends its flight if it went out on ``conn``."""
+        flights = self.flights
+        for seq in seqs:
+            flight = flights.get(seq)
+            if flight is not None and flight.conn is conn:
+                self.settle(seq)
+
+    def released(self, conn: Connection, items: list[tuple[int, int]], peer: Peer | None) -> None:
+        """``conn``'s node gave messages back (RELEASE): it no longer runs their service."""
+        for seq, attempt in items:
+            flight = self.flights.get(seq)
+            if flight is not None and flight.conn is conn:
+                if peer is not None:
+                    peer.live.discard(flight.service)
+                    self._routes.changed()
+                self.release(seq, attempt)
+
     def release(self, seq: int, attempt: int) -> None:
         flight = self._unflight(seq)
         if flight is None or not self.open:
@@ -309,6 +351,17 @@ class Outbox:
             self._spool.put_many([(flight.service, flight.data, attempt, flight.key)], force=True)
         except Exception:
             log.exception("could not spool a released message for %s", flight.service)
+
+    def keep(self, service: str, data: bytes, attempt: int, key: str | None) -> None:
+        """Spool a message accepted earlier (past the bounds: never drop it) and send it
+        on when its service has a live instance."""
+        self._spool.put_many([(service, data, attempt, key)], force=True)
+        if service.startswith("?"):
+            self.catalog_changed()
+        elif service.startswith("!"):
+            self.catalog_learned()
+        elif self._routes.instances(service):
+            self.schedule_drain(service)
 
     def schedule_drain(self, service: str) -> None:
         if service in self._draining or not self.open or not self._spool.count:
@@ -334,33 +387,8 @@ class Outbox:
             self._draining.discard(service)
 
     async def drain_links(self) -> None:
-        """Wait while any link's kernel buffer is full (back-pressure from slow peers).
-        A link that takes nothing for ``drain_timeout`` seconds is closed: its messages
-        go to another instance or the spool, and the caller is not held longer."""
-        paused = [c for c in self._links if c.paused]
-        if not paused:
-            return
-        try:
-            async with asyncio.timeout(self.drain_timeout):
-                for conn in paused:
-                    await conn.drain()
-        except TimeoutError:
-            for conn in paused:
-                if conn.paused:
-                    log.warning(
-                        "node %s (%s) took no data for %ss (operation_timeout); closing the link",
-                        conn.peer_id,
-                        conn.remote,
-                        self.drain_timeout,
-                    )
-                    conn.abort()
-
-    def replay(self, service: str, ids: list[str] | None) -> int:
-        letters = self._spool.take_dead(service, ids)
-        for letter in letters:
-            if not self.dispatch(service, letter.envelope, 1, None, None):
-                self._spool.put_many([(service, letter.envelope, 1, None)], force=True)
-        return len(letters)
+        """Wait while a link to a peer is full (see `drain_links`)."""
+        await drain_links(self._peers.paused_links(), self.drain_timeout)
 
     def release_link(self, conn: Connection) -> None:
         """Give the unacked messages of a dead link to other instances."""

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from pycomms.spi import DeadLetter
+from pycomms.spi import DeadLetter, Subscription
 
 if TYPE_CHECKING:
     from ._connection import Connection
@@ -160,3 +160,33 @@ class TcpReceiver:
         while self._items:
             item = self._items.popleft()
             release(item, item.attempt)
+
+
+class Inboxes:
+    """The receivers of this node's services, and the subscriptions they serve."""
+
+    def __init__(self) -> None:
+        self.receivers: dict[str, TcpReceiver] = {}
+        self.subscriptions: dict[str, Subscription] = {}
+
+    def add(self, subscription: Subscription, receiver: TcpReceiver) -> None:
+        self.receivers[subscription.service] = receiver
+        self.subscriptions[subscription.service] = subscription
+
+    def open(self, service: str) -> TcpReceiver | None:
+        """The receiver of ``service`` if it still takes messages."""
+        receiver = self.receivers.get(service)
+        return None if receiver is None or receiver.closed else receiver
+
+    def live(self) -> dict[str, list[list[str]]]:
+        """``{service: [events, commands]}`` of the running, catalogued services (for STATE)."""
+        return {
+            service: [sorted(sub.events), sorted(sub.commands)]
+            for service, sub in self.subscriptions.items()
+            if not self.receivers[service].closed and not sub.ephemeral
+        }
+
+    def release_all(self) -> None:
+        """Close every receiver, giving what it holds back to the senders."""
+        for receiver in list(self.receivers.values()):
+            receiver.release_all()
