@@ -20,6 +20,7 @@ MODULES: dict[str, str] = {
     "faststream-rabbit": "bench.baselines.faststream_rabbit",
     "asyncpg": "bench.baselines.asyncpg_raw",
     "asyncio-tcp": "bench.baselines.tcp_raw",
+    "asyncio-tcp-lean": "bench.baselines.tcp_lean",
     "pyzmq": "bench.baselines.zmq_push",
 }
 
@@ -31,7 +32,7 @@ BY_SCHEME: dict[str, tuple[str, ...]] = {
     "amqps": ("aio-pika", "faststream-rabbit"),
     "postgresql": ("asyncpg",),
     "postgres": ("asyncpg",),
-    "tcp": ("asyncio-tcp", "pyzmq"),
+    "tcp": ("asyncio-tcp", "asyncio-tcp-lean", "pyzmq"),
 }
 
 
