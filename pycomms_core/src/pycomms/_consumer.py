@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from ._context import Context, Outlet
 from ._envelope import Envelope, EnvelopeError, new_id, peek_type
-from ._errors import Reject, RetryLater
+from ._errors import PyCommsError, Reject, RetryLater
 from ._middleware import Handler, Middleware, compose
 from ._service import HandlerSpec, Service
 from .spi import DeadLetter, Delivery, Receiver, stop_tasks
@@ -185,6 +185,8 @@ class ServiceRunner:
                 await self._handle(delivery)
             except asyncio.CancelledError:
                 raise
+            except PyCommsError as exc:  # a settle the backend could not do (its lease will hand the message on)
+                log.warning("service %s: settling a message failed: %s", self._service.name, exc)
             except Exception:
                 log.exception("service %s: unexpected error while settling a message", self._service.name)
             finally:
