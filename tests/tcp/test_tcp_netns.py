@@ -24,14 +24,13 @@ from pathlib import Path
 import pytest
 from tcp_helpers import scale
 
-from pycomms.testing import run_strict
+from pycomms.testing import run_strict, unavailable
 
 pytestmark = [
     pytest.mark.filterwarnings("error"),
     pytest.mark.faults,
     pytest.mark.slow,
     pytest.mark.timeout(240),
-    pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None, reason="needs root and iproute2 (ip netns)"),
 ]
 HERE = Path(__file__).parent
 PORT = 7700
@@ -92,12 +91,14 @@ class Hosts:
 
 @contextmanager
 def hosts() -> Iterator[Hosts]:
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        unavailable("needs root and iproute2 (ip netns)")
     made = Hosts()
     try:
         made.up()
     except subprocess.CalledProcessError as exc:
         made.down()
-        pytest.skip(f"cannot create network namespaces here: {exc.stderr.decode().strip()}")
+        unavailable(f"cannot create network namespaces here: {exc.stderr.decode().strip()}")
     try:
         yield made
     finally:
