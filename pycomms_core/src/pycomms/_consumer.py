@@ -9,6 +9,7 @@ handler slot while it waits.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -94,7 +95,9 @@ class ServiceRunner:
         self._limit = service.concurrency
         self._retry = service.retry
         self._max_size = max_size
-        self._queue: asyncio.Queue[Delivery] = asyncio.Queue()
+        self._ready: collections.deque[Delivery] = collections.deque()
+        self._sleepers: collections.deque[asyncio.Future[None]] = collections.deque()
+        """Workers waiting for a delivery (a hand-off without asyncio.Queue's bookkeeping)."""
         self._pending = 0  # buffered + running
         self._room = asyncio.Event()
         self._idle = asyncio.Event()
@@ -150,7 +153,7 @@ class ServiceRunner:
             log.exception("service %s: error while closing its receiver", self._service.name)
 
     async def _fetch(self) -> None:
-        queue, limit, receiver = self._queue, self._limit, self._receiver
+        ready, sleepers, limit, receiver = self._ready, self._sleepers, self._limit, self._receiver
         while True:
             while self._pending >= limit:
                 self._room.clear()
@@ -174,13 +177,24 @@ class ServiceRunner:
                 return
             self._pending += len(batch)
             self._idle.clear()
-            for delivery in batch:
-                queue.put_nowait(delivery)
+            ready.extend(batch)
+            wake = len(batch)
+            while wake and sleepers:
+                sleeper = sleepers.popleft()
+                if not sleeper.done():
+                    sleeper.set_result(None)
+                    wake -= 1
 
     async def _work(self) -> None:
-        queue = self._queue
+        ready, sleepers = self._ready, self._sleepers
+        loop = asyncio.get_running_loop()
         while not self._stopping:
-            delivery = await queue.get()
+            if not ready:
+                sleeper = loop.create_future()
+                sleepers.append(sleeper)
+                await sleeper
+                continue
+            delivery = ready.popleft()
             try:
                 await self._handle(delivery)
             except asyncio.CancelledError:
