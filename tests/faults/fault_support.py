@@ -37,8 +37,8 @@ class _LoopThread:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name=type(self).__name__, daemon=True)
         self._server: asyncio.Server | None = None
-        self._transports: set[asyncio.Transport] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._transports: set[asyncio.BaseTransport] = set()
+        """Every open connection, accepted or made upstream."""
 
     def start(self) -> Self:
         self._thread.start()
@@ -68,14 +68,13 @@ class _LoopThread:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(_CALL_TIMEOUT)
 
     async def _listen(self) -> None:
-        self._server = await asyncio.start_server(self._accepted, "127.0.0.1", 0)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _TrackedProtocol(self._transports, asyncio.StreamReader(), self._accepted), "127.0.0.1", 0
+        )
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        self._track(writer)
         try:
             await self._serve(reader, writer)
         except (OSError, asyncio.IncompleteReadError):
@@ -83,29 +82,47 @@ class _LoopThread:
         except asyncio.CancelledError:  # our own shutdown; asyncio's stream callback must not see it
             pass
         finally:
-            self._tasks.discard(task)
             writer.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         raise NotImplementedError
 
     def _track(self, writer: asyncio.StreamWriter) -> None:
-        transport = writer.transport
-        assert isinstance(transport, asyncio.Transport)
-        self._transports.add(transport)
+        self._transports.add(writer.transport)
 
-    async def _close_all(self) -> None:
+    async def _close_all(self, *, abort: bool = False) -> None:
+        """Close every connection: FIN, or RST where unsent bytes would hold it open."""
         for transport in list(self._transports):
-            transport.close()
+            assert isinstance(transport, asyncio.Transport)
+            if abort or transport.get_write_buffer_size():
+                transport.abort()
+            else:
+                transport.close()
         self._transports.clear()
+        await asyncio.sleep(0)  # the sockets are closed in callbacks of the next loop turn
 
     async def _shutdown(self) -> None:
         if self._server is not None:
             self._server.close()
-        await self._close_all()
-        for task in list(self._tasks):
+        await self._close_all(abort=True)
+        handlers = asyncio.all_tasks() - {asyncio.current_task()}
+        for task in handlers:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*handlers, return_exceptions=True)
+        await asyncio.sleep(0.05)  # the last sockets close in callbacks
+
+
+class _TrackedProtocol(asyncio.StreamReaderProtocol):
+    """A server connection, known to its owner from the moment it is accepted (before
+    its handler task first runs), so that a shutdown closes it too."""
+
+    def __init__(self, transports: set[asyncio.BaseTransport], *args: Any) -> None:
+        super().__init__(*args)
+        self._all = transports
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._all.add(transport)
+        super().connection_made(transport)
 
 
 class SilentServer(_LoopThread):
@@ -151,7 +168,7 @@ class FaultProxy(_LoopThread):
         self._mode = "silent"
         self._flowing.clear()
         for transport in self._transports:
-            if not transport.is_closing():
+            if isinstance(transport, asyncio.Transport) and not transport.is_closing():
                 transport.pause_reading()
 
     async def _set_cut(self) -> None:

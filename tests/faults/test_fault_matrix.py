@@ -156,11 +156,13 @@ BACKENDS = {
 
 BUS_OPERATIONS = ("publish", "send", "request", "nodes", "dead_letters", "replay", "purge", "close")
 SCENARIOS: dict[str, tuple[str, ...]] = {
-    "nothing_listening": ("connect",),
-    "never_answers": ("connect",),
-    "link_silent": ("connect", *BUS_OPERATIONS),
-    "link_closed": ("connect", *BUS_OPERATIONS),
+    "nothing_listening": ("connect", "clean_exit"),
+    "never_answers": ("connect", "clean_exit"),
+    "link_silent": ("connect", *BUS_OPERATIONS, "clean_exit"),
+    "link_closed": ("connect", *BUS_OPERATIONS, "clean_exit"),
 }
+"""Operations per fault; ``clean_exit`` checks the whole run: no error left unhandled in
+the event loop, no task left running once every bus closed, the namespace dropped."""
 
 EXPECTED: dict[str, tuple[tuple[type[BaseException], ...], float]] = {
     "connect": ((ConnectError,), 2 * CONNECT_TIMEOUT + MARGIN),
@@ -204,8 +206,8 @@ class Run:
     outcomes: dict[str, Outcome] = dataclasses.field(default_factory=dict)
     setup_error: str | None = None
     problems: list[str] = dataclasses.field(default_factory=list)
-    """Unhandled errors the event loop reported, a failed clean-up: shown with every
-    cell, failing none."""
+    """Unhandled errors the event loop reported, tasks left running, a failed clean-up:
+    shown with every cell, failing ``clean_exit``."""
 
 
 _runs: dict[tuple[str, str], Run] = {}
@@ -226,12 +228,17 @@ def test_fault(backend: str, scenario: str, operation: str) -> None:
     spec = BACKENDS[backend]
     outcome = run.outcomes.get(operation, Outcome())
     what = f"{backend} {scenario}: {operation} {outcome.describe()}"
+    if operation == "clean_exit":
+        what = f"{backend} {scenario}: clean_exit {'; '.join(run.problems) or 'nothing left'}"
     if run.setup_error is not None:
         what = f"{backend} {scenario}: set-up failed: {run.setup_error}"
     print(f"CELL {what}")
     if run.problems:
         print("problems:\n  " + "\n  ".join(run.problems))
     assert run.setup_error is None, what
+    if operation == "clean_exit":
+        assert not run.problems, f"{backend} {scenario}: " + "; ".join(run.problems)
+        return
     classes, limit = EXPECTED[operation]
     assert outcome.elapsed is not None, what
     if operation == "close":
@@ -285,12 +292,19 @@ def _run(backend: str, scenario: str) -> Run:
 
 def _run_in_thread(spec: Backend, scenario: str, run: Run) -> None:
     def on_problem(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        exc = context.get("exception")
-        run.problems.append(f"{context.get('message')}: {exc!r}" if exc else str(context.get("message")))
+        exc, task = context.get("exception"), context.get("future") or context.get("task")
+        where = f" (in {task!r:.300})" if task is not None else ""
+        run.problems.append(f"{context.get('message')}: {exc!r}{where}" if exc else f"{context.get('message')}{where}")
 
     async def main() -> None:
         asyncio.get_running_loop().set_exception_handler(on_problem)
-        await SCENARIO_RUNNERS[scenario](spec, run, f"f{uuid.uuid4().hex[:10]}")
+        try:
+            await SCENARIO_RUNNERS[scenario](spec, run, f"f{uuid.uuid4().hex[:10]}")
+        finally:
+            current = asyncio.current_task()
+            left = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+            if left:
+                run.problems.append(f"tasks left running after every bus closed: {sorted(t.get_name() for t in left)}")
 
     try:
         asyncio.run(main())
