@@ -8,7 +8,14 @@ answers; (c) a link that goes silent mid-session (a proxy stops forwarding, sock
 stay open); (d) a link closed mid-session (the proxy closes every connection and
 closes new ones at once). Operations: connect under every fault; under (c) and (d),
 on a bus opened through the proxy with a service running, also publish, send,
-request, nodes, dead_letters, replay, purge and close.
+request, nodes, dead_letters, replay, purge and close. A last cell per run,
+``clean_exit``, fails on an error the event loop saw unhandled, a task left running
+once every bus closed, or a namespace that could not be dropped.
+
+Secrets: under (a) and (b) every URL carries a made-up password; under (c) and (d)
+the service's own where it has one (RabbitMQ's ``guest``, checked as ``:guest@``
+since it is also the user name) or one it ignores (PostgreSQL's trust auth). No error,
+nor any exception it was raised from, may show it.
 
 Budget, with ``connect_timeout=2&operation_timeout=2`` in every URL:
 
