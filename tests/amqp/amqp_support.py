@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -48,6 +49,33 @@ def url_at(port: int, base: str = AMQP_URL) -> str:
     parts = urlsplit(base)
     userinfo = parts.netloc.rpartition("@")[0]
     return parts._replace(netloc=f"{userinfo}@127.0.0.1:{port}").geturl()
+
+
+async def drop_namespace(namespace: str, base: str = AMQP_URL) -> int:
+    """Drop ``namespace`` with the API users have (forced: a test may have left a node)."""
+    import pycomms
+
+    async with pycomms.connect(url_for(namespace, base, presence_interval=0.2)) as bus:
+        return await bus.drop_namespace(force=True)
+
+
+def leftovers(namespaces: list[str]) -> list[str]:
+    """Queues and exchanges of ``namespaces`` on the shared local broker, as the local
+    ``rabbitmqctl`` lists them (nothing when it cannot: not installed, another broker)."""
+    if not namespaces or shutil.which("rabbitmqctl") is None or broker_address()[1] != 5672:
+        return []
+    prefixes = tuple(f"pycomms.{ns}." for ns in namespaces)
+    names = []
+    for kind in ("queues", "exchanges"):
+        listing = subprocess.run(
+            ["rabbitmqctl", f"list_{kind}", "-q", "--no-table-headers", "name"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        names += [n.strip() for n in listing.stdout.splitlines() if n.strip().startswith(prefixes)]
+    return sorted(names)
 
 
 def delete_namespaces(namespaces: list[str], url: str = AMQP_URL) -> None:

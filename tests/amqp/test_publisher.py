@@ -28,7 +28,7 @@ async def link() -> AsyncIterator[Link]:
     async def nothing(conn: AbstractConnection) -> None:
         pass
 
-    opened = Link(AMQP_URL, None, AmqpOptions(publish_timeout=20), f"publisher-test-{next(_names)}", nothing)
+    opened = Link(AMQP_URL, None, AmqpOptions(operation_timeout=20), f"publisher-test-{next(_names)}", nothing)
     await opened.open()
     try:
         yield opened
@@ -58,7 +58,7 @@ def test_concurrent_publishes_and_batches_all_arrive_once(namespace: str) -> Non
         queue = f"pycomms.{namespace}.publisher"
         async with link() as opened:
             channel = await opened.admin()
-            declared = await channel.declare_queue(queue, durable=True)
+            declared = await channel.declare_queue(queue, exclusive=True)
             sizes = [0, 1, 200, 140_000, *range(300, 700)]  # 140 kB spans several frames
             singles = [opened.publish([message(queue, n)]) for n in sizes[:50]]
             batches = [opened.publish([message(queue, n) for n in sizes[i : i + 100]]) for i in range(50, 450, 100)]
@@ -79,7 +79,7 @@ def test_a_negative_confirm_is_a_publish_error(namespace: str) -> None:
         async with link() as opened:
             channel = await opened.admin()
             arguments = {"x-max-length": 1, "x-overflow": "reject-publish"}
-            await channel.declare_queue(queue, durable=True, arguments=arguments)
+            await channel.declare_queue(queue, exclusive=True, arguments=arguments)
             await opened.publish([message(queue, 1)])
             with pytest.raises(pycomms.PublishError, match="negative publisher confirm"):
                 await opened.publish([message(queue, 2), message(queue, 3)])
@@ -94,7 +94,7 @@ def test_a_message_amqp_cannot_carry_is_a_publish_error_and_the_channel_stays_in
         queue = f"pycomms.{namespace}.long"
         async with link() as opened:
             channel = await opened.admin()
-            declared = await channel.declare_queue(queue, durable=True)
+            declared = await channel.declare_queue(queue, exclusive=True)
             publisher = await opened._publisher_channel()
             with pytest.raises(pycomms.PublishError, match="cannot encode"):
                 await opened.publish([message(queue, 1), message("x" * 300, 2)])  # routing key > 255 bytes
@@ -115,7 +115,7 @@ def test_publishing_goes_on_after_the_channel_is_closed_under_it(namespace: str)
         queue = f"pycomms.{namespace}.reopen"
         async with link() as opened:
             channel = await opened.admin()
-            declared = await channel.declare_queue(queue, durable=True)
+            declared = await channel.declare_queue(queue, exclusive=True)
             publisher = await opened._publisher_channel()
             assert isinstance(publisher, Publisher)
             first = asyncio.ensure_future(opened.publish([message(queue, n) for n in range(200)]))
@@ -135,14 +135,14 @@ def test_publishing_goes_on_after_the_channel_is_closed_under_it(namespace: str)
 
 
 def test_a_cancelled_publish_leaves_the_channel_in_step(namespace: str) -> None:
-    """Cancelled while its confirms are pending (``publish_timeout``, a caller's own
+    """Cancelled while its confirms are pending (``operation_timeout``, a caller's own
     timeout): nothing is left running or unretrieved, and the next publish works."""
 
     async def scenario() -> None:
         queue = f"pycomms.{namespace}.cancelled"
         async with link() as opened:
             channel = await opened.admin()
-            await channel.declare_queue(queue, durable=True)
+            await channel.declare_queue(queue, exclusive=True)
             for turns in range(4):
                 task = asyncio.ensure_future(opened.publish([message(queue, n) for n in range(300)]))
                 for _ in range(turns):
@@ -164,7 +164,7 @@ def test_without_the_driver_internals_publishing_falls_back_to_basic_publish(
         queue = f"pycomms.{namespace}.fallback"
         async with link() as opened:
             channel = await opened.admin()
-            declared = await channel.declare_queue(queue, durable=True)
+            declared = await channel.declare_queue(queue, exclusive=True)
             assert not isinstance(await opened._publisher_channel(), Publisher)
             batch = [message(queue, n) for n in range(2, 52)]
             await asyncio.gather(opened.publish([message(queue, 1)]), opened.publish(batch))

@@ -159,7 +159,8 @@ class AmqpTransport:
     async def drop_namespace(self) -> int:
         """Delete every queue and exchange of the namespace, within ``operation_timeout``:
         the queues its registry recorded, this node's own reply and presence queues, the
-        exchanges and the registry. Raise `OperationError`."""
+        exchanges and the registry. Raise `OperationError`; the bus then no longer gets
+        replies or presence and should be closed."""
         link, topology = self._parts()
         if self._presence is not None:
             await self._presence.stop()  # its beats would go to a deleted exchange
@@ -168,7 +169,12 @@ class AmqpTransport:
         try:
             async with asyncio.timeout(timeout):
                 with map_amqp_errors(OperationError, what):
-                    removed = await topology.registry.drop(await link.connection(), self._own_queues)
+                    conn = await link.connection()
+                    if self._control is not None:
+                        # Its consumers of this node's reply and presence queues end first:
+                        # deleting a consumed queue makes the driver log a cancelled consumer.
+                        await close_quietly(self._control)
+                    removed = await topology.registry.drop(conn, self._own_queues)
         except TimeoutError:
             raise timed_out(OperationError, what, timeout, "operation_timeout") from None
         self._dropped = True
