@@ -17,7 +17,9 @@ TCP), and the transport can cut every connection of its engine at once
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
+import logging
 import sqlite3
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,11 +29,15 @@ from typing import Any, TypeVar
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from pycomms.spi import stop_tasks
+
+from ._deadline import within
 from ._errors import retrying
 from ._options import SqlOptions
 from ._url import Target
 
 T = TypeVar("T")
+log = logging.getLogger("pycomms.sql")
 
 _sqlite_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = (
     weakref.WeakKeyDictionary()
@@ -82,7 +88,9 @@ def create_engine(target: Target, options: SqlOptions) -> AsyncEngine:
         pool_timeout=options.deadline(target.engine),
         **kwargs,
     )
-    bounded = _bounded_connect(_driver_connect(driver), options.connect_timeout)
+    pending: set[asyncio.Task[Any]] = set()
+    _connecting[engine.sync_engine] = pending
+    bounded = _bounded_connect(_driver_connect(driver), options.connect_timeout, pending)
 
     @event.listens_for(engine.sync_engine, "do_connect")
     def _within_connect_timeout(_dialect: Any, _record: Any, _cargs: Any, cparams: dict[str, Any]) -> None:
@@ -98,17 +106,47 @@ def _driver_connect(driver: str) -> Callable[..., Awaitable[Any]]:
     return importlib.import_module(driver).connect  # type: ignore[no-any-return]
 
 
-def _bounded_connect(connect: Callable[..., Awaitable[Any]], seconds: float) -> Callable[..., Awaitable[Any]]:
-    """``connect``, failing with `TimeoutError` after ``seconds`` whatever step it is at."""
+# Connections being opened, per engine (see `_bounded_connect`).
+_connecting: weakref.WeakKeyDictionary[Any, set[asyncio.Task[Any]]] = weakref.WeakKeyDictionary()
 
-    async def bounded(*args: Any, **kwargs: Any) -> Any:
+
+def _bounded_connect(
+    connect: Callable[..., Awaitable[Any]], seconds: float, pending: set[asyncio.Task[Any]]
+) -> Callable[..., Awaitable[Any]]:
+    """``connect``, failing with `TimeoutError` after ``seconds`` whatever step it is at.
+
+    The connect runs in a task of its own that a cancelled caller does not cancel: a
+    cancellation in the middle of asyncpg's TLS probe (``sslmode=prefer``) leaves a
+    failed future nobody awaits. A connection made after its caller left is closed at
+    once; ``pending`` holds the connects under way, for `Database.dispose` to await."""
+
+    async def timed(*args: Any, **kwargs: Any) -> Any:
         try:
             async with asyncio.timeout(seconds):
                 return await connect(*args, **kwargs)
         except TimeoutError:
             raise TimeoutError(f"no connection within {seconds:g}s (connect_timeout)") from None
 
+    async def bounded(*args: Any, **kwargs: Any) -> Any:
+        task = asyncio.ensure_future(timed(*args, **kwargs))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(_close_unwanted)
+            raise
+
     return bounded
+
+
+def _close_unwanted(task: asyncio.Task[Any]) -> None:
+    """Close a connection whose caller was cancelled while it was being made."""
+    if task.cancelled() or task.exception() is not None:
+        return
+    connection = task.result()
+    with contextlib.suppress(Exception):
+        (connection.terminate if hasattr(connection, "terminate") else connection.close)()
 
 
 async def prepare_sqlite(database: str, busy_timeout: float) -> None:
@@ -164,11 +202,29 @@ class Database:
     def _closed_detached(self, dbapi_connection: Any) -> None:
         self._connections.pop(id(dbapi_connection), None)
 
+    async def dispose(self, seconds: float) -> None:
+        """Close the pool's idle connections (waiting at most ``seconds``, also for
+        connections still being opened), then cut every connection left: those a
+        silent server keeps from closing and those held by abandoned calls."""
+        pending = _connecting.get(self.engine.sync_engine)
+        if pending:
+            await asyncio.wait(set(pending), timeout=seconds)
+            await stop_tasks(set(pending), recancel_after=0.1, give_up_after=seconds)  # a silent server
+        try:
+            await within(seconds, self.engine.dispose())
+        except Exception as exc:
+            log.debug("engine dispose failed: %s", "timed out" if isinstance(exc, TimeoutError) else exc)
+        cut = self.cut_connections()
+        if cut:
+            log.debug("cut %d connection(s) left after dispose", cut)
+
     def cut_connections(self) -> int:
         """Close every connection of the engine at once, without a word to the server
         (for a server that stopped answering); statements waiting on them fail. How many."""
         cut = 0
         for connection in list(self._connections.values()):
+            if _is_closed(connection.driver_connection):
+                continue  # closed, or closing politely: an abort would fail its close
             try:
                 connection.terminate()  # outside SQLAlchemy's greenlet: a synchronous abort
                 cut += 1
@@ -238,6 +294,18 @@ class Database:
                 return await body(conn)
 
         return await retrying(once)
+
+
+def _is_closed(driver_connection: Any) -> bool:
+    """Whether an asyncpg (``is_closed()``), asyncmy (``connected``) or aiomysql
+    (``closed``) connection is closed or closing."""
+    is_closed = getattr(driver_connection, "is_closed", None)
+    if callable(is_closed):
+        return bool(is_closed())
+    connected = getattr(driver_connection, "connected", None)
+    if isinstance(connected, bool):
+        return not connected
+    return bool(getattr(driver_connection, "closed", False))
 
 
 async def _abandon(conn: AsyncConnection) -> None:

@@ -31,6 +31,9 @@ ABANDON_AFTER = 1.0
 # leave presence) take at most together, before the connections are cut: core gives a
 # transport `pycomms.spi.CLOSE_BOUND` (5 s) beyond the grace period for everything.
 CLOSE_BUDGET = 2.0
+# The same when the last call passed its deadline: the server is likely silent, and
+# what is not released now is redelivered when its lease expires.
+SILENT_CLOSE_BUDGET = 0.5
 
 _abandoned: set[asyncio.Task[Any]] = set()
 
@@ -79,6 +82,12 @@ class Deadlines:
         self.lapsed = False
         """Whether the last call that ended passed its deadline: the server may be
         silent, and a close should cut its connections rather than say goodbye."""
+
+    @property
+    def close_budget(self) -> float:
+        """Seconds for the polite steps of a close: `CLOSE_BUDGET`, or
+        `SILENT_CLOSE_BUDGET` when the last call passed its deadline."""
+        return SILENT_CLOSE_BUDGET if self.lapsed else CLOSE_BUDGET
 
     async def within(self, seconds: float, work: Coroutine[Any, Any, T]) -> T:
         """`within`, remembering in `lapsed` whether the deadline passed."""

@@ -16,8 +16,9 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from pycomms.spi import stop_tasks
+
 from ._errors import describe
-from ._tasks import stop_task
 
 log = logging.getLogger("pycomms.sql")
 _READY_WAIT = 10.0
@@ -36,6 +37,9 @@ class Listener:
         self._on_reconnect = on_reconnect
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        self._stopping = False
+        self._lost = asyncio.Event()
+        self._raw: Any = None
 
     async def start(self) -> None:
         """Start listening; returns once LISTEN is in place (or after a while)."""
@@ -46,10 +50,30 @@ class Listener:
         except TimeoutError:
             log.warning("LISTEN %s not in place after %.0fs; polling meanwhile", self._channel, _READY_WAIT)
 
+    async def stop(self, seconds: float, *, silent: bool) -> bool:
+        """Stop listening within ``seconds``; True if the loop ended in time.
+
+        The listening connection is closed, not returned to the pool (it would go on
+        listening), so no UNLISTEN is needed. It is closed politely (a Terminate
+        message) unless the server is ``silent``: then it is aborted at once, since
+        interrupting asyncpg's polite close leaves a failed future nobody awaits."""
+        self._stopping = True
+        if silent and self._raw is not None:
+            self._raw.terminate()
+        self._lost.set()
+        task, self._task = self._task, None
+        if task is None:
+            return True
+        await asyncio.wait((task,), timeout=seconds)
+        if not task.done():
+            return not await stop_tasks([task], recancel_after=0.1, give_up_after=0.5)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.warning("LISTEN %s ended with %s", self._channel, describe(exc))
+        return True
+
     @property
-    def task(self) -> asyncio.Task[None] | None:
-        """The listening loop, for the transport to stop together with its other tasks."""
-        return self._task
+    def stopping(self) -> bool:
+        return self._stopping
 
     def _callback(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         self._on_payload(payload)
@@ -57,12 +81,13 @@ class Listener:
     async def _run(self) -> None:
         backoff = 0.1
         first = True
-        while True:
+        while not self._stopping:
             try:
                 async with self._engine.connect() as conn:
                     try:
                         raw: Any = (await conn.get_raw_connection()).driver_connection
-                        lost = asyncio.Event()
+                        self._raw = raw
+                        self._lost = lost = asyncio.Event()
                         raw.add_termination_listener(functools.partial(_set_on_close, lost))
                         await raw.add_listener(self._channel, self._callback)
                         self._ready.set()
@@ -70,21 +95,20 @@ class Listener:
                             log.info("LISTEN %s re-established", self._channel)
                             self._on_reconnect()
                         first, backoff = False, 0.1
-                        await lost.wait()
+                        if not self._stopping:
+                            await lost.wait()
                     finally:
-                        # Never back to the pool (it would go on listening): closed, so
-                        # no UNLISTEN, which a silent server would never answer.
+                        self._raw = None
                         await conn.invalidate()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if self.stopping:
+                    return
                 log.warning("LISTEN %s: connection lost (%s); retrying in %.1fs", self._channel, describe(exc), backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
-
-    async def stop(self) -> None:
-        await stop_task(self._task)
-        self._task = None
+            if not self._stopping:
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
 
 
 def _set_on_close(lost: asyncio.Event, _conn: Any) -> None:

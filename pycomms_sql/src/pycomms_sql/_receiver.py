@@ -25,7 +25,6 @@ from pycomms.spi import DeadLetter, Subscription, stop_tasks
 from . import _observers as observers
 from . import _queries as q
 from ._batching import Coalescer
-from ._deadline import CLOSE_BUDGET
 from ._errors import describe
 
 if TYPE_CHECKING:
@@ -268,8 +267,8 @@ class SqlReceiver:
     async def close(self) -> None:
         """Stop receiving; give unsettled deliveries back for another instance at once.
 
-        Within `CLOSE_BUDGET` even on a silent server: what is not released by then
-        is redelivered when its lease expires."""
+        Within the close budget (`_deadline.CLOSE_BUDGET`) even on a silent server:
+        what is not released by then is redelivered when its lease expires."""
         if self._closed:
             return
         self._closed = True
@@ -279,8 +278,8 @@ class SqlReceiver:
             handle.cancel()
         self._timers.clear()
         loop = asyncio.get_running_loop()
-        until = loop.time() + CLOSE_BUDGET
-        await stop_tasks([self._renewer], recancel_after=0.1, give_up_after=CLOSE_BUDGET)
+        until = loop.time() + self._t.deadlines.close_budget
+        await stop_tasks([self._renewer], recancel_after=0.1, give_up_after=max(0.1, until - loop.time()))
         working, self._working = self._working, None
         if working is not None:  # a claim records its leases: wait for it, to release them
             await asyncio.wait((working,), timeout=max(0.0, until - loop.time()))

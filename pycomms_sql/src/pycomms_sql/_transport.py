@@ -95,7 +95,8 @@ class SqlTransport:
         d = self.deadlines
         try:
             if self.target.engine == "sqlite":
-                await self._connect(prepare_sqlite(self.target.url.database or "", self.options.busy_timeout))
+                busy = self.options.busy_timeout  # other processes may hold the new file's lock meanwhile
+                await self._connect(prepare_sqlite(self.target.url.database or "", busy), busy, "busy_timeout")
             engine = create_engine(self.target, self.options)
             self._db = db = Database(engine, self.target)
             await self._connect(self._first_connection())
@@ -123,16 +124,19 @@ class SqlTransport:
         async with self.db.engine.connect():
             self._check_version()  # before any DDL on a server we cannot use
 
-    async def _connect(self, step: Coroutine[Any, Any, None]) -> None:
-        """Run a connecting ``step`` within connect_timeout; any failure is one
-        `ConnectError` line (the driver's words, no secret, no chained traceback)."""
+    async def _connect(
+        self, step: Coroutine[Any, Any, None], seconds: float | None = None, option: str = "connect_timeout"
+    ) -> None:
+        """Run a connecting ``step`` within ``seconds`` (connect_timeout); any failure
+        is one `ConnectError` line (the driver's words, no secret, no chained traceback)."""
         d = self.deadlines
+        limit = d.connect_timeout if seconds is None else seconds
         try:
-            await within(d.connect_timeout + ABANDON_AFTER, step)
+            await within(limit + ABANDON_AFTER, step)
         except ConnectError:
             raise
         except TimeoutError:
-            raise ConnectError(d.expired("connect to", d.connect_timeout, "connect_timeout")) from None
+            raise ConnectError(d.expired("connect to", limit, option)) from None
         except Exception as exc:
             explained = open_failure(self.target, exc)
             raise ConnectError(explained or d.failed("connect to", exc)) from None
@@ -167,14 +171,15 @@ class SqlTransport:
             )
 
     async def close(self) -> None:
-        """Release leases, flush, leave presence: politely within `CLOSE_BUDGET`, then
-        the connections are cut, so a silent server cannot hold the close."""
+        """Release leases, flush, leave presence: politely within the close budget
+        (`_deadline.CLOSE_BUDGET`, less when the server stopped answering), then the
+        connections are cut, so a silent server cannot hold the close."""
         if self._closed:
             return
         self._closed = True
         loop = asyncio.get_running_loop()
-        until = loop.time() + CLOSE_BUDGET
         await asyncio.gather(*(receiver.close() for receiver in list(self._receivers)), return_exceptions=True)
+        until = loop.time() + self.deadlines.close_budget
         with contextlib.suppress(Exception):
             await self._writes.drain(max(0.0, until - loop.time()))
         if self._group is not None and self._node is not None:
@@ -187,13 +192,12 @@ class SqlTransport:
         listener, self._listener = self._listener, None
         tasks = [self._reply_task, self._presence.task if self._presence is not None else None]
         self._reply_task = None
-        stuck = await stop_tasks(
-            [*tasks, listener.task if listener is not None else None],
-            recancel_after=0.1,
-            give_up_after=max(0.1, until - loop.time()),
-        )
-        if stuck:
-            log.warning("%d background task(s) did not stop in time; cutting their connections", len(stuck))
+        left = max(0.1, until - loop.time())
+        silent = self.deadlines.lapsed
+        listening = None if listener is None else asyncio.ensure_future(listener.stop(left, silent=silent))
+        stuck = await stop_tasks(tasks, recancel_after=0.1, give_up_after=left)
+        if stuck or (listening is not None and not await listening):
+            log.warning("background tasks did not stop in time; cutting their connections")
 
     async def _shutdown(self, until: float) -> None:
         """Stop background work, leave presence, dispose of the engine. Never raises.
@@ -220,19 +224,12 @@ class SqlTransport:
                 await self._dispose(self._db)
 
     async def _dispose(self, db: Database) -> None:
-        """Close the pool's connections; cut those a silent server keeps from closing
-        and those still held by calls that passed their deadline. When the last call
-        passed its deadline, cut them all first: asyncpg's polite close waits for the
-        server to confirm the cancellation of every statement it cancelled."""
+        """Close the pool. When the last call passed its deadline, cut every
+        connection first: asyncpg's polite close waits for the server to confirm the
+        cancellation of every statement it cancelled, which a silent server never does."""
         if self.deadlines.lapsed:
             log.debug("%s is not answering: cut %d connection(s)", self.deadlines.where, db.cut_connections())
-        try:
-            await within(ABANDON_AFTER, db.engine.dispose())
-        except Exception as exc:
-            log.debug("engine dispose failed: %s", "timed out" if isinstance(exc, TimeoutError) else describe(exc))
-        cut = db.cut_connections()
-        if cut:
-            log.debug("cut %d connection(s) left after dispose", cut)
+        await db.dispose(0.2 if self.deadlines.lapsed else ABANDON_AFTER)
 
     # publishing ------------------------------------------------------------------------
 
