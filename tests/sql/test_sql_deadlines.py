@@ -9,12 +9,12 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from sql_helpers import MYSQL_URL, POSTGRES_URL, via, with_options
+from sql_helpers import MYSQL_URL, POSTGRES_URL, drop_namespace, via, with_options
 from sql_proxy import LinkProxy, MuteServer
 
 import pycomms
@@ -45,6 +45,13 @@ def server(request: pytest.FixtureRequest) -> str:
     base, port = SERVERS[request.param]
     require_reachable(base, port)
     return base
+
+
+@pytest.fixture
+def proxied_namespace(server: str, namespace: str) -> Iterator[str]:
+    """A fresh namespace, reached through a proxy by the test, dropped directly after it."""
+    yield namespace
+    drop_namespace(with_options(server, namespace=namespace))
 
 
 async def timed(call: Awaitable[Any], error: type[BaseException], within: float) -> BaseException:
@@ -97,7 +104,10 @@ def test_nothing_listening_is_one_connect_error_line_without_the_password(server
     run_strict(main, 60)
 
 
-def test_a_silent_link_fails_every_call_within_its_deadline_and_close_returns(server: str, namespace: str) -> None:
+def test_a_silent_link_fails_every_call_within_its_deadline_and_close_returns(
+    server: str, proxied_namespace: str
+) -> None:
+
     async def main() -> None:
         handled = Recorder()
         release = asyncio.Event()
@@ -110,7 +120,7 @@ def test_a_silent_link_fails_every_call_within_its_deadline_and_close_returns(se
 
         async with LinkProxy(urlsplit(server).port or 0) as proxy:
             url = with_options(
-                via(server, proxy.port), namespace=namespace, operation_timeout=OPERATION_TIMEOUT, heartbeat=0.5
+                via(server, proxy.port), namespace=proxied_namespace, operation_timeout=OPERATION_TIMEOUT, heartbeat=0.5
             )
             bus = await pycomms.connect(url, services=[svc])
             await bus.send(Chore(n=1))
@@ -140,8 +150,9 @@ async def _closing(bus: pycomms.Bus, grace: float) -> None:
 
 
 def test_a_link_closed_mid_session_fails_calls_and_recovers_when_the_server_is_back(
-    server: str, namespace: str
+    server: str, proxied_namespace: str
 ) -> None:
+
     async def main() -> None:
         handled = Recorder()
         svc = Service("chores")
@@ -152,7 +163,7 @@ def test_a_link_closed_mid_session_fails_calls_and_recovers_when_the_server_is_b
 
         async with LinkProxy(urlsplit(server).port or 0) as proxy:
             url = with_options(
-                via(server, proxy.port), namespace=namespace, operation_timeout=OPERATION_TIMEOUT, heartbeat=0.5
+                via(server, proxy.port), namespace=proxied_namespace, operation_timeout=OPERATION_TIMEOUT, heartbeat=0.5
             )
             async with pycomms.connect(url, services=[svc]) as bus:
                 await bus.send(Chore(n=1))
