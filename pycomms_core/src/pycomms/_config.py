@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from ._errors import BackendNotFound, ConfigError
-from ._plugins import KNOWN_DISTRIBUTIONS, plugin_manager
+from ._plugins import BROKEN, KNOWN_DISTRIBUTIONS, plugin_manager
 from .spi import DEFAULT_MAX_MESSAGE_SIZE, BackendConfig, Transport, redact_url
 
 DEFAULT_URL = "tcp://"
@@ -95,6 +95,8 @@ def make_transport(config: BackendConfig) -> Transport:
     served = sorted({info.scheme for infos in pm.hook.pycomms_schemes() for info in infos})
     dist = KNOWN_DISTRIBUTIONS.get(config.scheme)
     hint = f"; install it with: pip install {dist}" if dist else ""
+    if dist in BROKEN:
+        hint = f"; {dist} is installed but failed to import: {BROKEN[dist]}"
     raise BackendNotFound(
         f"no installed backend serves the scheme {config.scheme!r} (URL {config.redacted_url!r}){hint}. "
         f"Installed schemes: {', '.join(served) or 'none'}"
