@@ -1,6 +1,6 @@
 """What every test folder needs to know about the shared local services: their URLs
-(``$PYCOMMS_TEST_*_URL``, defaulting to the services of docs/services.md) and how to
-delete what a test namespace left on them.
+(``$PYCOMMS_TEST_*_URL``, defaulting to the services of docs/services.md). Tests
+remove what their namespaces left with `pycomms.Bus.drop_namespace`.
 
 On the path of every test through ``pythonpath`` in pyproject.toml, so that the
 conformance, CLI and backend folders share one copy.
@@ -18,19 +18,6 @@ REDIS_URL = os.environ.get("PYCOMMS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 AMQP_URL = os.environ.get("PYCOMMS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 POSTGRES_URL = os.environ.get("PYCOMMS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 MYSQL_URL = os.environ.get("PYCOMMS_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
-
-
-def delete_redis_namespace(namespace: str, url: str = REDIS_URL) -> None:
-    """Delete every key of ``namespace`` (``pycomms:{NAMESPACE}:*``)."""
-    import redis
-
-    client = redis.Redis.from_url(url, socket_timeout=5)
-    try:
-        keys = list(client.scan_iter(match=f"pycomms:{{{namespace}}}:*", count=1000))
-        for start in range(0, len(keys), 1000):
-            client.delete(*keys[start : start + 1000])
-    finally:
-        client.close()
 
 
 def delete_amqp_namespaces(namespaces: list[str], url: str = AMQP_URL) -> None:
