@@ -20,7 +20,7 @@ import pycomms
 from pycomms import ConnectError, Event, OperationError, PublishError, Service
 from pycomms.spi import CLOSE_BOUND
 from pycomms.testing import run_strict, scale
-from pycomms_amqp._link import CLOSE_TIMEOUT, finish_within
+from pycomms_amqp._connection import CLOSE_TIMEOUT, finish_within
 
 CONNECT_TIMEOUT = 1.0
 OPERATION_TIMEOUT = 1.5
@@ -72,7 +72,7 @@ def core_gave_up(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "pycomms" and "passed its deadline" in r.getMessage()]
 
 
-def test_nothing_listening_is_one_clear_connect_error(namespace: str) -> None:
+def test_nothing_listening_is_one_clear_connect_error(namespace: str, caplog: pytest.LogCaptureFixture) -> None:
     async def scenario() -> None:
         port = free_port()
         url = url_for(namespace, f"amqp://guest:{SECRET}@127.0.0.1:{port}/", connect_timeout=CONNECT_TIMEOUT)
@@ -85,6 +85,7 @@ def test_nothing_listening_is_one_clear_connect_error(namespace: str) -> None:
         assert exc.__suppress_context__, "one line, not a chain of driver tracebacks"
 
     run_strict(scenario, 30)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [], "the error is logged twice"
 
 
 @pytest.mark.parametrize("scheme", ["amqp", "amqps"])

@@ -128,3 +128,24 @@ def test_drop_of_a_compacted_registry_still_finds_every_queue(
         assert await asyncio.to_thread(listing, namespace) == []
 
     run_strict(scenario, 60)
+
+
+def test_a_node_running_through_a_forced_drop_declares_its_topology_again(namespace: str) -> None:
+    """Its exchanges and queues deleted under it, a running node finds out on its next
+    publish (NOT_FOUND), reconnects and declares everything again: presence, publishing
+    and its own service work as before."""
+
+    async def scenario() -> None:
+        rec = Recorder()
+        svc = busy_service(rec)
+        async with pycomms.connect(url_for(namespace), services=[svc]) as bus:
+            async with pycomms.connect(url_for(namespace, presence_interval=0.2)) as dropper:
+                assert await dropper.drop_namespace(force=True) > 0
+            await bus.publish(Sighting(n=10))  # to a deleted exchange: the node reconnects
+            await rec.wait(1, 20)
+            assert bus.node.id in {node.id for node in await bus.nodes()}
+            await bus.send(Job(n=11))
+            await rec.wait(2, 20)
+        rec.assert_exactly_once([10, ("job", 11)])
+
+    run_strict(scenario, 60)

@@ -27,8 +27,9 @@ from pamqp.commands import Basic
 from pycomms import OperationError
 from pycomms.spi import DeadLetter
 
+from ._connection import close_quietly, open_channel
 from ._errors import map_amqp_errors, timed_out
-from ._link import Link, close_quietly, open_channel
+from ._link import Link
 from ._names import ATTEMPT_HEADER, QUEUE_HEADER
 from ._publisher import Outgoing
 from ._topology import PERSISTENT, Topology

@@ -16,34 +16,38 @@ deadline, or when an earlier step already found the link silent (`Link.suspect`)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import ssl
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Sequence
 from typing import Any
 
-import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from aiormq.abc import AbstractChannel as RawChannel
-from aiormq.connection import TCPTransportFactory, TLSTransportFactory, TransportFactory
 from pamqp.commands import Basic
 from yarl import URL
 
 from pycomms import ConnectError, PublishError, PyCommsError
 from pycomms.spi import stop_tasks
 
+from ._connection import (
+    CLOSE_TIMEOUT,
+    KeptConnection,
+    KeptSocket,
+    alive,
+    close_quietly,
+    driver_teardown,
+    finish_within,
+    open_channel,
+)
 from ._errors import DRIVER_ERRORS, SETTLE_ERRORS, address, describe, timed_out
 from ._options import AmqpOptions
 from ._publisher import Outgoing, Publisher
 
 log = logging.getLogger("pycomms.amqp")
 
-OnConnect = Callable[[AbstractConnection], Awaitable[None]]
 
-CLOSE_TIMEOUT = 1.0
-"""Seconds a graceful close step (a channel, the connection, a goodbye) may wait for the
-broker; past it the link is taken for silent and its socket dropped."""
+OnConnect = Callable[[AbstractConnection], Awaitable[None]]
 
 
 class Link:
@@ -56,7 +60,13 @@ class Link:
     """
 
     def __init__(
-        self, url: str, tls: ssl.SSLContext | None, options: AmqpOptions, connection_name: str, on_connect: OnConnect
+        self,
+        url: str,
+        tls: ssl.SSLContext | None,
+        options: AmqpOptions,
+        connection_name: str,
+        on_connect: OnConnect,
+        exchanges: Collection[str] = (),
     ) -> None:
         self._url = URL(url).with_query({"heartbeat": str(options.heartbeat)})  # our options removed
         self.where = address(url)
@@ -65,6 +75,7 @@ class Link:
         self._options = options
         self._name = connection_name
         self._on_connect = on_connect
+        self._exchanges = frozenset(exchanges)  # on_connect declares them: a publish finding one gone reconnects
         self._conn: AbstractConnection | None = None
         self._ready = asyncio.Event()
         self._lost = asyncio.Event()
@@ -74,7 +85,7 @@ class Link:
         self._publisher_wrapper: AbstractChannel | None = None
         self._admin: AbstractChannel | None = None
         self._channel_lock = asyncio.Lock()
-        self._socket: _KeptSocket | None = None
+        self._socket: KeptSocket | None = None
         self._aborted = False
         self._background: set[asyncio.Task[None]] = set()
         self.generation = 0
@@ -120,8 +131,10 @@ class Link:
         await close_quietly(conn)
 
     async def _connect(self) -> AbstractConnection:
-        socket = self._socket = _KeptSocket(self._url.scheme)
-        conn = _Connection(self._url, socket, ssl_context=self._ssl, client_properties={"connection_name": self._name})
+        socket = self._socket = KeptSocket(self._url.scheme)
+        conn = KeptConnection(
+            self._url, socket, ssl_context=self._ssl, client_properties={"connection_name": self._name}
+        )
         try:
             await conn.connect(timeout=self._options.connect_timeout)
         except BaseException:
@@ -131,7 +144,7 @@ class Link:
         self._lost.clear()
         self._conn = conn
         conn.close_callbacks.add(self._on_close)
-        if not _alive(conn):  # lost before the callback was in place
+        if not alive(conn):  # lost before the callback was in place
             self._on_close(conn)
         self._publisher = None
         self._admin = None
@@ -173,7 +186,7 @@ class Link:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._options.reconnect_max_delay)
                 continue
-            if not _alive(conn) or self._lost.is_set():
+            if not alive(conn) or self._lost.is_set():
                 continue  # lost again while being restored
             self._ready.set()
             log.warning("amqp: connection %s restored", self._name)
@@ -230,6 +243,7 @@ class Link:
                 log.debug("amqp: no publisher channel (%s); trying again", describe(exc))
                 await asyncio.sleep(0.05)
                 continue
+            conn = self._conn
             results = await _publish_all(channel, pending)
             failed = [m for m, r in zip(pending, results, strict=True) if r is not None]
             if not failed:
@@ -239,10 +253,31 @@ class Link:
                 raise PublishError("amqp: the broker refused a message (negative publisher confirm)")
             log.debug("amqp: %d message(s) not confirmed (%s); publishing again", len(failed), describe(errors[0]))
             pending = failed
+            gone = next((e for e in errors if self._declares_missing(e)), None)
+            if gone is not None and conn is self._conn and conn is not None and not self._lost.is_set():
+                await self._restart(conn, gone)
             if channel.is_closed and self._ready.is_set() and self._conn is not None and not self._lost.is_set():
                 # The channel died but the connection lives (e.g. a channel error): give the
                 # broker a moment instead of spinning on a fresh channel.
                 await asyncio.sleep(0.05)
+
+    def _declares_missing(self, error: BaseException) -> bool:
+        """``error`` is the broker's NOT_FOUND for one of the exchanges ``on_connect`` declares."""
+        text = str(error)
+        return isinstance(error, aiormq.exceptions.ChannelNotFoundEntity) and any(
+            f"exchange '{name}'" in text for name in self._exchanges
+        )
+
+    async def _restart(self, conn: AbstractConnection, gone: BaseException) -> None:
+        """An exchange of the namespace is gone (someone dropped the namespace under this
+        node): close the connection, so that the supervisor connects again and declares
+        everything again, exchanges, bindings and consumers alike."""
+        log.warning(
+            "amqp: %s (was the namespace dropped?); reconnecting to %s to declare the topology again",
+            describe(gone),
+            self.where,
+        )
+        await close_quietly(conn)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run ``coro`` in the background (e.g. returning a channel's messages by closing
@@ -291,7 +326,7 @@ class Link:
             self.abort()
         if self._conn is not None:
             await finish_within(close_quietly(self._conn), CLOSE_TIMEOUT)
-            await _driver_teardown()
+            await driver_teardown()
 
     async def _close_gracefully(self) -> None:
         # Channels closed one by one, not implicitly with the connection: aio-pika then
@@ -355,99 +390,3 @@ async def _confirm(channel: RawChannel, message: Outgoing) -> BaseException | No
     if isinstance(result, Basic.Nack):
         return aiormq.exceptions.DeliveryError(None, result)
     return None
-
-
-async def finish_within(
-    step: Coroutine[Any, Any, None], timeout: float, on_timeout: Callable[[], None] | None = None
-) -> bool:
-    """Run ``step`` for at most ``timeout`` seconds; true if it ended (its errors are
-    raised). Else call ``on_timeout`` (which should make the step fail, such as
-    `Link.abort`) and give the step `CLOSE_TIMEOUT` to end; then cancel it, again while
-    a driver swallows the cancellation, for at most `CLOSE_TIMEOUT` more; return false."""
-    task = asyncio.ensure_future(step)
-    try:
-        done, _ = await asyncio.wait({task}, timeout=timeout)
-        if not done and on_timeout is not None:
-            on_timeout()
-            await asyncio.wait({task}, timeout=CLOSE_TIMEOUT)
-    except asyncio.CancelledError:
-        await stop_tasks([task], give_up_after=CLOSE_TIMEOUT)
-        raise
-    if done:
-        task.result()
-        return True
-    if await stop_tasks([task], give_up_after=CLOSE_TIMEOUT):
-        log.error("amqp: a close step ignores cancellation; abandoning it")
-    return False
-
-
-class _KeptSocket(TransportFactory):
-    """aiormq's TCP or TLS transport factory, keeping the socket it made for `abort`."""
-
-    def __init__(self, scheme: str) -> None:
-        self._inner: TransportFactory = TLSTransportFactory() if scheme == "amqps" else TCPTransportFactory()
-        self._writer: asyncio.StreamWriter | None = None
-
-    async def create(self, url: URL, **kwargs: Any) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        reader, writer = await self._inner.create(url, **kwargs)
-        self._writer = writer
-        return reader, writer
-
-    def abort(self) -> None:
-        if self._writer is not None:
-            self._writer.transport.abort()
-
-
-class _Connection(aio_pika.Connection):
-    """aio-pika's connection, with aiormq building its socket through a `_KeptSocket`."""
-
-    def __init__(self, url: URL, socket: _KeptSocket, **kwargs: Any) -> None:
-        super().__init__(url, **kwargs)
-        self.kwargs["transport_factory"] = socket
-
-
-async def _driver_teardown() -> None:
-    """Wait for the task aiormq spawns, without keeping it, to finish closing a connection
-    (``close_writer_task``), so that a closed transport leaves nothing running."""
-    current = asyncio.current_task()
-    pending = [
-        task
-        for task in asyncio.all_tasks()
-        if task is not current
-        and not task.done()
-        and getattr(task.get_coro(), "__qualname__", "").endswith("close_writer_task")
-    ]
-    if pending:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(CLOSE_TIMEOUT):
-                await asyncio.gather(*pending, return_exceptions=True)
-
-
-def _alive(conn: AbstractConnection) -> bool:
-    """Open and not lost (aio-pika's ``is_closed`` only reflects an explicit close)."""
-    return not conn.is_closed and conn.connected.is_set()
-
-
-CHANNEL_OPEN_TIMEOUT = 10.0
-"""Bound of opening a channel; the callers' own deadlines are usually shorter."""
-CHANNEL_CLOSE_TIMEOUT = 2.0
-"""Bound of closing a channel or a connection outside of `Link.close`."""
-
-
-async def open_channel(conn: AbstractConnection, *, publisher_confirms: bool = False) -> AbstractChannel:
-    """A new channel on ``conn``; fails instead of waiting when ``conn`` is lost (aio-pika
-    would wait for a plain connection to come back, which it never does)."""
-    if not _alive(conn):
-        raise aiormq.exceptions.ConnectionChannelError("the connection is closed")
-    async with asyncio.timeout(CHANNEL_OPEN_TIMEOUT):
-        return await conn.channel(publisher_confirms=publisher_confirms)
-
-
-async def close_quietly(closable: AbstractChannel | AbstractConnection, timeout: float = CHANNEL_CLOSE_TIMEOUT) -> None:
-    """Close a channel or a connection (at most ``timeout`` seconds), logging instead of
-    raising driver errors. aiormq closes a channel on its side when the wait is cut."""
-    try:
-        async with asyncio.timeout(timeout):
-            await closable.close()
-    except DRIVER_ERRORS as exc:
-        log.debug("amqp: error while closing %s: %s", type(closable).__name__, describe(exc))

@@ -44,6 +44,11 @@ class Names:
         """Fanout exchange of presence heartbeats."""
         return f"{self.prefix}.presence"
 
+    @property
+    def exchanges(self) -> tuple[str, ...]:
+        """Every exchange of the namespace (declared at each connection)."""
+        return (self.events, self.delay, self.presence, self.replies)
+
     def service_queue(self, service: str) -> str:
         """Durable queue of a service's events."""
         return f"{self.prefix}.svc.{service}"

@@ -32,8 +32,9 @@ from pydantic_core import from_json, to_json
 from pycomms import OperationError, PyCommsError
 from pycomms.spi import NodeInfo, stop_tasks
 
+from ._connection import CLOSE_TIMEOUT
 from ._errors import QUIET_ERRORS, describe, timed_out
-from ._link import CLOSE_TIMEOUT, Link
+from ._link import Link
 from ._names import Names
 from ._publisher import Outgoing
 

@@ -24,8 +24,9 @@ from aiormq.abc import DeliveredMessage
 
 from pycomms.spi import DeadLetter, Subscription, peek_type, stop_tasks
 
+from ._connection import CLOSE_TIMEOUT, close_quietly, open_channel
 from ._errors import QUIET_ERRORS, SETTLE_ERRORS, describe
-from ._link import CLOSE_TIMEOUT, Link, close_quietly, open_channel
+from ._link import Link
 from ._names import ATTEMPT_HEADER
 from ._options import AmqpOptions
 from ._publisher import Outgoing

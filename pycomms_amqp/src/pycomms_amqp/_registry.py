@@ -3,7 +3,7 @@
 AMQP 0-9-1 cannot list queues (only the management plugin or ``rabbitmqctl`` can, and
 neither is for a library to rely on). So every node records each named queue it
 declares, service, command, dead-letter and delay queues alike, in the durable queue
-``N.registry``: one small message per queue and process, published on the declaring
+``N.registry``: one small message per queue and connection, published on the declaring
 channel just before the declaration, so that the queue never exists unrecorded. The
 exchanges have fixed names. Server-named exclusive queues (replies, presence) belong to
 one connection and go with it.
@@ -28,8 +28,8 @@ from aiormq.abc import AbstractChannel as RawChannel
 from pamqp.commands import Basic
 from pydantic_core import from_json, to_json
 
+from ._connection import close_quietly, open_channel
 from ._errors import describe
-from ._link import close_quietly, open_channel
 from ._names import Names
 
 log = logging.getLogger("pycomms.amqp")
@@ -48,7 +48,10 @@ class Registry:
         self._recorded: set[str] = set()
 
     async def declare(self, channel: AbstractChannel) -> int:
-        """Declare the registry queue (at every connection); return how many records it holds."""
+        """Declare the registry queue (at every connection); return how many records it
+        holds. Queues are recorded again on each connection: the registry may have been
+        dropped (with the whole namespace) under this node, which then declares it all again."""
+        self._recorded.clear()
         arguments: dict[str, Any] = {"x-queue-type": "classic"}
         declared = await channel.declare_queue(self._names.registry, durable=True, arguments=arguments)
         return int(declared.declaration_result.message_count or 0)
@@ -93,7 +96,7 @@ class Registry:
                 removed = 0
                 for queue in sorted(queues | set(own_queues)):
                     removed += await probe.delete_queue(queue)
-                for exchange in (names.events, names.delay, names.presence, names.replies):
+                for exchange in names.exchanges:
                     removed += await probe.delete_exchange(exchange)
                 removed += await probe.delete_queue(names.registry)
             finally:

@@ -12,9 +12,10 @@ from aiormq.abc import DeliveredMessage
 from pycomms import ConnectError, OperationError, PyCommsError
 from pycomms.spi import BackendConfig, Capabilities, DeadLetter, Envelope, NodeInfo, ReplySink, Subscription
 
+from ._connection import close_quietly, open_channel
 from ._deadletters import DeadLetterStore
 from ._errors import SETTLE_ERRORS, describe, map_amqp_errors, timed_out
-from ._link import Link, close_quietly, open_channel
+from ._link import Link
 from ._names import Names
 from ._options import AmqpOptions, parse_options, tls_context
 from ._presence import Presence
@@ -57,7 +58,10 @@ class AmqpTransport:
     async def open(self, node: NodeInfo, replies: ReplySink) -> None:
         """Connect, declare the topology, start presence; raise `ConnectError`."""
         self._node, self._replies = node, replies
-        link = Link(self._config.url, self._tls, self.options, f"{self.names.prefix}.{node.id}", self._on_connect)
+        names = self.names
+        link = Link(
+            self._config.url, self._tls, self.options, f"{names.prefix}.{node.id}", self._on_connect, names.exchanges
+        )
         self._link = link
         self._topology = Topology(self.names, self.options, link)
         timeout = self.options.operation_timeout
