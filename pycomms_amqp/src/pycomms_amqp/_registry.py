@@ -36,6 +36,8 @@ log = logging.getLogger("pycomms.amqp")
 
 COMPACT_AT = 500
 """Records in the registry above which a connecting node compacts them."""
+DROP_PASSES = 5
+"""Most times `Registry.drop` takes the records again (see there)."""
 
 _PERSISTENT = Basic.Properties(content_type="application/json", delivery_mode=2)
 
@@ -86,22 +88,33 @@ class Registry:
 
     async def drop(self, conn: AbstractConnection, own_queues: Iterable[str]) -> int:
         """Delete every recorded queue, ``own_queues``, the exchanges and the registry;
-        return how many of them existed."""
+        return how many of them existed.
+
+        A node still running (a forced drop) may connect again meanwhile and record its
+        queues anew: the records are taken again after each pass, until one brings
+        nothing new, and the registry goes last, so that what it lost stays small."""
         names = self._names
         holder = await open_channel(conn)  # holds the records until the registry is deleted
+        raw = await holder.get_underlay_channel()
+        probe = _Probe(conn)
+        removed = 0
         try:
-            queues, _ = await _take(await holder.get_underlay_channel(), names.registry)
-            probe = _Probe(conn)
-            try:
-                removed = 0
-                for queue in sorted(queues | set(own_queues)):
+            seen: set[str] = set()
+            new = set(own_queues)
+            for n in range(DROP_PASSES):
+                queues, _ = await _take(raw, names.registry)
+                new |= queues - seen
+                if not new and n > 0:
+                    break
+                for queue in sorted(new):
                     removed += await probe.delete_queue(queue)
                 for exchange in names.exchanges:
                     removed += await probe.delete_exchange(exchange)
-                removed += await probe.delete_queue(names.registry)
-            finally:
-                await probe.close()
+                seen |= new
+                new = set()
+            removed += await probe.delete_queue(names.registry)
         finally:
+            await probe.close()
             await close_quietly(holder)
         self._recorded.clear()
         return removed
