@@ -176,6 +176,16 @@ class ProbeTransport(MemoryTransport):
         if gated and self.publish_after is not None:
             await self.publish_after.park()
 
+    async def send_reply(self, envelope: Envelope) -> None:
+        gated = "reply" in self.gated_kinds
+        if gated and self.publish_before is not None:
+            await self.publish_before.park()
+        if self.closed:
+            raise PublishError("probe transport is closed")
+        await super().send_reply(envelope)
+        if gated and self.publish_after is not None:
+            await self.publish_after.park()
+
     async def subscribe(self, subscription: Subscription) -> ProbeReceiver:  # type: ignore[override]
         if self.subscribe_gate is not None:
             await self.subscribe_gate.park()

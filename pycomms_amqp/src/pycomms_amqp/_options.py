@@ -5,9 +5,9 @@ from __future__ import annotations
 import ssl
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from pycomms import ConfigError
+from pycomms import ConfigError, spi
 
 
 class AmqpOptions(BaseModel):
@@ -45,34 +45,10 @@ class AmqpOptions(BaseModel):
     verify: bool = True
     """``amqps://``: verify the broker's certificate and host name."""
 
-    @model_validator(mode="before")
-    @classmethod
-    def _old_names(cls, data: Any) -> Any:
-        """``publish_timeout`` is the old name of ``operation_timeout``."""
-        if isinstance(data, dict) and "publish_timeout" in data:
-            data = dict(data)
-            if "operation_timeout" in data:
-                raise ValueError("give operation_timeout only (publish_timeout is its old name)")
-            data["operation_timeout"] = data.pop("publish_timeout")
-        return data
-
 
 def parse_options(options: dict[str, Any]) -> AmqpOptions:
     """Validate ``options``; raise `ConfigError` naming the bad option and what it accepts."""
-    accepted = ", ".join(sorted(AmqpOptions.model_fields))
-    try:
-        return AmqpOptions.model_validate(options)
-    except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            name = ".".join(str(p) for p in error["loc"]) or "?"
-            if name == "operation_timeout" and "publish_timeout" in options:
-                name = "publish_timeout"
-            if error["type"] == "extra_forbidden":
-                problems.append(f"unknown option {name!r} (accepted: {accepted})")
-            else:
-                problems.append(f"option {name!r}: {error['msg']}")
-        raise ConfigError(f"amqp: {'; '.join(problems)}") from None
+    return spi.parse_options(AmqpOptions, options, backend="amqp", renamed={"publish_timeout": "operation_timeout"})
 
 
 def tls_context(scheme: str, options: AmqpOptions) -> ssl.SSLContext | None:

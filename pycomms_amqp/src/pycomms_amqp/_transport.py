@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from aiormq.abc import DeliveredMessage
 
-from pycomms import ConnectError, OperationError, PyCommsError
+from pycomms import ConnectError, OperationError, PublishError, PyCommsError
 from pycomms.spi import BackendConfig, Capabilities, DeadLetter, Envelope, NodeInfo, ReplySink, Subscription
 
 from ._connection import close_quietly, open_channel
@@ -26,7 +26,13 @@ from ._topology import Topology
 log = logging.getLogger("pycomms.amqp")
 
 CAPABILITIES = Capabilities(
-    retention=True, persistent=True, delayed_delivery=True, ordering=False, presence=True, cross_process=True
+    retention=True,
+    persistent=True,
+    delayed_delivery=True,
+    ordering=False,
+    presence=True,
+    cross_process=True,
+    transactional_publish=False,
 )
 
 
@@ -110,6 +116,16 @@ class AmqpTransport:
     async def publish(self, envelopes: Sequence[Envelope]) -> None:
         """Route ``envelopes`` by kind and wait for every publisher confirm, within
         ``operation_timeout``; raise `PublishError`."""
+        for env in envelopes:
+            if env.kind == "reply":
+                raise PublishError("amqp: publish() routes events, commands and requests; a reply goes to send_reply()")
+        await self._confirmed(envelopes)
+
+    async def send_reply(self, envelope: Envelope) -> None:
+        """Publish a reply to the asking node's reply queue (transient; confirmed)."""
+        await self._confirmed([envelope])
+
+    async def _confirmed(self, envelopes: Sequence[Envelope]) -> None:
         link, topology = self._parts()
         timeout = self.options.operation_timeout
         try:

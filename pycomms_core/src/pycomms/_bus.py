@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from ._consumer import Binding, ServiceRunner, bind
 from ._context import Outlet
-from ._envelope import Envelope
+from ._envelope import Envelope, Kind
 from ._errors import (
     BusClosed,
     NamespaceInUse,
@@ -80,7 +80,7 @@ class Bus:
         )
         self._state = BusState.UNOPENED
         self._runners: list[ServiceRunner] = []
-        self._requests = Requests(self.node.id, config.max_message_size, self._publish)
+        self._requests = Requests(self.node.id, config.max_message_size, self._publish, self._send_reply)
         self._outlet = Outlet(self.node, self._emit, self._request)
         self._publishing = 0
         self._published = asyncio.Event()
@@ -323,7 +323,7 @@ class Bus:
 
     async def _emit(
         self,
-        kind: str,
+        kind: Kind,
         messages: Iterable[Message],
         key: str | None,
         headers: dict[str, str] | None,
@@ -359,9 +359,16 @@ class Bus:
             raise PublishError(f"publish failed: {type(exc).__name__}: {exc}") from exc
 
     async def _publish(self, envelopes: Sequence[Envelope]) -> None:
+        await self._hand_over(self._transport.publish(envelopes))
+
+    async def _send_reply(self, env: Envelope) -> None:
+        await self._hand_over(self._transport.send_reply(env))
+
+    async def _hand_over(self, call: Coroutine[Any, Any, None]) -> None:
+        """Await a transport's publish or send_reply, counted for close's flush."""
         self._publishing += 1
         try:
-            await self._transport.publish(envelopes)
+            await call
         except PyCommsError:
             raise
         except Exception as exc:  # a transport must map its errors; this is the safety net

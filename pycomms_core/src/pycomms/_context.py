@@ -7,12 +7,13 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from ._envelope import Kind
 from ._messages import Command, Event, Message, Request
 from .spi import NodeInfo
 
 R = TypeVar("R", bound=Message)
 
-Emit = Callable[[str, Iterable[Message], str | None, dict[str, str] | None, str | None, str | None], Awaitable[None]]
+Emit = Callable[[Kind, Iterable[Message], str | None, dict[str, str] | None, str | None, str | None], Awaitable[None]]
 """``emit(kind, messages, key, headers, correlation_id, causation_id)``: publish or send."""
 Ask = Callable[[Any, float, dict[str, str] | None, str | None, str | None], Awaitable[Any]]
 """``ask(request, timeout, headers, correlation_id, causation_id)``: the typed reply."""

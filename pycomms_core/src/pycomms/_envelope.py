@@ -10,13 +10,16 @@ import itertools
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, cast, get_args
 
 from pydantic_core import from_json, to_json
 
 WIRE_VERSION = 1
 CONTENT_TYPE = "application/json"
-KINDS = frozenset({"event", "command", "request", "reply"})
+Kind = Literal["event", "command", "request", "reply"]
+"""What an envelope is, which decides its routing: `Transport.publish` carries the first
+three, `Transport.send_reply` the last."""
+KINDS: frozenset[str] = frozenset(get_args(Kind))
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
 
 
@@ -57,7 +60,7 @@ class Envelope:
 
     id: str
     type: str
-    kind: str
+    kind: Kind
     source: str
     body: Any
     time: float = 0.0
@@ -133,7 +136,7 @@ class Envelope:
             return cls(
                 id=id_,
                 type=type_,
-                kind=kind,
+                kind=cast(Kind, kind),
                 source=source,
                 body=get("body"),
                 time=time_,
@@ -179,11 +182,11 @@ def _str(raw: dict[str, Any], name: str) -> str:
     return value
 
 
-def _kind(raw: dict[str, Any]) -> str:
+def _kind(raw: dict[str, Any]) -> Kind:
     kind = _str(raw, "kind")
     if kind not in KINDS:
         raise ValueError(f"envelope field 'kind' must be one of 'event', 'command', 'request', 'reply'; got {kind!r}")
-    return kind
+    return cast(Kind, kind)
 
 
 def _time(raw: dict[str, Any]) -> float:

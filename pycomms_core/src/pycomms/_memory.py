@@ -19,7 +19,13 @@ from .hookspecs import hookimpl
 from .spi import BackendConfig, Capabilities, DeadLetter, Envelope, NodeInfo, ReplySink, SchemeInfo, Subscription
 
 CAPABILITIES = Capabilities(
-    retention=True, persistent=False, delayed_delivery=True, ordering=True, presence=True, cross_process=False
+    retention=True,
+    persistent=False,
+    delayed_delivery=True,
+    ordering=True,
+    presence=True,
+    cross_process=False,
+    transactional_publish=False,
 )
 
 
@@ -111,10 +117,6 @@ class _Broker:
                 self.unrouted[env.type].append(_Item(data, 1))
             else:
                 self.queues[owner].put(_Item(data, 1))
-        elif env.kind == "reply":
-            sink = self.reply_sinks.get(env.reply_to or "")
-            if sink is not None:
-                sink(data)
         else:
             raise PublishError(f"unknown envelope kind {env.kind!r}")
 
@@ -228,6 +230,11 @@ class MemoryTransport:
         route = self._broker.route
         for env in envelopes:
             route(env)
+
+    async def send_reply(self, envelope: Envelope) -> None:
+        sink = self._broker.reply_sinks.get(envelope.reply_to or "")
+        if sink is not None:
+            sink(envelope.encode())
 
     async def subscribe(self, subscription: Subscription) -> MemoryReceiver:
         service = subscription.service if subscription.ephemeral else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from ._envelope import Envelope, new_id
+from ._envelope import Envelope, Kind, new_id
 from ._errors import PublishError
 from ._messages import Command, Event, Message, Request
 
@@ -15,7 +15,7 @@ _EXPECTED: dict[str, type[Message]] = {"event": Event, "command": Command, "requ
 def outgoing(
     source: str,
     max_size: int,
-    kind: str,
+    kind: Kind,
     message: Message,
     key: str | None,
     headers: dict[str, str] | None,

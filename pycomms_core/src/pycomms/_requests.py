@@ -27,15 +27,17 @@ ERROR_HEADER = "pycomms-error"
 
 M = TypeVar("M", bound=Message)
 Publish = Callable[[Sequence[Envelope]], Awaitable[None]]
+SendReply = Callable[[Envelope], Awaitable[None]]
 
 
 class Requests:
     """The pending requests of one node, and the sending of its replies."""
 
-    def __init__(self, node_id: str, max_size: int, publish: Publish) -> None:
+    def __init__(self, node_id: str, max_size: int, publish: Publish, send_reply: SendReply) -> None:
         self._node_id = node_id
         self._max_size = max_size
         self._publish = publish
+        self._send_reply = send_reply
         self._pending: dict[str, asyncio.Future[Envelope]] = {}
 
     @property
@@ -134,6 +136,6 @@ class Requests:
                 headers={ERROR_HEADER: "too_large"},
             )
         try:
-            await self._publish([env])
+            await self._send_reply(env)
         except PyCommsError as exc:
             log.warning("could not send the reply to %s: %s", env.causation_id, exc)

@@ -26,15 +26,18 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 from urllib.parse import urlsplit
 
+from pydantic import BaseModel, ValidationError
 from pydantic_core import from_json, to_json
 
-from ._envelope import DEFAULT_MAX_MESSAGE_SIZE, Envelope, EnvelopeError, new_id, peek_type
+from . import _errors
+from ._envelope import DEFAULT_MAX_MESSAGE_SIZE, Envelope, EnvelopeError, Kind, new_id, peek_type
 
 __all__ = [
     "CLOSE_BOUND",
@@ -45,6 +48,7 @@ __all__ = [
     "Delivery",
     "Envelope",
     "EnvelopeError",
+    "Kind",
     "NodeInfo",
     "Receiver",
     "ReplySink",
@@ -53,6 +57,7 @@ __all__ = [
     "TransactionalTransport",
     "Transport",
     "new_id",
+    "parse_options",
     "peek_type",
     "redact_url",
     "stop_tasks",
@@ -61,7 +66,8 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class Capabilities:
-    """What a transport can promise; the conformance kit tests exactly these.
+    """What a transport can promise; the conformance kit tests exactly these. Every
+    field is required: a backend states each promise, none is assumed.
 
     - ``retention``: messages for a service that has started once are kept while all
       its instances are down.
@@ -76,13 +82,13 @@ class Capabilities:
       ``publish(..., connection=conn)`` writes inside the caller's own transaction.
     """
 
-    retention: bool = True
-    persistent: bool = False
-    delayed_delivery: bool = True
-    ordering: bool = False
-    presence: bool = True
-    cross_process: bool = True
-    transactional_publish: bool = False
+    retention: bool
+    persistent: bool
+    delayed_delivery: bool
+    ordering: bool
+    presence: bool
+    cross_process: bool
+    transactional_publish: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,12 +319,17 @@ class Transport(Protocol):
     async def publish(self, envelopes: Sequence[Envelope]) -> None:
         """Hand envelopes to the backend; return once it accepted all of them.
 
-        Routing by ``envelope.kind``: ``event``: one copy to every service whose
-        subscription lists ``envelope.type``; ``command``/``request``: one copy to
-        the service handling the type; ``reply``: to the node ``envelope.reply_to``
-        (best effort, may be dropped if that node is gone). Use
-        ``envelope.encode()`` (cached) for the bytes. Raises `PublishError`.
+        Routing by ``envelope.kind`` (never ``reply``: those go to `send_reply`):
+        ``event``: one copy to every service whose subscription lists
+        ``envelope.type``; ``command``/``request``: one copy to the service handling
+        the type. Use ``envelope.encode()`` (cached) for the bytes. Raises
+        `PublishError`.
         """
+
+    async def send_reply(self, envelope: Envelope) -> None:
+        """Send a reply (``kind == "reply"``) to the node ``envelope.reply_to``, whose
+        `ReplySink` gets ``envelope.encode()``. Best effort: it may be dropped if that
+        node is gone. Raises `PublishError`."""
 
     async def subscribe(self, subscription: Subscription) -> Receiver:
         """Record the subscription and start receiving for it."""
@@ -367,6 +378,62 @@ class TransactionalTransport(Transport, Protocol):
         """Write ``envelopes`` with ``connection`` (the caller's open transaction) so
         they are delivered if and only if that transaction commits. Raises
         `TypeError` for a connection the backend cannot use, `PublishError` else."""
+
+
+_Options = TypeVar("_Options", bound=BaseModel)
+
+
+def parse_options(
+    model: type[_Options],
+    options: Mapping[str, Any],
+    *,
+    backend: str,
+    renamed: Mapping[str, str] | None = None,
+    secret: Collection[str] = (),
+    hints: Mapping[str, str] | None = None,
+) -> _Options:
+    """Validate a backend's ``options`` with its pydantic ``model`` (which should
+    forbid extra fields) and return it; anything wrong is one `ConfigError` naming each
+    bad option, what was given (``***`` for a secret) and the accepted options, e.g.
+    ``redis: option 'block': Input should be greater than 0 (got '-1'). Accepted
+    options: block, connect_timeout, ...``.
+
+    ``renamed`` maps an old option name to its successor: the old one is accepted with
+    a warning in the log, both together are refused. ``secret`` names options whose
+    value is never shown, besides those `redact_url` hides (``password``, ``secret``,
+    ``token``, ``tls_key``). ``hints`` says what each option accepts, in words
+    (``"seconds 0.1..300"``), added to its error as ``expected ...``."""
+    given = dict(options)
+    given_as: dict[str, str] = {}
+    for old, new in (renamed or {}).items():
+        if old not in given:
+            continue
+        if new in given:
+            raise _errors.ConfigError(
+                f"{backend}: options {old!r} and {new!r} both given; {old!r} is the old name of {new!r}"
+            )
+        value = "***" if new in _SECRET_OPTIONS or new in secret else given[old]
+        logging.getLogger("pycomms").warning("%s option %r is deprecated; use %s=%s instead", backend, old, new, value)
+        given[new] = given.pop(old)
+        given_as[new] = old
+    hidden = _SECRET_OPTIONS | frozenset(secret)
+    try:
+        return model.model_validate(given)
+    except ValidationError as exc:
+        accepted = ", ".join(sorted(model.model_fields))
+        problems = []
+        for error in exc.errors():
+            name = ".".join(str(part) for part in error["loc"]) or "options"
+            label = f"{name!r} (given as {given_as[name]!r})" if name in given_as else repr(name)
+            if error["type"] == "extra_forbidden":
+                problems.append(f"unknown option {label}")
+            elif error["loc"]:
+                shown = "***" if name in hidden else repr(error.get("input"))
+                hint = f"; expected {hints[name]}" if hints and name in hints else ""
+                problems.append(f"option {label}: {error['msg']} (got {shown}){hint}")
+            else:
+                problems.append(error["msg"].removeprefix("Value error, "))
+        raise _errors.ConfigError(f"{backend}: {'; '.join(problems)}. Accepted options: {accepted}") from None
 
 
 def redact_url(url: str) -> str:

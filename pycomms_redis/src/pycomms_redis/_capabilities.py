@@ -5,6 +5,12 @@ from __future__ import annotations
 from pycomms import Capabilities
 
 CAPABILITIES = Capabilities(
-    retention=True, persistent=True, delayed_delivery=True, ordering=False, presence=True, cross_process=True
+    retention=True,
+    persistent=True,
+    delayed_delivery=True,
+    ordering=False,
+    presence=True,
+    cross_process=True,
+    transactional_publish=False,
 )
 """``persistent`` holds with AOF on; the transport reports False at open when the server has none."""

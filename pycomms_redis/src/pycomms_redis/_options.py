@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pycomms import ConfigError
+from pycomms import spi
 
 log = logging.getLogger("pycomms.redis")
 
@@ -61,38 +61,4 @@ class RedisOptions(BaseModel):
 
 def parse_options(options: dict[str, Any]) -> RedisOptions:
     """Validate ``options``; raise `ConfigError` naming the bad option and what is accepted."""
-    accepted = ", ".join(sorted(RedisOptions.model_fields))
-    options, given_as = _renamed(options)
-    try:
-        return RedisOptions.model_validate(options)
-    except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            name = ".".join(str(part) for part in error["loc"]) or "options"
-            label = f"{name!r} (given as {given_as[name]!r})" if name in given_as else repr(name)
-            if error["type"] == "extra_forbidden":
-                problems.append(f"unknown option {label}")
-            elif name.startswith("tls_key"):
-                problems.append(f"option {label}: {error['msg']}")  # never echo a key path's content
-            else:
-                problems.append(f"option {label}: {error['msg']} (got {error.get('input')!r})")
-        raise ConfigError(f"redis backend: {'; '.join(problems)}. Accepted options: {accepted}") from None
-
-
-def _renamed(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
-    """``options`` with deprecated names replaced by their successors, and the names
-    they were given as."""
-    out = dict(options)
-    given_as: dict[str, str] = {}
-    for old, new in _DEPRECATED.items():
-        if old not in out:
-            continue
-        value = out.pop(old)
-        if new in out:
-            raise ConfigError(
-                f"redis backend: options {old!r} and {new!r} both given; {old!r} is the old name of {new!r}"
-            )
-        log.warning("redis option %r is deprecated; use %s=%s instead", old, new, value)
-        out[new] = value
-        given_as[new] = old
-    return out, given_as
+    return spi.parse_options(RedisOptions, options, backend="redis", renamed=_DEPRECATED)

@@ -101,8 +101,15 @@ class RedisTransport:
 
     async def publish(self, envelopes: Sequence[Envelope]) -> None:
         for env in envelopes:
-            if env.kind not in ("event", "command", "request", "reply"):
-                raise PublishError(f"unknown envelope kind {env.kind!r}")
+            if env.kind not in ("event", "command", "request"):
+                raise PublishError(f"publish() routes events, commands and requests; got kind {env.kind!r}")
+        await self._submit(envelopes)
+
+    async def send_reply(self, envelope: Envelope) -> None:
+        # batched with the loop turn's publishes: one script call carries both
+        await self._submit([envelope])
+
+    async def _submit(self, envelopes: Sequence[Envelope]) -> None:
         try:  # a little slack: the batch's own deadline error, which says why, comes first
             async with asyncio.timeout(self._options.operation_timeout + 0.25):
                 await self._publisher.submit(envelopes)

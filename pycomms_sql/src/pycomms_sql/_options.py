@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from pycomms import ConfigError
+from pycomms import spi
 
 # The default operation_timeout of a database server, and on SQLite how much longer
 # than the busy wait for the write lock an operation may take.
@@ -57,15 +57,4 @@ class SqlOptions(BaseModel):
 
 def parse_options(options: dict[str, Any]) -> SqlOptions:
     """Validate ``options``; a bad or unknown one is a `ConfigError` naming it."""
-    try:
-        return SqlOptions.model_validate(options)
-    except ValidationError as exc:
-        accepted = ", ".join(sorted(SqlOptions.model_fields))
-        problems = []
-        for error in exc.errors():
-            name = ".".join(str(part) for part in error["loc"]) or "?"
-            if error["type"] == "extra_forbidden":
-                problems.append(f"unknown option {name!r}")
-            else:
-                problems.append(f"option {name!r}: {error['msg']} (got {error.get('input')!r})")
-        raise ConfigError(f"SQL backend: {'; '.join(problems)}. Accepted options: {accepted}") from None
+    return spi.parse_options(SqlOptions, options, backend="sql")

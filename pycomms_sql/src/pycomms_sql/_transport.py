@@ -234,22 +234,22 @@ class SqlTransport:
     # publishing ------------------------------------------------------------------------
 
     async def publish(self, envelopes: Sequence[Envelope]) -> None:
-        stored: list[Envelope] = []
-        group = self._group
         for env in envelopes:
-            if env.kind == "reply":
-                sink = group.reply_sinks.get(env.reply_to or "") if group is not None else None
-                if sink is not None:
-                    sink(env.encode())  # a node of this process: hand it over directly
-                    continue
-            elif env.kind not in ("event", "command", "request"):
-                raise PublishError(f"unknown envelope kind {env.kind!r}")
-            elif env.kind == "request" and self._node is not None and env.reply_to == self._node.id:
+            if env.kind not in ("event", "command", "request"):
+                raise PublishError(f"publish() routes events, commands and requests; got kind {env.kind!r}")
+            if env.kind == "request" and self._node is not None and env.reply_to == self._node.id:
                 self._hot_until = time.monotonic() + _REQUEST_HOT
                 self._reply_wake.set()
-            stored.append(env)
-        if stored:
-            await self._writes.submit(stored)
+        if envelopes:
+            await self._writes.submit(envelopes)
+
+    async def send_reply(self, envelope: Envelope) -> None:
+        group = self._group
+        sink = group.reply_sinks.get(envelope.reply_to or "") if group is not None else None
+        if sink is not None:
+            sink(envelope.encode())  # a node of this process: hand it over directly
+            return
+        await self._writes.submit([envelope])  # written with the loop turn's messages
 
     async def _flush(self, envelopes: list[Envelope]) -> None:
         db, tables = self.db, self.tables

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pycomms import ConfigError
+from pycomms import ConfigError, spi
 from pycomms.spi import BackendConfig
 
 ACCEPTED = {
@@ -160,19 +160,12 @@ def parse_options(config: BackendConfig) -> TcpOptions:
         raw["host"] = parts.hostname
     if url_port is not None:
         raw["port"] = url_port
-    for key, value in config.options.items():
-        if key not in ACCEPTED:
-            accepted = ", ".join(sorted(ACCEPTED))
-            raise ConfigError(f"tcp:// does not accept the option {key!r}; accepted options: {accepted}")
-        raw[key] = value
-    try:
-        options = TcpOptions.model_validate(raw)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        name = str(error["loc"][0]) if error["loc"] else "?"
-        hint = ACCEPTED.get(name, "a valid value")
-        shown = "***" if name in ("secret", "tls_key") else repr(raw.get(name))
-        raise ConfigError(f"tcp:// option {name}={shown} is invalid ({error['msg']}); expected {hint}") from None
+    unknown = sorted(set(config.options) - set(ACCEPTED))
+    if unknown:  # host and port are fields too, but come from the URL only
+        accepted = ", ".join(sorted(ACCEPTED))
+        raise ConfigError(f"tcp: unknown option {unknown[0]!r}. Accepted options: {accepted}")
+    raw.update(config.options)
+    options = spi.parse_options(TcpOptions, raw, backend="tcp", secret=("secret", "tls_key"), hints=ACCEPTED)
     if bool(options.tls_cert) != bool(options.tls_key):
         raise ConfigError("tcp:// options tls_cert and tls_key must be given together")
     if options.secret is not None and not options.secret:

@@ -85,18 +85,17 @@ class Outbox:
         self.drain_timeout = 5.0
         """Seconds a publisher waits for a full link to take data (``operation_timeout``)."""
 
-    def route(
-        self, envelopes: Sequence[Envelope], send_reply: Callable[[str, bytes], None], *, block: bool = False
-    ) -> tuple[bool, int | None]:
-        """Send each envelope to its services' instances, or spool it.
+    def route(self, envelopes: Sequence[Envelope], *, block: bool = False) -> tuple[bool, int | None]:
+        """Send each envelope (an event, command or request) to its services'
+        instances, or spool it.
 
         Returns whether any went on a link, and, with ``block``, the index of the first
         envelope not routed because every live instance of one of its services holds a
         full window (the caller waits for room, then routes the rest); without
         ``block`` the spool takes such overflow. Raises `PublishError` (spool full:
         nothing of the call is spooled)."""
-        if len(envelopes) == 1 and self._route_one(envelopes[0], send_reply):
-            return envelopes[0].kind != "reply", None
+        if len(envelopes) == 1 and self._route_one(envelopes[0]):
+            return True, None
         catalog, routes, waiting, window = self._catalog, self._routes, self._spool.per_service, self._window
         direct: list[tuple[str, bytes, str | None]] = []
         spooled: list[tuple[str, bytes, int, str | None]] = []
@@ -111,11 +110,8 @@ class Outbox:
             elif kind in ("command", "request"):
                 owner = catalog.command_owner.get(env.type)
                 services = (owner,) if owner is not None else ()
-            elif kind == "reply":
-                send_reply(env.reply_to or "", env.encode())
-                continue
             else:
-                raise PublishError(f"unknown envelope kind {kind!r}")
+                raise PublishError(f"publish() routes events, commands and requests; got kind {kind!r}")
             for service in services:
                 if service not in room:
                     room[service] = 0 if waiting.get(service) else routes.room(service, window)
@@ -164,14 +160,11 @@ class Outbox:
                 self.schedule_drain(service)
         return bool(direct), blocked_at
 
-    def _route_one(self, env: Envelope, send_reply: Callable[[str, bytes], None]) -> bool:
-        """The common case of `route` without its bookkeeping: a reply, or a message
-        for one service with nothing spooled before it, no observer, and an instance
-        with room. False when `route` must decide."""
+    def _route_one(self, env: Envelope) -> bool:
+        """The common case of `route` without its bookkeeping: a message for one
+        service with nothing spooled before it, no observer, and an instance with room.
+        False when `route` must decide."""
         kind = env.kind
-        if kind == "reply":
-            send_reply(env.reply_to or "", env.encode())
-            return True
         if kind == "event":
             services = self._catalog.event_services.get(env.type, ())
             if len(services) != 1 or self._routes.observers(env.type):

@@ -46,7 +46,13 @@ from ._waits import Waits
 log = logging.getLogger("pycomms.tcp")
 
 CAPABILITIES = Capabilities(
-    retention=True, persistent=False, delayed_delivery=True, ordering=True, presence=True, cross_process=True
+    retention=True,
+    persistent=False,
+    delayed_delivery=True,
+    ordering=True,
+    presence=True,
+    cross_process=True,
+    transactional_publish=False,
 )
 SUBSCRIBE_TIMEOUT = 3.0
 CLOSE_WITHIN = 3.0
@@ -239,7 +245,7 @@ class TcpTransport:
         if self._state is not State.OPEN:
             raise PublishError(f"the tcp transport is {self._state.value}")
         outbox, wait = self._outbox, self._options.window_wait
-        sent, blocked_at = outbox.route(envelopes, self._send_reply, block=wait > 0)
+        sent, blocked_at = outbox.route(envelopes, block=wait > 0)
         while blocked_at is not None:
             # every live instance of a service holds a full window: wait for room (back-pressure
             # on a publisher outrunning its consumers), then the spool takes what still does not fit
@@ -247,10 +253,15 @@ class TcpTransport:
             room = await outbox.wait_room(wait)
             if self._state is not State.OPEN:
                 raise PublishError(f"the tcp transport is {self._state.value}")
-            more, blocked_at = outbox.route(envelopes, self._send_reply, block=room)
+            more, blocked_at = outbox.route(envelopes, block=room)
             sent |= more
         if sent:
             await outbox.drain_links()
+
+    async def send_reply(self, envelope: Envelope) -> None:
+        if self._state is not State.OPEN:
+            raise PublishError(f"the tcp transport is {self._state.value}")
+        self._send_reply(envelope.reply_to or "", envelope.encode())
 
     def _send_reply(self, node_id: str, data: bytes) -> None:
         if node_id == self.node_id:

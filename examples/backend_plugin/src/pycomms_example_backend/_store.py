@@ -126,12 +126,14 @@ class Store:
                 self.unowned[env.type].append(Item(env.encode(), 1))  # kept, not dropped
             else:
                 await self.queues[owner].put(Item(env.encode(), 1))
-        elif env.kind == "reply":
-            sink = self.reply_sinks.get(env.reply_to or "")
-            if sink is not None:  # best effort: the requester may be gone
-                sink(env.encode())
         else:
             raise PublishError(f"example:// cannot route an envelope of kind {env.kind!r}")
+
+    def reply(self, env: Envelope) -> None:
+        """Hand a reply to the node that asked (see `Transport.send_reply`)."""
+        sink = self.reply_sinks.get(env.reply_to or "")
+        if sink is not None:  # best effort: the requester may be gone
+            sink(env.encode())
 
     def take_dead(self, service: str, ids: list[str] | None) -> list[DeadLetter]:
         """Remove and return the dead letters of ``service`` with ``ids`` (all when ``None``)."""

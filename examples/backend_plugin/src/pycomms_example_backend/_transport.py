@@ -30,6 +30,7 @@ CAPABILITIES = Capabilities(
     ordering=True,  # one FIFO deque per service: same key, one publisher, concurrency 1 -> in order
     presence=False,  # nodes() sees the buses of this process only, never other processes
     cross_process=False,
+    transactional_publish=False,  # no database transaction to publish in
 )
 
 
@@ -130,6 +131,9 @@ class ExampleTransport:
     async def publish(self, envelopes: Sequence[Envelope]) -> None:
         for env in envelopes:
             await self._store.route(env)
+
+    async def send_reply(self, envelope: Envelope) -> None:
+        self._store.reply(envelope)
 
     async def subscribe(self, subscription: Subscription) -> ExampleReceiver:
         receiver = ExampleReceiver(self._store, await self._store.subscribe(subscription), subscription)
