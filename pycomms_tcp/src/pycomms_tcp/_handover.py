@@ -120,6 +120,17 @@ async def _send_and_wait(link: Connection, frames: dict[int, bytes], waits: Wait
 
 
 def _count_unsent(outbox: Outbox, spool: Spool) -> int:
+    unheard = outbox.unheard
+    if unheard:
+        log.warning(
+            "closing with %d event(s) that reached nobody: they were published while no other node of the "
+            "namespace was known, and tcp:// keeps no copy for services that are not running",
+            unheard,
+        )
+    return unheard + _count_spooled(outbox, spool)
+
+
+def _count_spooled(outbox: Outbox, spool: Spool) -> int:
     unsent = outbox.unsent()
     dead = len(spool.all_dead())
     if spool.path != ":memory:":

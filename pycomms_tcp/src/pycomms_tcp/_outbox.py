@@ -79,6 +79,9 @@ class Outbox:
         """Set when room opens in a window; publishers blocked by full windows wait on it."""
         self._idle: asyncio.Future[None] | None = None
         """Set when the last flight ends (a closing node waits for its acks)."""
+        self.unheard = 0
+        """Events published while no peer was linked and no local service wanted them:
+        nobody known could take them (counted as not delivered at close)."""
         self.missed: collections.Counter[str] = collections.Counter()
         """Events not sent to each ephemeral service because its window was full."""
         self.open = False
@@ -124,6 +127,8 @@ class Outbox:
                     spooled.append((unrouted_key(env.type), data, 1, env.key))
                 elif not catalog.complete:  # who wants it is not known yet: keep it until it is
                     spooled.append((unknown_event_key(env.type), data, 1, env.key))
+                elif not self._peers.linked():
+                    self.unheard += 1
             if kind == "event" and (observers := routes.observers(env.type)):
                 for service in observers:
                     # an observer is never waited for nor spooled for: past its window it misses events
