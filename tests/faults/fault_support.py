@@ -29,16 +29,25 @@ def free_port() -> int:
 
 
 class _LoopThread:
-    """An asyncio server in a daemon thread; ``start``/``stop`` or ``with``."""
+    """A TCP server in an event loop of its own, in a daemon thread; ``start``/``stop``
+    or ``with``.
+
+    It accepts by itself rather than through `asyncio.Server`: closing a `Server` while
+    accepted connections wait for their transport leaks their sockets (the transport's
+    constructor fails on the closed server, and the socket is never closed).
+    """
 
     port = 0
 
     def __init__(self) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name=type(self).__name__, daemon=True)
-        self._server: asyncio.Server | None = None
+        self._listener: socket.socket | None = None
+        self._accepted_sockets: set[socket.socket] = set()
+        """Accepted, not yet owned by a transport."""
         self._transports: set[asyncio.BaseTransport] = set()
         """Every open connection, accepted or made upstream."""
+        self._handlers: set[asyncio.Task[None]] = set()
 
     def start(self) -> Self:
         self._thread.start()
@@ -68,19 +77,43 @@ class _LoopThread:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(_CALL_TIMEOUT)
 
     async def _listen(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _TrackedProtocol(self._transports, asyncio.StreamReader(), self._accepted), "127.0.0.1", 0
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
+        self._listener = socket.create_server(("127.0.0.1", 0), backlog=128)
+        self._listener.setblocking(False)
+        self.port = self._listener.getsockname()[1]
+        asyncio.get_running_loop().add_reader(self._listener.fileno(), self._accept_ready)
 
-    async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _accept_ready(self) -> None:
+        """Accept in a plain callback: an accepted socket is never in flight in a task
+        that a shutdown could cancel (and lose it)."""
+        assert self._listener is not None
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:  # nothing more to accept (BlockingIOError), or out of descriptors
+                return
+            conn.setblocking(False)
+            self._accepted_sockets.add(conn)
+            task = asyncio.ensure_future(self._accepted(conn))
+            self._handlers.add(task)
+            task.add_done_callback(self._handlers.discard)
+
+    async def _accepted(self, conn: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            reader = asyncio.StreamReader()
+            protocol = asyncio.StreamReaderProtocol(reader)
+            transport, _ = await loop.connect_accepted_socket(lambda: protocol, conn)
+        except BaseException:
+            conn.close()
+            raise
+        finally:
+            self._accepted_sockets.discard(conn)
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        self._transports.add(transport)
         try:
             await self._serve(reader, writer)
-        except (OSError, asyncio.IncompleteReadError):
-            pass
-        except asyncio.CancelledError:  # our own shutdown; asyncio's stream callback must not see it
-            pass
+        except (OSError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass  # a link ended, or our own shutdown
         finally:
             writer.close()
 
@@ -102,27 +135,18 @@ class _LoopThread:
         await asyncio.sleep(0)  # the sockets are closed in callbacks of the next loop turn
 
     async def _shutdown(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        await self._close_all(abort=True)
-        handlers = asyncio.all_tasks() - {asyncio.current_task()}
+        """Stop accepting, then close every connection and end every handler."""
+        if self._listener is not None:
+            asyncio.get_running_loop().remove_reader(self._listener.fileno())
+            self._listener.close()
+        handlers = set(self._handlers)
         for task in handlers:
             task.cancel()
         await asyncio.gather(*handlers, return_exceptions=True)
-        await asyncio.sleep(0.05)  # the last sockets close in callbacks
-
-
-class _TrackedProtocol(asyncio.StreamReaderProtocol):
-    """A server connection, known to its owner from the moment it is accepted (before
-    its handler task first runs), so that a shutdown closes it too."""
-
-    def __init__(self, transports: set[asyncio.BaseTransport], *args: Any) -> None:
-        super().__init__(*args)
-        self._all = transports
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._all.add(transport)
-        super().connection_made(transport)
+        for conn in list(self._accepted_sockets):
+            conn.close()
+        await self._close_all(abort=True)
+        await asyncio.sleep(0.01)  # the last sockets close in callbacks
 
 
 class SilentServer(_LoopThread):
@@ -140,7 +164,7 @@ class FaultProxy(_LoopThread):
     - `silence`: nothing is forwarded any more, either way; every socket stays open and
       the proxy stops reading (kernel buffers fill up, as on a dead route). Connections
       made afterwards are accepted and held, silent.
-    - `cut`: every connection is closed (FIN on both sides); connections made
+    - `cut`: every connection is closed (FIN; RST where unsent bytes remain); connections made
       afterwards are accepted and closed at once.
     """
 
@@ -197,9 +221,9 @@ class FaultProxy(_LoopThread):
             for pipe in pipes:
                 pipe.cancel()
             await asyncio.gather(*pipes, return_exceptions=True)
-            if self._mode == "forward":  # one side closed: close the other, as a real link would
-                writer.close()
-                up_writer.close()
+            up_writer.close()
+        if self._mode == "silent":  # the client must learn nothing: its side stays open until stop
+            await asyncio.Event().wait()
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         assert self._flowing is not None
