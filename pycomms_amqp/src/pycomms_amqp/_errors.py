@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import TypeVar
 
 import aio_pika.exceptions as amqp_exc
 from yarl import URL
 
-from pycomms import PyCommsError
+from pycomms import PyCommsError, spi
 
 DRIVER_ERRORS: tuple[type[BaseException], ...] = (
     amqp_exc.AMQPError,
@@ -27,15 +26,9 @@ QUIET_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, *SETTLE_ERRORS)
 E = TypeVar("E", bound=PyCommsError)
 
 
-@contextmanager
-def map_amqp_errors(error: type[PyCommsError], what: str) -> Iterator[None]:
+def map_amqp_errors(error: type[PyCommsError], what: str) -> AbstractContextManager[None]:
     """Raise ``error`` (from the driver's exception) if the block fails with a driver error."""
-    try:
-        yield
-    except PyCommsError:
-        raise
-    except DRIVER_ERRORS as exc:
-        raise error(f"{what}: {describe(exc)}") from exc
+    return spi.map_errors(error, what, catch=DRIVER_ERRORS, describe=describe)
 
 
 def describe(exc: BaseException) -> str:

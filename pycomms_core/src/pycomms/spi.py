@@ -27,8 +27,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import re
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar, runtime_checkable
 from urllib.parse import urlsplit
@@ -56,6 +58,8 @@ __all__ = [
     "Subscription",
     "TransactionalTransport",
     "Transport",
+    "describe_error",
+    "map_errors",
     "new_id",
     "parse_options",
     "peek_type",
@@ -436,6 +440,38 @@ def parse_options(
         raise _errors.ConfigError(f"{backend}: {'; '.join(problems)}. Accepted options: {accepted}") from None
 
 
+def describe_error(exc: BaseException) -> str:
+    """``exc`` in one line for an error message: its type and the first line of its
+    text, any ``scheme://user:password@`` in it masked, at most 500 characters."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else "no details"
+    return _CREDENTIALS.sub(r"\1***@", f"{type(exc).__name__}: {first}")[:500]
+
+
+@contextmanager
+def map_errors(
+    error: type[_errors.PyCommsError],
+    what: str,
+    *,
+    catch: tuple[type[BaseException], ...] = (Exception,),
+    describe: Callable[[BaseException], str] = describe_error,
+    chain: bool = True,
+) -> Iterator[None]:
+    """Translate a driver's error at the boundary: inside the block, an exception of
+    ``catch`` becomes ``error(f"{what} failed: {describe(exc)}")``, raised from it (or,
+    with ``chain=False``, from None: a connection failure should read as one line).
+    PyComms errors and cancellation pass through. ``what`` names the backend, the host
+    and the operation, e.g. ``"amqp: declaring queue 'x' on 127.0.0.1:5672"``."""
+    try:
+        yield
+    except _errors.PyCommsError:
+        raise
+    except catch as exc:
+        if chain:
+            raise error(f"{what} failed: {describe(exc)}") from exc
+        raise error(f"{what} failed: {describe(exc)}") from None
+
+
 def redact_url(url: str) -> str:
     """``url`` with any password (and ``secret`` option) replaced by ``***``."""
     try:
@@ -458,16 +494,21 @@ def redact_url(url: str) -> str:
 
 
 _SECRET_OPTIONS = frozenset({"secret", "password", "token", "tls_key"})
+_CREDENTIALS = re.compile(r"(//[^/@\s:]*:)[^/@\s]*@")
 
 
 async def stop_tasks(
     tasks: Iterable[asyncio.Task[Any] | None], *, recancel_after: float = 0.1, give_up_after: float | None = None
 ) -> list[asyncio.Task[Any]]:
     """Cancel ``tasks`` (``None`` entries skipped) and wait until each has ended,
-    cancelling again every ``recancel_after`` seconds while one runs on: a driver can
-    swallow a cancellation (on Python 3.11 ``asyncio.wait_for`` returns a result that
-    raced the cancel, and redis-py's zero-timeout socket check turns one into a handled
-    ``TimeoutError``), and a close that cancelled once would then wait forever.
+    cancelling again every ``recancel_after`` seconds while one runs on.
+
+    Why: a driver can swallow a cancellation. On Python < 3.12 ``asyncio.wait_for``
+    returns the result instead of raising when the cancellation of its task arrives in
+    the same loop iteration as that result (CPython gh-86296; asyncmy's connect uses
+    it), and redis-py's zero-timeout socket check (``asyncio.timeout(0)``) turns a
+    cancel landing inside it into a ``TimeoutError`` it handles. A close that cancelled
+    once and awaited would then wait forever. (This is the one place that explains it.)
 
     With ``give_up_after`` seconds, the tasks still running then are returned
     (abandoned); without, it waits as long as it takes and returns ``[]``. The outcome

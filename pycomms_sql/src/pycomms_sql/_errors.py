@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from typing import TypeVar
 
 from sqlalchemy.exc import DBAPIError
 
-from pycomms import PyCommsError
+from pycomms import PyCommsError, spi
 
 log = logging.getLogger("pycomms.sql")
 T = TypeVar("T")
@@ -64,12 +64,6 @@ async def retrying(operation: Callable[[], Awaitable[T]]) -> T:
     raise AssertionError("unreachable")
 
 
-@contextmanager
-def map_errors(error: type[PyCommsError], what: str) -> Iterator[None]:
+def map_errors(error: type[PyCommsError], what: str) -> AbstractContextManager[None]:
     """Re-raise anything but PyComms errors and cancellation as ``error`` (``from`` it)."""
-    try:
-        yield
-    except PyCommsError:
-        raise
-    except Exception as exc:
-        raise error(f"{what} failed: {describe(exc)}") from exc
+    return spi.map_errors(error, what, describe=describe)

@@ -1,13 +1,7 @@
-"""Stopping background tasks even when a cancellation is lost on the way.
-
-On Python < 3.12, ``asyncio.wait_for`` returns the result instead of raising when the
-cancellation of its task arrives in the same loop iteration as that result (CPython
-gh-86296, fixed in 3.12 where ``wait_for`` is built on ``asyncio.timeout``). Drivers
-use it around their connect (asyncmy does), so cancelling a loop while it opens a
-pool connection can be swallowed: the loop goes on polling, and a ``close()`` that
-cancelled it once and awaited it waits forever. `stop_task` cancels again until the
-task has ended. Work that must not be cut short runs in tasks of its own, awaited
-through `asyncio.shield`, so that such a loss cannot keep a caller running either.
+"""Stopping background tasks even when a cancellation is lost on the way (why that
+happens is explained once, at `pycomms.spi.stop_tasks`; asyncmy's connect is where it
+bites here). Work that must not be cut short runs in tasks of its own, awaited through
+`asyncio.shield`, so that such a loss cannot keep a caller running either.
 """
 
 from __future__ import annotations

@@ -1,55 +1,36 @@
-"""Translation of OS and socket errors into the PyComms exception tree."""
+"""Translation of OS, TLS and SQLite (spool) errors into the PyComms exception tree,
+through `pycomms.spi.map_errors`."""
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
 import ssl
-from collections.abc import Iterator
+from contextlib import AbstractContextManager
 
-from pycomms import ConnectError, OperationError, PublishError, PyCommsError
+from pycomms import ConnectError, OperationError, PublishError, PyCommsError, spi
 
-
-@contextlib.contextmanager
-def map_connect_errors(what: str) -> Iterator[None]:
-    """Raise `ConnectError` for OS/TLS/SQLite errors while ``what`` happens."""
-    try:
-        yield
-    except PyCommsError:
-        raise
-    except (OSError, ssl.SSLError, sqlite3.Error, TimeoutError) as exc:
-        reason = str(exc) or "no answer in time"
-        raise ConnectError(f"{what} failed: {type(exc).__name__}: {reason}") from None  # one clear line
+_IO = (OSError, sqlite3.Error)
 
 
-@contextlib.contextmanager
-def map_publish_errors(what: str) -> Iterator[None]:
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc) or 'no answer in time'}"
+
+
+def map_connect_errors(what: str) -> AbstractContextManager[None]:
+    """Raise `ConnectError` for OS/TLS/SQLite errors while ``what`` happens (one line)."""
+    return spi.map_errors(ConnectError, what, catch=(*_IO, ssl.SSLError, TimeoutError), describe=_reason, chain=False)
+
+
+def map_publish_errors(what: str) -> AbstractContextManager[None]:
     """Raise `PublishError` for OS/SQLite errors while ``what`` happens."""
-    try:
-        yield
-    except PyCommsError:
-        raise
-    except (OSError, sqlite3.Error) as exc:
-        raise PublishError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
+    return spi.map_errors(PublishError, what, catch=_IO, describe=_reason)
 
 
-@contextlib.contextmanager
-def map_errors(what: str) -> Iterator[None]:
+def map_errors(what: str) -> AbstractContextManager[None]:
     """Raise `PyCommsError` for OS/SQLite errors while ``what`` happens."""
-    try:
-        yield
-    except PyCommsError:
-        raise
-    except (OSError, sqlite3.Error) as exc:
-        raise PyCommsError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
+    return spi.map_errors(PyCommsError, what, catch=_IO, describe=_reason)
 
 
-@contextlib.contextmanager
-def map_operation_errors(what: str) -> Iterator[None]:
+def map_operation_errors(what: str) -> AbstractContextManager[None]:
     """Raise `OperationError` for OS/SQLite errors while ``what`` happens."""
-    try:
-        yield
-    except PyCommsError:
-        raise
-    except (OSError, sqlite3.Error) as exc:
-        raise OperationError(f"tcp: {what} failed: {type(exc).__name__}: {exc}") from exc
+    return spi.map_errors(OperationError, f"tcp: {what}", catch=_IO, describe=_reason)
