@@ -192,6 +192,8 @@ class Database:
             event.listen(engine.sync_engine, "connect", self._opened)
             event.listen(engine.sync_engine, "close", self._closed)
             event.listen(engine.sync_engine, "close_detached", self._closed_detached)
+        if self.kind == "postgresql":
+            event.listen(engine.sync_engine, "invalidate", _abort_invalidated)
 
     def _opened(self, dbapi_connection: Any, _record: Any) -> None:
         self._connections[id(dbapi_connection)] = dbapi_connection
@@ -294,6 +296,18 @@ class Database:
                 return await body(conn)
 
         return await retrying(once)
+
+
+def _abort_invalidated(dbapi_connection: Any, _record: Any, _exception: BaseException | None) -> None:
+    """An invalidated PostgreSQL connection (a call cut at its deadline, a lost link) is
+    aborted at once. SQLAlchemy would close it politely inside ``asyncio.shield`` with a
+    2 s timeout; a cancellation repeated meanwhile (`pycomms.spi.stop_tasks`) leaves
+    that shielded close running alone, and on a silent server its ``TimeoutError`` is
+    then never retrieved. An aborted connection's polite close returns at once."""
+    driver = getattr(dbapi_connection, "driver_connection", None)
+    if driver is not None and not _is_closed(driver):
+        with contextlib.suppress(Exception):
+            driver.terminate()
 
 
 def _is_closed(driver_connection: Any) -> bool:

@@ -38,6 +38,14 @@ SILENT_CLOSE_BUDGET = 0.5
 _abandoned: set[asyncio.Task[Any]] = set()
 
 
+def _settled(task: asyncio.Task[Any]) -> None:
+    """An abandoned call ended at last: forget it, and take its outcome (a lost link's
+    error), which nobody awaits any more and asyncio would report as never retrieved."""
+    _abandoned.discard(task)
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.debug("an abandoned database call ended with %s", describe(exc))
+
+
 class DeadlinePassed(TimeoutError):
     """`within` gave up waiting (a `TimeoutError` raised by the work itself is not one)."""
 
@@ -65,7 +73,7 @@ async def _stop(task: asyncio.Task[Any]) -> None:
     if task.done():
         return
     _abandoned.add(task)
-    task.add_done_callback(_abandoned.discard)
+    task.add_done_callback(_settled)
     if await stop_tasks([task], recancel_after=0.1, give_up_after=ABANDON_AFTER):
         log.warning("a database call did not end when cancelled; abandoning it (%s)", task.get_coro())
 
