@@ -28,7 +28,7 @@ from ._messages import Command, Event, Message, Request
 from ._outgoing import outgoing
 from ._plugins import plugin_manager
 from ._requests import Requests
-from ._service import Service, check_services
+from ._service import Service, check_services, service_name
 from .spi import (
     CLOSE_BOUND,
     BackendConfig,
@@ -415,18 +415,18 @@ class Bus:
         self._check_open()
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit!r}")
-        return await self._transport.dead_letters(_service_name(service), limit)
+        return await self._transport.dead_letters(service_name(service), limit)
 
     async def replay(self, service: str | Service, ids: Sequence[str] | None = None) -> int:
         """Send dead letters (all, or those with ``ids``) back to ``service`` with a
         fresh attempt count; returns how many."""
         self._check_open()
-        return await self._transport.replay(_service_name(service), _ids(ids))
+        return await self._transport.replay(service_name(service), _ids(ids))
 
     async def purge(self, service: str | Service, ids: Sequence[str] | None = None) -> int:
         """Delete dead letters (all, or those with ``ids``); returns how many."""
         self._check_open()
-        return await self._transport.purge(_service_name(service), _ids(ids))
+        return await self._transport.purge(service_name(service), _ids(ids))
 
     async def drop_namespace(self, *, force: bool = False) -> int:
         """Remove every broker-side object of this bus's namespace (streams, keys,
@@ -484,13 +484,6 @@ async def _finish_by(step: Coroutine[Any, Any, None], until: float, what: str) -
             log.error("bus close: %s passed its deadline (grace + %.1fs); cancelled it", what, CLOSE_BOUND)
     elif not task.cancelled() and task.exception() is not None:
         log.error("bus close: %s failed", what, exc_info=task.exception())
-
-
-def _service_name(service: str | Service) -> str:
-    name = service.name if isinstance(service, Service) else service
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"service must be a Service or its name, got {service!r}")
-    return name
 
 
 def _ids(ids: Sequence[str] | None) -> list[str] | None:

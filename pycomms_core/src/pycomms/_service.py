@@ -162,3 +162,11 @@ def check_services(services: Sequence[Service]) -> None:
                     f"{spec.message_type.__module__}.{spec.message_type.__qualname__}; "
                     "give one of them another name with class ...(Event, name='...')"
                 )
+
+
+def service_name(service: str | Service) -> str:
+    """The name of ``service`` (a `Service` or its name), checked."""
+    name = service.name if isinstance(service, Service) else service
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"service must be a Service or its name, got {service!r}")
+    return name

@@ -15,7 +15,7 @@ import logging
 import time
 import uuid
 from collections.abc import Coroutine, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -28,7 +28,10 @@ from ._batching import Coalescer
 from ._errors import describe
 
 if TYPE_CHECKING:
-    from ._transport import SqlTransport
+    from ._db import Database
+    from ._deadline import Deadlines
+    from ._options import SqlOptions
+    from ._schema import Tables
 
 log = logging.getLogger("pycomms.sql")
 T = TypeVar("T")
@@ -64,10 +67,36 @@ class SqlDelivery:
             )
 
 
+class Owner(Protocol):
+    """What a receiver uses of the transport that made it (`SqlTransport`)."""
+
+    @property
+    def db(self) -> Database: ...
+
+    @property
+    def tables(self) -> Tables: ...
+
+    @property
+    def options(self) -> SqlOptions: ...
+
+    @property
+    def deadlines(self) -> Deadlines: ...
+
+    @property
+    def node_id(self) -> str: ...
+
+    @property
+    def idle_poll(self) -> float: ...
+
+    def wake_service(self, service: str) -> None: ...
+
+    def forget_receiver(self, receiver: SqlReceiver) -> None: ...
+
+
 class SqlReceiver:
     """The receiver of one `Subscription` on one transport."""
 
-    def __init__(self, transport: SqlTransport, subscription: Subscription, routed: Sequence[str]) -> None:
+    def __init__(self, transport: Owner, subscription: Subscription, routed: Sequence[str]) -> None:
         self._t = transport
         self._service = subscription.service
         self._ephemeral = subscription.ephemeral
