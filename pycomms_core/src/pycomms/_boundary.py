@@ -43,6 +43,7 @@ def parse_options(
     (``"seconds 0.1..300"``), added to its error as ``expected ...``."""
     given = dict(options)
     given_as: dict[str, str] = {}
+    hidden = _SECRET_OPTIONS | frozenset(secret)
     for old, new in (renamed or {}).items():
         if old not in given:
             continue
@@ -50,11 +51,10 @@ def parse_options(
             raise _errors.ConfigError(
                 f"{backend}: options {old!r} and {new!r} both given; {old!r} is the old name of {new!r}"
             )
-        value = "***" if new in _SECRET_OPTIONS or new in secret else given[old]
+        value = "***" if new in hidden else given[old]
         logging.getLogger("pycomms").warning("%s option %r is deprecated; use %s=%s instead", backend, old, new, value)
         given[new] = given.pop(old)
         given_as[new] = old
-    hidden = _SECRET_OPTIONS | frozenset(secret)
     try:
         return model.model_validate(given)
     except ValidationError as exc:

@@ -481,7 +481,7 @@ async def _finish_by(step: Coroutine[Any, Any, None], until: float, what: str) -
         if await stop_tasks([task], give_up_after=1.0):
             log.error("bus close: %s did not end when cancelled; abandoning it", what)
         else:
-            log.error("bus close: %s passed its deadline (grace + %.1fs); cancelled it", what, CLOSE_BOUND)
+            log.error("bus close: %s passed its deadline; cancelled it", what)
     elif not task.cancelled() and task.exception() is not None:
         log.error("bus close: %s failed", what, exc_info=task.exception())
 
