@@ -1,0 +1,282 @@
+"""One MQTT connection kept up: connect with a deadline, reconnect with backoff,
+hand incoming messages on, acknowledge by connection generation, publish until PUBACK.
+
+aiomqtt is used through its public API except where it does not expose what PyComms
+needs, which is done on its paho client: manual acknowledgement (``manual_ack_set``/``ack``,
+aiomqtt issue #345, so a PUBACK leaves only after the handler settled), publishing with
+the PUBACK's reason code (aiomqtt drops it: 0x10 says no subscriber matched, which
+parks a command) and closing the socket of a connect that passed its deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from pycomms import ConnectError, PublishError
+from pycomms.spi import stop_tasks
+
+from ._errors import DRIVER_ERRORS, TAKEN_OVER, describe, reason_code
+
+log = logging.getLogger("pycomms.mqtt")
+
+MessageSink = Callable[[aiomqtt.Message, int], None]
+"""Called with each incoming message and the generation of the connection it came on."""
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where and how to connect; ``address`` (``host:port``) is what errors name."""
+
+    host: str
+    port: int
+    address: str
+    username: str | None
+    password: str | None
+    tls: ssl.SSLContext | None
+    keepalive: int
+    connect_timeout: float
+    operation_timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """The MQTT session a link asks for."""
+
+    client_id: str
+    persistent: bool = False
+    session_expiry: int = 0
+    receive_maximum: int | None = None
+    will: aiomqtt.Will | None = None
+    manual_ack: bool = False
+    subscriptions: tuple[str, ...] = ()
+
+
+class Link:
+    """A connection that comes back after a broker restart or a cut link.
+
+    ``on_message`` gets every incoming message (with the connection's generation);
+    ``on_taken_over`` is called, and the link stops, when another connection took its
+    session (MQTT reason 0x8E)."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        session: Session,
+        *,
+        on_message: MessageSink | None = None,
+        on_taken_over: Callable[[], None] | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.session = session
+        self._on_message = on_message
+        self._on_taken_over = on_taken_over
+        self._client: aiomqtt.Client | None = None
+        self._up = asyncio.Event()
+        self._lost = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+        self._acked: dict[int, asyncio.Future[int]] = {}
+        self.generation = 0
+
+    @property
+    def connected(self) -> bool:
+        return self._up.is_set()
+
+    async def start(self) -> None:
+        """Connect for the first time (``connect_timeout``), then keep connected."""
+        client = await self._connect()
+        self._attach(client)
+        self._task = asyncio.get_running_loop().create_task(self._run(client), name=f"mqtt {self.session.client_id}")
+
+    async def _connect(self) -> aiomqtt.Client:
+        ep, session = self.endpoint, self.session
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        if session.persistent:
+            props.SessionExpiryInterval = session.session_expiry
+        if session.receive_maximum is not None:
+            props.ReceiveMaximum = session.receive_maximum
+        client = aiomqtt.Client(
+            ep.host,
+            ep.port,
+            username=ep.username,
+            password=ep.password,
+            identifier=session.client_id,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            will=session.will,
+            clean_start=not session.persistent,
+            keepalive=ep.keepalive,
+            timeout=ep.operation_timeout,
+            tls_context=ep.tls,
+            properties=props,
+            max_inflight_messages=1000,
+        )
+        client._client.on_publish = self._on_publish  # private: see the module docstring
+        if session.manual_ack:
+            client._client.manual_ack_set(True)  # private: see the module docstring
+        what = f"mqtt: connect to {ep.address}"
+        try:
+            async with asyncio.timeout(ep.connect_timeout):
+                await client.__aenter__()
+                if session.subscriptions:
+                    await client.subscribe([(topic, 1) for topic in session.subscriptions])
+        except TimeoutError:
+            _abandon(client)
+            raise ConnectError(f"{what} timed out after {ep.connect_timeout}s (connect_timeout)") from None
+        except DRIVER_ERRORS as exc:
+            _abandon(client)
+            raise ConnectError(f"{what} failed: {describe(exc)}") from None
+        return client
+
+    def _attach(self, client: aiomqtt.Client) -> None:
+        self._client = client
+        self.generation += 1
+        self._lost = asyncio.Event()
+        self._up.set()
+
+    def _detach(self) -> None:
+        self._acked.clear()  # their publishers see the link lost and send again
+        self._up.clear()
+        self._lost.set()
+        self._client = None
+
+    async def _run(self, client: aiomqtt.Client | None) -> None:
+        delay = 0.1
+        while not self._closing:
+            if client is None:
+                try:
+                    client = await self._connect()
+                except ConnectError as exc:
+                    log.warning("%s; retrying in %.1fs", exc, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                    continue
+                log.info("mqtt: %s connected again to %s", self.session.client_id, self.endpoint.address)
+                self._attach(client)
+                delay = 0.1
+            generation = self.generation
+            try:
+                async for message in client.messages:
+                    if self._on_message is not None:
+                        self._on_message(message, generation)
+            except aiomqtt.MqttError as exc:
+                self._detach()
+                _abandon(client)
+                if reason_code(exc.__cause__ or exc) == TAKEN_OVER:
+                    log.warning("mqtt: session %s was taken over by another connection", self.session.client_id)
+                    if self._on_taken_over is not None:
+                        self._on_taken_over()
+                    return
+                if not self._closing:
+                    log.warning("mqtt: lost %s (%s); reconnecting", self.endpoint.address, describe(exc))
+            client = None
+
+    async def ready(self, deadline: float) -> tuple[aiomqtt.Client, asyncio.Event]:
+        """The connected client and the event set when it is lost, waiting until ``deadline``."""
+        loop = asyncio.get_running_loop()
+        while True:
+            client = self._client
+            if client is not None and self._up.is_set():
+                return client, self._lost
+            if self._closing:
+                raise aiomqtt.MqttError("link closed")
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await self._up.wait()
+
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        properties: Properties | None = None,
+        retain: bool = False,
+        what: str = "publish",
+    ) -> int:
+        """Publish at QoS 1 and return the PUBACK's reason code once the broker sent it
+        (0x10: no subscriber matched); through reconnects until ``operation_timeout``,
+        then `PublishError` naming ``what`` and the address."""
+        ep = self.endpoint
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ep.operation_timeout
+        last = "no connection"
+        while True:
+            try:
+                client, lost = await self.ready(deadline)
+                info = client._client.publish(
+                    topic, payload, 1, retain, properties
+                )  # private: see the module docstring
+                if info.rc != 0:
+                    raise aiomqtt.MqttCodeError(info.rc, "could not publish")
+                acked = self._acked.setdefault(info.mid, loop.create_future())
+                watching = loop.create_task(lost.wait())
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        await asyncio.wait((acked, watching), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    watching.cancel()
+                    if self._acked.get(info.mid) is acked:
+                        del self._acked[info.mid]
+                if acked.done():
+                    return acked.result()
+                last = "connection lost before PUBACK"
+            except TimeoutError:
+                raise PublishError(
+                    f"mqtt: {what} on {ep.address} timed out after {ep.operation_timeout}s (operation_timeout); {last}"
+                ) from None
+            except DRIVER_ERRORS as exc:
+                if self._closing:
+                    raise PublishError(f"mqtt: {what} on {ep.address} failed: the link is closing") from None
+                last = describe(exc)
+                await asyncio.sleep(0.05)
+
+    def _on_publish(self, client: object, userdata: object, mid: int, rc: object, props: object = None) -> None:
+        future = self._acked.pop(mid, None)
+        if future is not None and not future.done():
+            value = getattr(rc, "value", rc)
+            future.set_result(value if isinstance(value, int) else 0)
+
+    def ack(self, generation: int, mid: int) -> bool:
+        """Send PUBACK for ``mid`` if it came on the current connection; a delivery of an
+        earlier connection is redelivered by the broker instead (returns False)."""
+        client = self._client
+        if client is None or generation != self.generation or not self._up.is_set():
+            return False
+        client._client.ack(mid, 1)  # private: see the module docstring
+        return True
+
+    async def close(self, *, timeout: float = 2.0) -> None:
+        """Disconnect (a normal DISCONNECT: no Will) and stop reconnecting; never raises."""
+        self._closing = True
+        client = self._client
+        self._detach()
+        if self._task is not None:
+            await stop_tasks([self._task], recancel_after=timeout, give_up_after=timeout * 2)
+        if client is not None:
+            try:
+                async with asyncio.timeout(timeout):
+                    await client.__aexit__(None, None, None)
+            except DRIVER_ERRORS as exc:
+                log.debug("mqtt: disconnect of %s: %s", self.session.client_id, describe(exc))
+                _abandon(client)
+
+
+def _abandon(client: aiomqtt.Client) -> None:
+    """Close the socket of a client given up on (a connect past its deadline, a lost link)."""
+    with contextlib.suppress(Exception):
+        client._client._sock_close()  # private: see the module docstring
+
+
+def subscriptions(topics: Sequence[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(topics))
