@@ -25,6 +25,7 @@ from ._errors import (
     PyCommsError,
 )
 from ._messages import Command, Event, Message, Request
+from ._middleware import wrap_outgoing
 from ._outgoing import outgoing
 from ._plugins import plugin_manager
 from ._requests import Requests
@@ -81,7 +82,10 @@ class Bus:
         self._state = BusState.UNOPENED
         self._runners: list[ServiceRunner] = []
         self._requests = Requests(self.node.id, config.max_message_size, self._publish, self._send_reply)
-        self._outlet = Outlet(self.node, self._emit, self._request)
+        self._emit_out, self._ask_out = wrap_outgoing(
+            self._emit, self._request, plugin_manager().hook, self.node, config.scheme
+        )
+        self._outlet = Outlet(self.node, self._emit_out, self._ask_out)
         self._publishing = 0
         self._published = asyncio.Event()
         self._closed = asyncio.Event()
@@ -133,7 +137,7 @@ class Bus:
         pm = plugin_manager()
         try:
             for service in self._services:
-                middleware = [m for m in pm.hook.pycomms_middleware(service=service) if m is not None]
+                middleware = [m for m in pm.hook.pycomms_middleware(service=service, system=self._config.scheme) if m]
                 bindings: dict[str, Binding] = {name: bind(spec, middleware) for name, spec in service.handlers.items()}
                 subscription = Subscription(
                     service=service.name,
@@ -289,7 +293,7 @@ class Bus:
         events are written in its transaction and delivered if and only if it commits.
         """
         self._check_open()
-        await self._emit("event", events, key, headers, None, None, connection)
+        await self._emit_out("event", events, key, headers, None, None, connection)
 
     async def send(
         self, *commands: Command, key: str | None = None, headers: dict[str, str] | None = None, connection: Any = None
@@ -297,7 +301,7 @@ class Bus:
         """Send commands to the one service that handles each; returns once accepted.
         ``connection`` as for `publish`."""
         self._check_open()
-        await self._emit("command", commands, key, headers, None, None, connection)
+        await self._emit_out("command", commands, key, headers, None, None, connection)
 
     @property
     def unsent(self) -> int:
@@ -319,7 +323,7 @@ class Bus:
         nobody handles the type) and `RemoteError` when the handler failed for good.
         """
         self._check_open()
-        return await self._request(request, timeout, headers, None, None)
+        return await self._ask_out(request, timeout, headers, None, None)  # type: ignore[no-any-return]
 
     async def _emit(
         self,

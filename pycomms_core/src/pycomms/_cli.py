@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -18,6 +19,7 @@ from ._errors import PyCommsError
 from ._loading import load_attribute
 from ._plugins import plugin_manager
 from ._service import Service
+from ._supervisor import add_worker_options, supervise_if_asked, worker_name, worker_ready
 from .spi import Capabilities, SchemeInfo
 
 log = logging.getLogger("pycomms")
@@ -26,6 +28,7 @@ log = logging.getLogger("pycomms")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what `run --workers` gives its workers
     if not hasattr(args, "handler"):
         parser.print_help()
         return 2
@@ -56,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--url", help="backend URL (default: $PYCOMMS_URL, pycomms.toml, then the built-in default)")
     run.add_argument("--name", help="node name shown in presence")
     run.add_argument("--grace", type=float, default=DEFAULT_GRACE, help="seconds to let handlers finish on shutdown")
+    add_worker_options(run)
     run.set_defaults(handler=_run, default_log_level="info")
+    plugin_manager().hook.pycomms_run_options(parser=run)
 
     backends = sub.add_parser("backends", help="list installed backends and their URL schemes")
     backends.add_argument("--capabilities", action="store_true", help="print the capability matrix (Markdown) instead")
@@ -83,10 +88,19 @@ def load_services(target: str) -> list[Service]:
 
 
 def _run(args: argparse.Namespace) -> int:
+    supervised = supervise_if_asked(args)
+    if supervised is not None:
+        return supervised
     services = load_services(args.target)
+    name = worker_name(args, services)
+
+    attach = [a for a in plugin_manager().hook.pycomms_run(args=args) if a is not None]
 
     async def serve() -> None:
-        async with connect(args.url, services=services, name=args.name) as bus:
+        async with connect(args.url, services=services, name=name) as bus, contextlib.AsyncExitStack() as stack:
+            for enter in attach:
+                await stack.enter_async_context(enter(bus))
+            worker_ready(args)
             await bus.serve(grace=args.grace)
 
     asyncio.run(serve())

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from ._context import Context
-    from ._messages import Message
+    from ._envelope import Kind
+    from ._messages import Message, Request
+    from .spi import NodeInfo
 
 Handler = Callable[["Message", "Context"], Awaitable[Any]]
 """A normalized handler: ``async (message, ctx) -> reply or None``."""
@@ -20,3 +22,51 @@ def compose(handler: Handler, middleware: Iterable[Middleware]) -> Handler:
     for wrap in reversed(list(middleware)):
         handler = wrap(handler)
     return handler
+
+
+class Emit(Protocol):
+    """How a bus hands out events (``kind`` "event") and commands ("command"):
+    ``emit(kind, messages, key, headers, correlation_id, causation_id, connection)``;
+    returns once the backend accepted every message."""
+
+    def __call__(
+        self,
+        kind: Kind,
+        messages: Iterable[Message],
+        key: str | None,
+        headers: dict[str, str] | None,
+        correlation_id: str | None,
+        causation_id: str | None,
+        connection: Any = None,
+        /,
+    ) -> Awaitable[None]: ...
+
+
+class Ask(Protocol):
+    """How a bus asks: ``ask(request, timeout, headers, correlation_id, causation_id)``
+    returns the typed reply."""
+
+    def __call__(
+        self,
+        request: Request[Any],
+        timeout: float,
+        headers: dict[str, str] | None,
+        correlation_id: str | None,
+        causation_id: str | None,
+        /,
+    ) -> Awaitable[Any]: ...
+
+
+EmitMiddleware = Callable[[Emit], Emit]
+AskMiddleware = Callable[[Ask], Ask]
+
+
+def wrap_outgoing(emit: Emit, ask: Ask, hook: Any, node: NodeInfo, system: str) -> tuple[Emit, Ask]:
+    """``emit`` and ``ask`` wrapped by the plugins' outgoing middleware found through
+    ``hook`` (the plugin manager's hook relay), once per bus; without any, the very
+    callables given, so the no-plugin path costs nothing."""
+    for wrap in reversed([m for m in hook.pycomms_emit_middleware(node=node, system=system) if m is not None]):
+        emit = wrap(emit)
+    for wrap in reversed([m for m in hook.pycomms_request_middleware(node=node, system=system) if m is not None]):
+        ask = wrap(ask)
+    return emit, ask

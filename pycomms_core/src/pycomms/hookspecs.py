@@ -14,14 +14,21 @@ of them may return a coroutine.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING
 
 import pluggy
 
+from ._middleware import Ask, AskMiddleware, Emit, EmitMiddleware, Handler, Middleware
+
 if TYPE_CHECKING:
-    from ._middleware import Middleware
+    from ._bus import Bus
     from ._service import Service
-    from .spi import BackendConfig, DeadLetter, SchemeInfo, Transport
+    from .spi import BackendConfig, DeadLetter, NodeInfo, SchemeInfo, Transport
+
+__all__ = ["Ask", "AskMiddleware", "Emit", "EmitMiddleware", "Handler", "Middleware", "hookimpl", "hookspec"]
+"""Besides the hooks: the shapes of the middleware they return, for plugins to type with."""
 
 hookspec = pluggy.HookspecMarker("pycomms")
 hookimpl = pluggy.HookimplMarker("pycomms")
@@ -56,14 +63,47 @@ def pycomms_transport(config: BackendConfig) -> Transport | None:
 
 
 @hookspec
-def pycomms_middleware(service: Service) -> Middleware | None:
+def pycomms_middleware(service: Service, system: str) -> Middleware | None:
     """Return a middleware to wrap every handler of ``service``, or ``None``.
+
+    :param service: the service whose handlers are wrapped.
+    :param system: the URL scheme of the bus's backend (``redis``, ``amqp``, ...).
 
     A middleware has one shape, ``Callable[[Handler], Handler]`` where a handler is
     ``async (message, ctx) -> reply | None``. It is applied once per handler when the
     bus starts; the wrapped handler then runs per message without pluggy involved.
     Middleware from plugins wraps outside the core's own pipeline (retries and dead
     letters see exceptions raised by a middleware like those of the handler).
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def pycomms_emit_middleware(node: NodeInfo, system: str) -> EmitMiddleware | None:
+    """Return a wrapper of how a bus publishes events and sends commands, or ``None``.
+
+    :param node: the bus's node (id, name, services).
+    :param system: the URL scheme of the bus's backend.
+
+    An `EmitMiddleware` is ``Callable[[Emit], Emit]``; ``emit(kind, messages, key,
+    headers, correlation_id, causation_id, connection)`` is what `Bus.publish`,
+    `Bus.send` and a handler's ``ctx.publish``/``ctx.send`` call. A wrapper may call
+    the inner emit with its own ``headers`` dict (the caller's headers plus its own,
+    e.g. ``traceparent``); header names are carried as CloudEvents extension
+    attributes, so they must be lowercase letters and digits. Called once per bus
+    when it is built; the wrapped emit then runs per call without pluggy involved.
+    Without any implementation the bus's path is untouched.
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def pycomms_request_middleware(node: NodeInfo, system: str) -> AskMiddleware | None:
+    """Return a wrapper of how a bus asks (`Bus.request`, ``ctx.request``), or ``None``.
+
+    An `AskMiddleware` is ``Callable[[Ask], Ask]``; ``ask(request, timeout, headers,
+    correlation_id, causation_id)`` returns the typed reply and raises as
+    `Bus.request` does. Headers as for `pycomms_emit_middleware`; called once per bus.
     """
     raise NotImplementedError
 
@@ -83,4 +123,22 @@ def pycomms_add_commands(subparsers: argparse._SubParsersAction[argparse.Argumen
 
     Each added parser must set a ``handler`` default: a function taking the parsed
     ``argparse.Namespace`` and returning an exit code.
+    """
+
+
+@hookspec
+def pycomms_run_options(parser: argparse.ArgumentParser) -> None:
+    """Add options to the ``pycomms run`` command (e.g. ``--metrics-port``)."""
+
+
+@hookspec
+def pycomms_run(args: argparse.Namespace) -> Callable[[Bus], AbstractAsyncContextManager[None]] | None:
+    """``pycomms run`` is about to connect: set up (before any bus exists, so hooks
+    that are called when a bus is built see it), then return ``None`` or a function
+    of the open bus returning an async context manager, entered once the bus is open
+    and exited when it stops serving, before it closes (e.g. an HTTP endpoint for
+    metrics and health probes).
+
+    :param args: the parsed command line, with the options added by
+        `pycomms_run_options`.
     """

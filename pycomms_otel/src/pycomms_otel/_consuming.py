@@ -1,0 +1,114 @@
+"""Spans and metrics of handling: a CONSUMER span per handled event or command
+(``process <type>``), a SERVER span per handled request, each parented by the
+producer's context found in the message's headers; a failure that will be retried or
+dead-lettered is a span event naming the attempt and the error."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from pycomms import Context, Message, Reject, RetryLater, Service
+from pycomms.hookspecs import Handler, Middleware
+
+from ._producing import error_type
+from ._telemetry import (
+    ATTEMPT,
+    CONSUMER_GROUP,
+    CONVERSATION_ID,
+    DEAD_LETTER_EVENT,
+    DEAD_LETTER_REASON,
+    DESTINATION,
+    ERROR_TYPE,
+    KIND,
+    MESSAGE_ID,
+    OPERATION_NAME,
+    OPERATION_TYPE,
+    RETRY_DELAY,
+    RETRY_EVENT,
+    SYSTEM,
+    Telemetry,
+)
+
+
+def handler_middleware(t: Telemetry, service: Service, system: str) -> Middleware:
+    """Wraps every handler of ``service``."""
+    retry = service.retry
+    group_attrs = {SYSTEM: system, CONSUMER_GROUP: service.name}
+    per_type: dict[str, tuple[str, SpanKind, dict[str, Any]]] = {}
+    tracer, extract, attach, detach = t.tracer, propagate.extract, otel_context.attach, otel_context.detach
+
+    def facts(message: Message) -> tuple[str, SpanKind, dict[str, Any]]:
+        name = message.type_name
+        found = per_type.get(name)
+        if found is None:
+            kind = SpanKind.SERVER if message.kind == "request" else SpanKind.CONSUMER
+            attrs = {**group_attrs, OPERATION_NAME: "process", OPERATION_TYPE: "process", DESTINATION: name}
+            found = per_type[name] = (f"process {name}", kind, {**attrs, KIND: message.kind})
+        return found
+
+    def wrap(handler: Handler) -> Handler:
+        async def handle(message: Message, ctx: Context) -> Any:
+            if not t.on:
+                return await handler(message, ctx)
+            name, kind, metric_attrs = facts(message)
+            attrs = {**metric_attrs, MESSAGE_ID: ctx.message_id, ATTEMPT: ctx.attempt}
+            if ctx.correlation_id:
+                attrs[CONVERSATION_ID] = ctx.correlation_id
+            t.active.add(1, group_attrs)
+            start = time.perf_counter()
+            token = attach(extract(ctx.headers))  # the producer's span and baggage
+            try:
+                with tracer.start_as_current_span(
+                    name, kind=kind, attributes=attrs, record_exception=False, set_status_on_exception=False
+                ) as span:
+                    try:
+                        result = await handler(message, ctx)
+                    except BaseException as exc:
+                        failure = error_type(exc)
+                        if isinstance(exc, Exception):
+                            _failed(t, span, exc, ctx.attempt, retry.max_attempts, retry.base_delay, metric_attrs)
+                        t.process_duration.record(time.perf_counter() - start, {**metric_attrs, ERROR_TYPE: failure})
+                        t.consumed.add(1, metric_attrs)
+                        raise
+            finally:
+                detach(token)
+                t.active.add(-1, group_attrs)
+            t.process_duration.record(time.perf_counter() - start, metric_attrs)
+            t.consumed.add(1, metric_attrs)
+            return result
+
+        return handle
+
+    return wrap
+
+
+def _failed(
+    t: Telemetry,
+    span: Any,
+    exc: Exception,
+    attempt: int,
+    max_attempts: int,
+    base_delay: Any,
+    metric_attrs: dict[str, Any],
+) -> None:
+    """Mark the span failed, with an event saying what the core does next (it decides
+    the same way: `Reject` dead-letters at once; otherwise another attempt until
+    ``max_attempts``, then the dead letters)."""
+    failure = error_type(exc)
+    span.set_attribute(ERROR_TYPE, failure)
+    span.record_exception(exc)
+    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:300]))
+    event = {ATTEMPT: attempt, ERROR_TYPE: failure, "exception.message": str(exc)[:300]}
+    if isinstance(exc, Reject):
+        span.add_event(DEAD_LETTER_EVENT, {**event, DEAD_LETTER_REASON: "rejected"})
+    elif attempt >= max_attempts:
+        span.add_event(DEAD_LETTER_EVENT, {**event, DEAD_LETTER_REASON: "failed"})
+    else:
+        delay = exc.delay if isinstance(exc, RetryLater) else base_delay(attempt + 1)
+        span.add_event(RETRY_EVENT, {**event, RETRY_DELAY: float(delay)})
+        t.retries.add(1, {**metric_attrs, ERROR_TYPE: failure})

@@ -1,0 +1,88 @@
+"""The pycomms plugin of pycomms-otel (entry point ``pycomms``/``otel``).
+
+Its hooks wrap nothing unless `PyCommsInstrumentor.instrument` ran before the bus
+was built: an installed but unused pycomms-otel costs neither imports nor calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING
+
+import pycomms
+from pycomms.hookspecs import AskMiddleware, EmitMiddleware, Middleware
+from pycomms.spi import DeadLetter, NodeInfo
+
+from . import _state
+
+if TYPE_CHECKING:
+    from pycomms import Bus, Service
+
+
+@pycomms.hookimpl
+def pycomms_emit_middleware(node: NodeInfo, system: str) -> EmitMiddleware | None:
+    telemetry = _state.active()
+    if telemetry is None:
+        return None
+    from ._producing import emit_middleware
+    from ._telemetry import messaging_system
+
+    return emit_middleware(telemetry, node, messaging_system(system))
+
+
+@pycomms.hookimpl
+def pycomms_request_middleware(node: NodeInfo, system: str) -> AskMiddleware | None:
+    telemetry = _state.active()
+    if telemetry is None:
+        return None
+    from ._producing import ask_middleware
+    from ._telemetry import messaging_system
+
+    return ask_middleware(telemetry, node, messaging_system(system))
+
+
+@pycomms.hookimpl
+def pycomms_middleware(service: Service, system: str) -> Middleware | None:
+    telemetry = _state.active()
+    if telemetry is None:
+        return None
+    from ._consuming import handler_middleware
+    from ._telemetry import messaging_system
+
+    return handler_middleware(telemetry, service, messaging_system(system))
+
+
+@pycomms.hookimpl
+def pycomms_dead_lettered(letter: DeadLetter) -> None:
+    telemetry = _state.active()
+    if telemetry is not None and telemetry.on:
+        from ._telemetry import CONSUMER_GROUP, DEAD_LETTER_REASON, DESTINATION
+
+        attrs = {CONSUMER_GROUP: letter.service, DESTINATION: letter.type, DEAD_LETTER_REASON: letter.reason}
+        telemetry.dead_letters.add(1, attrs)
+
+
+@pycomms.hookimpl
+def pycomms_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus /metrics, /healthz and /readyz over HTTP on PORT (pycomms-otel)",
+    )
+    parser.add_argument(
+        "--metrics-host", default="0.0.0.0", help="address for --metrics-port (default: 0.0.0.0, every interface)"
+    )
+
+
+@pycomms.hookimpl
+def pycomms_run(args: argparse.Namespace) -> Callable[[Bus], AbstractAsyncContextManager[None]] | None:
+    if getattr(args, "metrics_port", None) is None:
+        return None
+    from ._probes import serve_probes, setup_metrics
+
+    setup_metrics()
+    host, port = args.metrics_host, args.metrics_port
+    return lambda bus: serve_probes(bus, host, port)

@@ -1,0 +1,249 @@
+"""Spans and metrics on ``memory://`` (one process): the trace of a conversation, the
+retry and dead-letter events, batches, baggage, metric names and units, and that an
+uninstrumented or no-op set-up wraps nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import uuid
+
+import pytest
+from conftest import Collector
+from opentelemetry import baggage, context, metrics, trace
+from opentelemetry.trace import SpanKind, StatusCode
+from otel_messages import Charge, GetPrice, OrderPlaced, Price
+
+import pycomms
+from pycomms import Context, Reject, Retry, Service
+from pycomms.testing import eventually, run_strict
+from pycomms_otel import PyCommsInstrumentor
+
+
+def memory_url() -> str:
+    return f"memory://otel-{uuid.uuid4().hex[:8]}"
+
+
+def test_a_conversation_is_one_trace_of_producer_consumer_client_server_spans(collector: Collector) -> None:
+    shop = Service("shop")
+
+    async def scenario() -> None:
+        done = asyncio.get_running_loop().create_future()
+
+        @shop.on
+        async def placed(event: OrderPlaced, ctx: Context) -> None:
+            await ctx.send(Charge(order=event.order))
+
+        @shop.on
+        async def charge(command: Charge, ctx: Context) -> None:
+            reply = await ctx.request(GetPrice(order=command.order), timeout=5)
+            done.set_result(reply.cents)
+
+        @shop.on
+        async def price(request: GetPrice) -> Price:
+            return Price(cents=100 * request.order)
+
+        async with pycomms.connect(memory_url(), services=[shop]) as bus:
+            await bus.publish(OrderPlaced(order=7))
+            assert await done == 700
+
+    run_strict(scenario, 10)
+    publish = collector.span("publish otel.order_placed")
+    placed = collector.span("process otel.order_placed")
+    send = collector.span("send otel.charge")
+    charged = collector.span("process otel.charge")
+    request = collector.span("request otel.get_price")
+    priced = collector.span("process otel.get_price")
+    chain = [publish, placed, send, charged, request, priced]
+    assert [s.kind for s in chain] == [
+        SpanKind.PRODUCER,
+        SpanKind.CONSUMER,
+        SpanKind.PRODUCER,
+        SpanKind.CONSUMER,
+        SpanKind.CLIENT,
+        SpanKind.SERVER,
+    ]
+    assert len({s.context.trace_id for s in chain if s.context}) == 1
+    assert publish.parent is None
+    for parent, child in itertools.pairwise(chain):
+        assert child.parent is not None
+        assert parent.context is not None
+        assert child.parent.span_id == parent.context.span_id, f"{child.name} is not a child of {parent.name}"
+    attrs = placed.attributes or {}
+    assert attrs["messaging.system"] == "memory"
+    assert attrs["messaging.destination.name"] == "otel.order_placed"
+    assert attrs["messaging.operation.type"] == "process"
+    assert attrs["messaging.consumer.group.name"] == "shop"
+    assert len(str(attrs["messaging.message.id"])) == 32
+    assert (publish.attributes or {})["messaging.operation.type"] == "send"
+    assert all(s.status.status_code is StatusCode.UNSET for s in chain)
+
+
+def test_retries_and_dead_letters_are_span_events_with_attempt_and_error(collector: Collector) -> None:
+    flaky = Service("flaky", retry=Retry(max_attempts=2, delay=0.01, jitter=0))
+    poison = Service("poison")
+
+    async def scenario() -> None:
+        @flaky.on
+        async def fail(event: OrderPlaced) -> None:
+            raise ValueError(f"order {event.order} is broken")
+
+        @poison.on
+        async def refuse(command: Charge) -> None:
+            raise Reject("never valid")
+
+        async with pycomms.connect(memory_url(), services=[flaky, poison]) as bus:
+            await bus.publish(OrderPlaced(order=1))
+            await bus.send(Charge(order=2))
+
+            async def both_dead() -> bool:
+                return all([await bus.dead_letters("flaky"), await bus.dead_letters("poison")])
+
+            await eventually(both_dead, 10, "a dead letter in each service")
+
+    run_strict(scenario, 10)
+    attempts = sorted(
+        (s for s in collector.spans() if s.name == "process otel.order_placed"),
+        key=lambda s: (s.attributes or {})["pycomms.attempt"],
+    )
+    assert [(s.attributes or {})["pycomms.attempt"] for s in attempts] == [1, 2]
+    first, last = attempts
+    assert first.status.status_code is StatusCode.ERROR
+    assert (first.attributes or {})["error.type"] == "ValueError"
+    [retry] = [e for e in first.events if e.name == "pycomms.retry"]
+    assert (retry.attributes or {})["pycomms.attempt"] == 1
+    assert (retry.attributes or {})["error.type"] == "ValueError"
+    assert "order 1 is broken" in str((retry.attributes or {})["exception.message"])
+    [dead] = [e for e in last.events if e.name == "pycomms.dead_letter"]
+    assert (dead.attributes or {})["pycomms.attempt"] == 2
+    assert (dead.attributes or {})["pycomms.dead_letter.reason"] == "failed"
+    refused = collector.span("process otel.charge")
+    [dead] = [e for e in refused.events if e.name == "pycomms.dead_letter"]
+    assert (dead.attributes or {})["pycomms.dead_letter.reason"] == "rejected"
+    retried = sum(p.value for p in collector.points("pycomms.messages.retried"))
+    assert retried == 1
+    dead_letters = {
+        p.attributes["messaging.consumer.group.name"]: p.value
+        for p in collector.points("pycomms.messages.dead_lettered")
+    }
+    assert dead_letters == {"flaky": 1, "poison": 1}
+
+
+def test_metric_names_units_and_attributes(collector: Collector) -> None:
+    shop = Service("shop")
+
+    async def scenario() -> None:
+        handled = asyncio.get_running_loop().create_future()
+
+        @shop.on
+        async def placed(event: OrderPlaced) -> None:
+            if not handled.done():
+                handled.set_result(None)
+
+        async with pycomms.connect(memory_url(), services=[shop]) as bus:
+            await bus.publish(OrderPlaced(order=1))
+            await handled
+
+    run_strict(scenario, 10)
+    metrics_by_name = collector.metrics()
+    units = {name: metric.unit for name, metric in metrics_by_name.items()}
+    assert units == {
+        "messaging.client.sent.messages": "{message}",
+        "messaging.client.operation.duration": "s",
+        "messaging.client.consumed.messages": "{message}",
+        "messaging.process.duration": "s",
+        "pycomms.handlers.active": "{handler}",
+    }
+    [sent] = collector.points("messaging.client.sent.messages")
+    assert sent.value == 1
+    assert sent.attributes["messaging.destination.name"] == "otel.order_placed"
+    assert sent.attributes["messaging.operation.name"] == "publish"
+    [consumed] = collector.points("messaging.client.consumed.messages")
+    assert consumed.value == 1
+    assert consumed.attributes["messaging.consumer.group.name"] == "shop"
+    [duration] = collector.points("messaging.process.duration")
+    assert duration.count == 1
+    assert duration.sum >= 0
+    [active] = collector.points("pycomms.handlers.active")
+    assert active.value == 0  # back to zero once the handler returned
+
+
+def test_a_batch_is_one_producer_span_and_baggage_travels(collector: Collector) -> None:
+    shop = Service("shop")
+    seen: list[tuple[str | None, dict[str, str]]] = []
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        all_seen = loop.create_future()
+
+        @shop.on
+        async def placed(event: OrderPlaced, ctx: Context) -> None:
+            seen.append((str(baggage.get_baggage("tenant")), dict(ctx.headers)))
+            if len(seen) == 3:
+                all_seen.set_result(None)
+
+        async with pycomms.connect(memory_url(), services=[shop]) as bus:
+            token = context.attach(baggage.set_baggage("tenant", "acme"))
+            try:
+                await bus.publish(*(OrderPlaced(order=n) for n in range(3)), headers={"origin": "test"})
+            finally:
+                context.detach(token)
+            await all_seen
+
+    run_strict(scenario, 10)
+    publish = collector.span("publish otel.order_placed")
+    assert (publish.attributes or {})["messaging.batch.message_count"] == 3
+    processed = [s for s in collector.spans() if s.name == "process otel.order_placed"]
+    assert len(processed) == 3
+    assert publish.context is not None
+    assert all(s.parent is not None and s.parent.span_id == publish.context.span_id for s in processed)
+    for tenant, headers in seen:
+        assert tenant == "acme"
+        assert headers["origin"] == "test"
+        assert set(headers) == {"origin", "traceparent", "baggage"}
+        assert all(name.isalnum() and name.islower() for name in headers)
+
+
+def test_a_failed_request_marks_the_client_span(collector: Collector) -> None:
+    async def scenario() -> None:
+        async with pycomms.connect(memory_url()) as bus:
+            with pytest.raises(pycomms.RequestTimeout):
+                await bus.request(GetPrice(order=1), timeout=0.05)
+
+    run_strict(scenario, 10)
+    request = collector.span("request otel.get_price")
+    assert request.kind is SpanKind.CLIENT
+    assert request.status.status_code is StatusCode.ERROR
+    assert (request.attributes or {})["error.type"] == "pycomms._errors.RequestTimeout"
+
+
+def test_uninstrument_stops_recording_and_a_no_op_provider_wraps_nothing() -> None:
+    instrumentor = PyCommsInstrumentor()
+    shop = Service("shop")
+
+    @shop.on
+    async def placed(event: OrderPlaced) -> None:
+        return None
+
+    async def wrapped() -> bool:
+        """Whether the bus's outgoing path is wrapped (a private look: zero cost is the point)."""
+        async with pycomms.connect(memory_url(), services=[shop]) as bus:
+            return bool(bus._emit_out != bus._emit)
+
+    instrumentor.instrument(tracer_provider=trace.NoOpTracerProvider(), meter_provider=metrics.NoOpMeterProvider())
+    try:
+        assert run_strict(wrapped, 10) is False
+    finally:
+        instrumentor.uninstrument()
+    assert run_strict(wrapped, 10) is False
+
+
+def test_uninstrument_stops_recording_on_an_open_bus(collector: Collector) -> None:
+    async def scenario() -> None:
+        async with pycomms.connect(memory_url()) as bus:
+            await bus.publish(OrderPlaced(order=1))
+            PyCommsInstrumentor().uninstrument()
+            await bus.publish(OrderPlaced(order=2))
+
+    run_strict(scenario, 10)
+    assert [s.name for s in collector.spans()] == ["publish otel.order_placed"]
