@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-import nats
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.js.errors import Error as JsError
@@ -146,18 +145,22 @@ class Link:
             "nkeys_seed": options.nkeys_seed,
             "dont_randomize": False,
         }
-        task = asyncio.ensure_future(nats.connect(**kwargs))
+        client = Client()
+        task = asyncio.ensure_future(client.connect(**kwargs))
         try:
             async with asyncio.timeout(options.connect_timeout):
-                self._client = await asyncio.shield(task)
+                await asyncio.shield(task)
+            self._client = client
         except TimeoutError:
             await stop_tasks([task], give_up_after=1.0)
+            await _drop_socket(client)
             reason = f" (last error: {describe_error(first_error[-1])})" if first_error else ""
             raise ConnectError(
                 f"nats: connect to {self.shown} timed out after {options.connect_timeout:g}s{reason}"
             ) from None
         except asyncio.CancelledError:
             await stop_tasks([task], give_up_after=1.0)
+            await _drop_socket(client)
             raise
         except DRIVER_ERRORS as exc:
             cause = first_error[-1] if first_error else exc
@@ -192,9 +195,21 @@ class Link:
         if not await _finished(task, CLOSE_STEP):
             log.warning("nats: disconnecting from %s took over %.1fs; the socket is dropped", self.server, CLOSE_STEP)
             await stop_tasks([task], give_up_after=1.0)
-            transport = getattr(client, "_transport", None)
-            if transport is not None:
-                transport.close()
+            await _drop_socket(client)
+
+
+async def _drop_socket(client: Client) -> None:
+    """Close the socket of a client whose connect or close was abandoned (nats-py
+    leaves it open when its task is cancelled)."""
+    transport = getattr(client, "_transport", None)
+    if transport is None:
+        return
+    try:
+        transport.close()
+        async with asyncio.timeout(1.0):
+            await transport.wait_closed()
+    except (TimeoutError, *DRIVER_ERRORS) as exc:
+        log.debug("nats: closing an abandoned socket: %s", describe_error(exc))
 
 
 async def _finished(task: asyncio.Future[Any], limit: float) -> bool:
