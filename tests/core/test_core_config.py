@@ -68,13 +68,13 @@ def test_unknown_option_of_memory_backend() -> None:
 
 def test_backend_not_found_names_the_scheme_and_what_is_installed() -> None:
     with pytest.raises(BackendNotFound) as info:
-        pycomms.connect("nats://:hunter2@localhost")
-    assert "'nats'" in str(info.value)
+        pycomms.connect("kafka://:hunter2@localhost")
+    assert "'kafka'" in str(info.value)
     assert "hunter2" not in str(info.value)
     assert "memory" in str(info.value)
 
 
 def test_backend_not_found_names_the_distribution_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(KNOWN_DISTRIBUTIONS, "nats", "pycomms-nats")
-    with pytest.raises(BackendNotFound, match="pip install pycomms-nats"):
-        pycomms.connect("nats://localhost")
+    monkeypatch.setitem(KNOWN_DISTRIBUTIONS, "kafka", "pycomms-kafka")
+    with pytest.raises(BackendNotFound, match="pip install pycomms-kafka"):
+        pycomms.connect("kafka://localhost")

@@ -16,13 +16,19 @@ def make(body: bytes = b'{"a":1}', **kw: object) -> Envelope:
     return Envelope(**fields)  # type: ignore[arg-type]
 
 
-def test_encode_is_plain_json_with_the_body_nested() -> None:
-    env = make(headers={"traceparent": "00-x"}, key="k", correlation_id="c")
+def test_encode_is_a_cloudevent_with_the_body_as_data() -> None:
+    env = make(headers={"traceparent": "00-x"}, key="k", correlation_id="c", time=1.5)
     doc = json.loads(env.encode())
-    assert doc["body"] == {"a": 1}
-    assert (doc["type"], doc["kind"], doc["key"], doc["correlation_id"]) == ("t", "event", "k", "c")
-    assert doc["headers"] == {"traceparent": "00-x"}
-    assert doc["v"] == 1
+    assert doc["data"] == {"a": 1}
+    assert (doc["type"], doc["kind"], doc["partitionkey"], doc["correlationid"]) == ("t", "event", "k", "c")
+    assert doc["traceparent"] == "00-x"
+    assert (doc["specversion"], doc["datacontenttype"], doc["time"]) == (
+        "1.0",
+        "application/json",
+        "1970-01-01T00:00:01.500Z",
+    )
+    assert "causationid" not in doc
+    assert "replyto" not in doc
 
 
 def test_round_trip() -> None:
@@ -40,7 +46,13 @@ def test_size_is_checked_before_parsing() -> None:
 
 @pytest.mark.parametrize(
     "data",
-    [b"not json", b"[]", b'{"id": 1}', b'{"id":"a","type":"t","kind":"event","source":"s","headers":{"a":1}}'],
+    [
+        b"not json",
+        b"[]",
+        b'{"id": 1}',
+        b'{"id":"a","type":"t","kind":"event","source":"s","headers":{"a":1}}',
+        b'{"specversion":"1.0","id":"a","type":"t","kind":"event","source":"s","time":1.5}',
+    ],
 )
 def test_malformed(data: bytes) -> None:
     with pytest.raises(EnvelopeError) as info:

@@ -203,7 +203,7 @@ def test_close_in_the_step_right_after_a_batch_was_fetched(grace: float) -> None
         await bus.send(*(Job(n=n) for n in range(8)))
         await bus.close()  # joins the close the "signal" started
         assert all(len(d.calls) <= 1 and d.calls == d.completed for d in transport.deliveries)
-        acked = {int(from_json(d.data)["body"]["n"]) for d in transport.deliveries if d.completed == ["ack"]}
+        acked = {int(from_json(d.data)["data"]["n"]) for d in transport.deliveries if d.completed == ["ack"]}
         if grace:
             assert acked == set(range(8))
 

@@ -29,6 +29,23 @@ class Question(Request[Answer]):
 
 
 def _raw(**fields: Any) -> bytes:
+    """A CloudEvent as a foreign program writes it, with ``fields`` changed (``...`` removes one)."""
+    event = {
+        "specversion": "1.0",
+        "id": new_id(),
+        "source": "foreign-1",
+        "type": "Reading",
+        "kind": "event",
+        "time": "2024-07-19T14:40:00.250Z",
+        "datacontenttype": "application/json",
+        "data": {"n": 1},
+    }
+    event.update(fields)
+    return to_json({k: v for k, v in event.items() if v is not ...})
+
+
+def _wire1(**fields: Any) -> bytes:
+    """A PyComms wire-1 envelope (still read), with ``fields`` changed."""
     envelope = {
         "v": 1,
         "id": new_id(),
@@ -45,18 +62,23 @@ def _raw(**fields: Any) -> bytes:
 
 CASES = [
     pytest.param(_raw(kind="bogus"), "'kind'", "'bogus'", id="unknown-kind"),
+    pytest.param(_raw(kind=...), "'kind'", "None", id="no-kind"),
     pytest.param(_raw(kind="command"), "'kind' is 'command'", "expected kind 'event'", id="command-on-event-type"),
     pytest.param(_raw(kind="reply"), "'kind' is 'reply'", "expected kind 'event'", id="reply-to-a-service"),
     pytest.param(
-        _raw(type="Question", kind="event", reply_to="node-x"), "'kind' is 'event'", "request", id="request-as-event"
+        _raw(type="Question", kind="event", replyto="node-x"), "'kind' is 'event'", "request", id="request-as-event"
     ),
-    pytest.param(_raw(type="Question", kind="request"), "'reply_to'", "None", id="request-without-reply-to"),
-    pytest.param(_raw(content_type="text/plain"), "'content_type'", "'text/plain'", id="content-type"),
-    pytest.param(_raw(time="1721400000.25"), "'time'", "'1721400000.25'", id="time-as-string"),
-    pytest.param(_raw(time="2024-07-19T14:40:00Z"), "'time'", "'2024-07-19T14:40:00Z'", id="time-rfc3339"),
+    pytest.param(_raw(type="Question", kind="request"), "'replyto'", "None", id="request-without-replyto"),
+    pytest.param(_raw(datacontenttype="text/plain"), "'datacontenttype'", "'text/plain'", id="content-type"),
+    pytest.param(_raw(time=1721400000.25), "'time'", "1721400000.25", id="time-as-number"),
+    pytest.param(_raw(time="2024-07-19 14:40"), "'time'", "'2024-07-19 14:40'", id="time-not-rfc3339"),
     pytest.param(_raw(time=True), "'time'", "True", id="time-as-bool"),
     pytest.param(_raw(source=7), "'source'", "7", id="source-as-number"),
-    pytest.param(_raw(headers={"a": 1}), "'headers'", "strings", id="header-value-not-a-string"),
+    pytest.param(_raw(specversion="0.3"), "specversion '0.3'", "CloudEvents 1.0", id="other-specversion"),
+    pytest.param(_raw(ext={"a": 1}), "'ext'", "{'a': 1}", id="extension-not-a-string"),
+    pytest.param(_wire1(headers={"a": 1}), "'headers'", "strings", id="wire1-header-value-not-a-string"),
+    pytest.param(_wire1(time="2024-07-19T14:40:00Z"), "'time'", "'2024-07-19T14:40:00Z'", id="wire1-time-as-string"),
+    pytest.param(_wire1(v=3), "wire 3", "PyComms wire 2", id="unknown-wire-version"),
 ]
 
 
@@ -90,7 +112,8 @@ def test_a_receipt_that_does_not_fit_is_dead_lettered_naming_field_and_value(
 
 
 def test_well_formed_variants_are_accepted() -> None:
-    """What the checks must not refuse: an integer time, a null time, a charset parameter."""
+    """What the checks must not refuse: another RFC 3339 form, no time, a charset parameter, no
+    datacontenttype, a wire-1 envelope, extensions."""
 
     async def scenario() -> list[int]:
         got: list[int] = []
@@ -98,16 +121,17 @@ def test_well_formed_variants_are_accepted() -> None:
         svc.on(Reading)(lambda m: got.append(m.n))
         async with pycomms.connect(f"memory://receipts?namespace=r{new_id()[-12:]}", services=[svc]) as bus:
             queue = bus._transport._broker.queue("lenient")  # type: ignore[attr-defined]
-            queue.put(_Item(_raw(time=1721400000, body={"n": 1}), 1))
-            queue.put(_Item(_raw(time=None, body={"n": 2}), 1))
-            queue.put(_Item(_raw(content_type="application/json; charset=utf-8", body={"n": 3}), 1))
-            queue.put(_Item(_raw(content_type=..., headers=None, body={"n": 4}), 1))
+            queue.put(_Item(_raw(time="2024-07-19T16:40:00+02:00", data={"n": 1}), 1))
+            queue.put(_Item(_raw(time=..., data={"n": 2}), 1))
+            queue.put(_Item(_raw(datacontenttype="application/json; charset=utf-8", data={"n": 3}), 1))
+            queue.put(_Item(_raw(datacontenttype=..., traceparent="00-a-b-01", retries=2, data={"n": 4}), 1))
+            queue.put(_Item(_wire1(time=1721400000, body={"n": 5}), 1))
 
             async def all_in() -> bool:
-                return len(got) == 4
+                return len(got) == 5
 
-            await eventually(all_in, 5, "four handled readings")
+            await eventually(all_in, 5, "five handled readings")
             assert await bus.dead_letters("lenient") == []
         return got
 
-    assert sorted(run_strict(scenario, 10)) == [1, 2, 3, 4]
+    assert sorted(run_strict(scenario, 10)) == [1, 2, 3, 4, 5]

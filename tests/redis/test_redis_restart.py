@@ -97,7 +97,7 @@ async def _diagnose(server: PrivateRedis, namespace: str, lost: set[int]) -> str
     try:
         stored: dict[int, bytes] = {}
         for entry_id, fields in await client.xrange(stream):
-            stored[json.loads(fields[b"d"])["body"]["n"]] = entry_id
+            stored[json.loads(fields[b"d"])["data"]["n"]] = entry_id
         in_stream = sorted(n for n in lost if n in stored)
         try:
             pending = await client.xpending_range(stream, "counter", "-", "+", 100000)

@@ -118,7 +118,7 @@ def test_message_frames_before_authentication_are_not_parsed(namespace: str) -> 
             peer = await RawPeer.connect("127.0.0.1", port)
             their = await peer.hello(namespace, "sneaky")
             assert their["_kind"] == Frame.HELLO
-            body = b'{"v":1,"id":"x","type":"tcptest.job","kind":"command","source":"s","body":{"n":1}}'
+            body = b'{"specversion":"1.0","id":"x","type":"tcptest.job","kind":"command","source":"s","data":{"n":1}}'
             peer.send(frame(Frame.DELIVER, deliver_payload(1, 1, "work", body)))  # no AUTH first
             assert await peer.closed_by_node()
             await peer.close()

@@ -24,7 +24,7 @@ from aio_pika.exceptions import ChannelPreconditionFailed
 from pamqp.commands import Basic
 
 from pycomms import PublishError
-from pycomms.spi import DeadLetter, Envelope, stop_tasks
+from pycomms.spi import STRUCTURED_CONTENT_TYPE, DeadLetter, Envelope, stop_tasks
 
 from ._errors import DRIVER_ERRORS, describe
 from ._link import Link
@@ -214,7 +214,7 @@ class Topology:
 
 def _properties(env: Envelope, delivery_mode: int) -> Basic.Properties:
     return Basic.Properties(
-        content_type="application/json",
+        content_type=STRUCTURED_CONTENT_TYPE,
         delivery_mode=delivery_mode,
         message_id=env.id,
         correlation_id=env.correlation_id,
@@ -224,7 +224,7 @@ def _properties(env: Envelope, delivery_mode: int) -> Basic.Properties:
 
 def _raw_properties(message_id: str | None, headers: dict[str, Any]) -> Basic.Properties:
     return Basic.Properties(
-        content_type="application/json",
+        content_type=STRUCTURED_CONTENT_TYPE,
         delivery_mode=PERSISTENT,
         message_id=message_id,
         headers=headers,

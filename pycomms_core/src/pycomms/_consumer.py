@@ -312,10 +312,10 @@ class ServiceRunner:
 
 def _kind_mismatch(env: Envelope, spec: HandlerSpec) -> str:
     expected = spec.message_type.kind
-    if env.kind == expected:  # a request without reply_to: its reply could go nowhere
-        return f"envelope field 'reply_to' is {env.reply_to!r}; a request ({env.type!r}) needs the asking node's id"
+    if env.kind == expected:  # a request without replyto: its reply could go nowhere
+        return f"event attribute 'replyto' is {env.reply_to!r}; a request ({env.type!r}) needs the asking node's id"
     return (
-        f"envelope field 'kind' is {env.kind!r} but {env.type!r} is a {expected} type "
+        f"event attribute 'kind' is {env.kind!r} but {env.type!r} is a {expected} type "
         f"({spec.message_type.__name__}); expected kind {expected!r}"
     )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from ._envelope import Envelope, Kind, new_id
+from ._envelope import Envelope, Kind, check_headers, new_id
 from ._errors import PublishError
 from ._messages import Command, Event, Message, Request
 
@@ -34,6 +34,8 @@ def outgoing(
             "nothing: it is not an Event, Command or Request",
         )
         raise TypeError(f"{verb}() takes {expected.__name__} messages; {type(message).__name__} goes to {actual}")
+    if headers:
+        check_headers(headers)
     env = Envelope(
         id=new_id(),
         type=message.type_name,

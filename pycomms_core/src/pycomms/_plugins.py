@@ -23,6 +23,9 @@ KNOWN_DISTRIBUTIONS = {
     "sqlite": "pycomms-sql",
     "mysql": "pycomms-sql",
     "mariadb": "pycomms-sql",
+    "nats": "pycomms-nats",
+    "mqtt": "pycomms-mqtt",
+    "mqtts": "pycomms-mqtt",
 }
 
 

@@ -22,8 +22,9 @@ from ._messages import Message
 
 log = logging.getLogger("pycomms")
 
-ERROR_HEADER = "pycomms-error"
-"""Header of an error reply; its value is the dead-letter reason on the handling side."""
+ERROR_HEADER = "pycommserror"
+"""The extension attribute of an error reply: its value is the dead-letter reason on the handling side."""
+_WIRE1_ERROR_HEADER = "pycomms-error"  # the same, as a wire-1 peer sends it
 
 M = TypeVar("M", bound=Message)
 Publish = Callable[[Sequence[Envelope]], Awaitable[None]]
@@ -61,11 +62,12 @@ class Requests:
                 future.cancel()
             elif not future.cancelled():
                 future.exception()  # close may have failed it while we were still publishing
-        if ERROR_HEADER in reply.headers:
+        error_type = reply.headers.get(ERROR_HEADER) or reply.headers.get(_WIRE1_ERROR_HEADER)
+        if error_type is not None:
             body = reply.body if isinstance(reply.body, dict) else {}
             raise RemoteError(
-                f"{env.type} failed remotely ({reply.headers[ERROR_HEADER]}): {body.get('error', '')}",
-                error_type=reply.headers[ERROR_HEADER],
+                f"{env.type} failed remotely ({error_type}): {body.get('error', '')}",
+                error_type=error_type,
                 reason=str(body.get("error", "")),
             )
         try:

@@ -7,6 +7,7 @@ from types import ModuleType
 from typing import Any
 
 from . import __version__
+from ._envelope import SPEC_VERSION, WIRE_VERSION
 from ._errors import PyCommsError
 from ._messages import Message, is_message_type
 from ._service import Service
@@ -35,9 +36,10 @@ def collect(module: ModuleType) -> dict[str, type[Message]]:
 
 
 def json_schemas(types: dict[str, type[Message]]) -> dict[str, Any]:
-    """``{"pycomms": version, "messages": {type name: {"kind": ..., "schema": ...}}}``."""
+    """``{"pycomms": version, "wire": 2, "messages": {type name: {"kind": ..., "schema": ...}}}``."""
     return {
         "pycomms": __version__,
+        "wire": WIRE_VERSION,
         "messages": {
             name: {"kind": cls.kind, "schema": cls.model_json_schema(ref_template="#/$defs/{model}")}
             for name, cls in types.items()
@@ -82,7 +84,14 @@ def asyncapi(types: dict[str, type[Message]], title: str) -> dict[str, Any]:
             operations[f"handle_{key}"] = operation
     return {
         "asyncapi": "3.0.0",
-        "info": {"title": title, "version": "1.0.0", "x-generator": f"pycomms {__version__}"},
+        "info": {
+            "title": title,
+            "version": "1.0.0",
+            "x-generator": f"pycomms {__version__}",
+            "x-pycomms-wire": WIRE_VERSION,
+            "description": f"Messages travel as CloudEvents {SPEC_VERSION} events (PyComms wire {WIRE_VERSION}); "
+            "each payload schema is the event's data.",
+        },
         "defaultContentType": "application/json",
         "channels": channels,
         "operations": operations,

@@ -34,11 +34,22 @@ from typing import Any, Protocol, runtime_checkable
 from pydantic_core import from_json, to_json
 
 from ._boundary import describe_error, map_errors, parse_options, redact_url
-from ._envelope import DEFAULT_MAX_MESSAGE_SIZE, Envelope, EnvelopeError, Kind, new_id, peek_type
+from ._envelope import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    STRUCTURED_CONTENT_TYPE,
+    WIRE_VERSION,
+    Envelope,
+    EnvelopeError,
+    Kind,
+    new_id,
+    peek_type,
+)
 
 __all__ = [
     "CLOSE_BOUND",
     "DEFAULT_MAX_MESSAGE_SIZE",
+    "STRUCTURED_CONTENT_TYPE",
+    "WIRE_VERSION",
     "BackendConfig",
     "Capabilities",
     "DeadLetter",
