@@ -22,6 +22,8 @@ MODULES: dict[str, str] = {
     "asyncio-tcp": "bench.baselines.tcp_raw",
     "asyncio-tcp-lean": "bench.baselines.tcp_lean",
     "pyzmq": "bench.baselines.zmq_push",
+    "nats-py": "bench.baselines.nats_raw",
+    "faststream-nats": "bench.baselines.faststream_nats",
 }
 
 BY_SCHEME: dict[str, tuple[str, ...]] = {
@@ -33,6 +35,8 @@ BY_SCHEME: dict[str, tuple[str, ...]] = {
     "postgresql": ("asyncpg",),
     "postgres": ("asyncpg",),
     "tcp": ("asyncio-tcp", "asyncio-tcp-lean", "pyzmq"),
+    "nats": ("nats-py", "faststream-nats"),
+    "tls": ("nats-py", "faststream-nats"),
 }
 
 
