@@ -167,7 +167,7 @@ def test_a_live_node_survives_garbage(garbage: list[bytes], after_hello: bool, l
     """Random bytes on fresh links, straight away or after a valid HELLO: the node
     closes those links and keeps serving (checked when the fixture ends)."""
     port, namespace = live_node
-    hello = {"proto": 1, "namespace": namespace, "id": "fuzzer", "nonce": "0" * 32, "mac": ""}
+    hello = {"proto": 2, "namespace": namespace, "id": "fuzzer", "nonce": "0" * 32, "mac": ""}
 
     async def poke() -> None:
         for chunk in garbage:

@@ -130,7 +130,11 @@ def test_message_frames_before_authentication_are_not_parsed(namespace: str) -> 
 
 @pytest.mark.parametrize(
     ("namespace_suffix", "proto", "error"),
-    [("-other", 1, b"namespace mismatch"), ("", 99, b"protocol version 99")],
+    [
+        ("-other", 2, b"namespace mismatch"),
+        ("", 99, b"protocol version 99 is not supported (this side speaks 2"),
+        ("", 1, b"protocol version 1 is not supported (this side speaks 2"),
+    ],
 )
 def test_namespace_and_version_are_checked(namespace: str, namespace_suffix: str, proto: int, error: bytes) -> None:
     port = free_port()
@@ -231,7 +235,7 @@ def test_connect_cancelled_while_peers_confirm_a_subscription(namespace: str) ->
             got = await peer.read_frame()
             assert got is not None
             assert got[0] == Frame.HELLO
-            peer.send(json_frame(Frame.HELLO, {"proto": 1, "namespace": namespace, "id": "mute", "nonce": "1" * 32}))
+            peer.send(json_frame(Frame.HELLO, {"proto": 2, "namespace": namespace, "id": "mute", "nonce": "1" * 32}))
             peer.node_id, peer.namespace = "mute", namespace
             while (got := await peer.read_frame()) is not None and got[0] != Frame.STATE:
                 pass

@@ -300,7 +300,10 @@ class Connection(asyncio.Protocol):
     def _check_hello(self, payload: bytes) -> Hello:
         hello = parse_hello(parse_json(payload))
         if hello.proto != PROTOCOL_VERSION:
-            raise HandshakeError(f"protocol version {hello.proto} is not supported (this side: {PROTOCOL_VERSION})")
+            raise HandshakeError(
+                f"protocol version {hello.proto} is not supported (this side speaks {PROTOCOL_VERSION}:"
+                " CloudEvents envelopes, PyComms wire 2); upgrade the older node"
+            )
         if hello.namespace != self.settings.namespace:
             raise HandshakeError(f"namespace mismatch: {hello.namespace!r} != {self.settings.namespace!r}")
         if hello.id == self.settings.node_id:

@@ -22,7 +22,8 @@ from typing import Any
 
 from ._frames import ProtocolError
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+"""2: MSG frames carry CloudEvents envelopes (PyComms wire 2); 1 carried wire-1 envelopes."""
 NONCE_BYTES = 16
 
 
