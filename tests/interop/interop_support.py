@@ -1,0 +1,200 @@
+"""The helpers every interop test shares: a real PyComms worker process (``pycomms run`` on
+interop_worker.py) and the foreign clients of examples/interop/, run as subprocesses.
+
+A client is ``node examples/interop/node/<backend>.mjs ACTION ARGS...`` or
+``python examples/interop/python/<backend>_client.py ACTION ARGS...``. It reads the
+server's address from ``$INTEROP_URL`` and the PyComms namespace from
+``$INTEROP_NAMESPACE``, prints one JSON object a line on stdout for what it received, and
+exits 0 when it did what it was asked. ``node`` and the clients' npm packages must be
+there: missing ones skip the node tests locally and fail them under ``CI=true``
+(``.ci/run`` runs ``npm ci`` in examples/interop/node).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import pycomms
+from pycomms.testing import unavailable
+
+ROOT = Path(__file__).resolve().parents[2]
+NODE_DIR = ROOT / "examples" / "interop" / "node"
+PYTHON_DIR = ROOT / "examples" / "interop" / "python"
+WORKER = Path(__file__).with_name("interop_worker.py")
+PYCOMMS = Path(sys.executable).with_name("pycomms")
+LANGUAGES = ("node", "python")
+CLIENT_TIMEOUT = 60.0  # seconds for one client run, start-up included, on a busy machine
+READY_TIMEOUT = 60.0  # seconds for the worker to start and announce its service
+
+
+def fresh_namespace() -> str:
+    return f"io{uuid.uuid4().hex[:12]}"
+
+
+def with_option(url: str, name: str, value: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}{name}={value}"
+
+
+def client_command(language: str, backend: str) -> list[str]:
+    """The command line that runs the ``language`` client of ``backend`` (fails or skips
+    when it cannot run here)."""
+    if language == "node":
+        node = shutil.which("node")
+        if node is None:
+            unavailable("node is not installed (Debian package nodejs)")
+        if not (NODE_DIR / "node_modules" / "cloudevents").is_dir():
+            unavailable(f"the node clients' packages are not installed: run 'npm ci' in {NODE_DIR}")
+        return [node, str(NODE_DIR / f"{backend}.mjs")]
+    return [sys.executable, str(PYTHON_DIR / f"{backend}_client.py")]
+
+
+@dataclass
+class ClientRun:
+    """A finished client run: its exit code, and the JSON lines it printed."""
+
+    args: list[str]
+    returncode: int
+    lines: list[dict[str, Any]]
+    stderr: str
+
+    def check(self) -> ClientRun:
+        assert self.returncode == 0, f"{' '.join(self.args)} exited {self.returncode}:\n{self.stderr}"
+        return self
+
+
+def _env(url: str, namespace: str) -> dict[str, str]:
+    return {**os.environ, "INTEROP_URL": url, "INTEROP_NAMESPACE": namespace}
+
+
+def run_client(
+    language: str, backend: str, url: str, namespace: str, *args: str, timeout: float = CLIENT_TIMEOUT
+) -> ClientRun:
+    """Run one client to its end (killed after ``timeout``) and return what it printed."""
+    command = [*client_command(language, backend), *args]
+    try:
+        done = subprocess.run(
+            command, env=_env(url, namespace), capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        err = exc.stderr.decode() if isinstance(exc.stderr, bytes) else exc.stderr or ""
+        pytest.fail(f"{' '.join(command)} did not finish within {timeout}s:\n{err}")
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    return ClientRun(command, done.returncode, lines, done.stderr)
+
+
+class BackgroundClient:
+    """A client left running (a consumer), with its stdout read line by line."""
+
+    def __init__(self, language: str, backend: str, url: str, namespace: str, *args: str) -> None:
+        self.args = [*client_command(language, backend), *args]
+        self.proc = subprocess.Popen(
+            self.args, env=_env(url, namespace), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+
+    def next_line(self, timeout: float = CLIENT_TIMEOUT) -> dict[str, Any]:
+        """The next JSON line it prints (fails if it exits or stays silent ``timeout`` s)."""
+        assert self.proc.stdout is not None
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.proc.stdout, selectors.EVENT_READ)
+            if not selector.select(timeout):
+                pytest.fail(f"{' '.join(self.args)} printed nothing within {timeout}s:\n{self.stop()}")
+        line = self.proc.stdout.readline()
+        if not line:
+            err = self.stop()
+            pytest.fail(f"{' '.join(self.args)} exited {self.proc.returncode}:\n{err}")
+        return json.loads(line)  # type: ignore[no-any-return]
+
+    def finish(self, timeout: float = CLIENT_TIMEOUT) -> ClientRun:
+        """Wait for it to exit on its own; the rest of its output."""
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            pytest.fail(f"{' '.join(self.args)} did not finish within {timeout}s")
+        lines = [json.loads(line) for line in out.splitlines() if line.strip()]
+        return ClientRun(self.args, self.proc.returncode, lines, err)
+
+    def stop(self) -> str:
+        """Killed if still running; its stderr."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        _, err = self.proc.communicate(timeout=10)
+        return err or ""
+
+
+class Worker:
+    """``pycomms run tests/interop/interop_worker.py:services --url URL`` in a process of
+    its own, recording what it handles to ``record`` (see interop_worker.py)."""
+
+    def __init__(self, url: str, record: Path) -> None:
+        self.url = url
+        self.record = record
+        record.touch()
+        env = {**os.environ, "PYCOMMS_INTEROP_RECORD": str(record)}
+        self.proc = subprocess.Popen(
+            [str(PYCOMMS), "run", f"{WORKER}:services", "--url", url, "--grace", "2"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        """Until the worker's node announces the ``interop`` service (its subscriptions
+        are in place by then)."""
+
+        async def poll() -> None:
+            async with pycomms.connect(self.url) as bus:
+                deadline = time.monotonic() + timeout
+                while time.monotonic() < deadline:
+                    if self.proc.poll() is not None:
+                        break
+                    if any("interop" in node.services for node in await bus.nodes()):
+                        return
+                    await asyncio.sleep(0.1)
+            assert self.proc.poll() is None, f"the worker exited {self.proc.returncode}: {self.stop()}"
+            pytest.fail(f"the worker did not announce its service within {timeout}s: {self.stop()}")
+
+        asyncio.run(poll())
+
+    def records(self, handler: str | None = None) -> list[dict[str, Any]]:
+        lines = [json.loads(line) for line in self.record.read_text().splitlines() if line.strip()]
+        return [line for line in lines if handler is None or line["handler"] == handler]
+
+    def wait_for(
+        self, handler: str, count: int, timeout: float = 30.0, where: Callable[[dict[str, Any]], bool] | None = None
+    ) -> list[dict[str, Any]]:
+        """The records of ``handler`` once there are at least ``count`` of them (polled:
+        the worker is another process, and its file is the only thing it tells)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [r for r in self.records(handler) if where is None or where(r)]
+            if len(found) >= count or time.monotonic() > deadline:
+                return found
+            time.sleep(0.05)
+
+    def stop(self) -> str:
+        """SIGTERM, a clean shutdown; its stderr (the log)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            _, err = self.proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate(timeout=10)
+        return err
