@@ -208,7 +208,7 @@ async def _drop_socket(client: Client) -> None:
         transport.close()
         async with asyncio.timeout(1.0):
             await transport.wait_closed()
-    except (TimeoutError, *DRIVER_ERRORS) as exc:
+    except STEP_ERRORS as exc:
         log.debug("nats: closing an abandoned socket: %s", describe_error(exc))
 
 

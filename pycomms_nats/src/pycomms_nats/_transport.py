@@ -26,7 +26,16 @@ from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
 from pycomms import ConnectError, PublishError
-from pycomms.spi import BackendConfig, DeadLetter, Envelope, NodeInfo, ReplySink, Subscription, stop_tasks
+from pycomms.spi import (
+    BackendConfig,
+    DeadLetter,
+    Envelope,
+    NodeInfo,
+    ReplySink,
+    Subscription,
+    describe_error,
+    stop_tasks,
+)
 
 from ._capabilities import CAPABILITIES
 from ._connection import CLOSE_STEP, STEP_ERRORS, Link
@@ -214,6 +223,6 @@ class NatsTransport:
                 log.warning(
                     "nats: leaving presence on %s failed (%s); the key expires within 3 heartbeats",
                     self._link.server,
-                    exc,
+                    describe_error(exc),
                 )
         await self._link.close()
