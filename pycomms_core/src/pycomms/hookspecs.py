@@ -16,14 +16,13 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from ._middleware import Ask, AskMiddleware, Emit, EmitMiddleware, Handler, Middleware
 
 if TYPE_CHECKING:
-    from ._bus import Bus
     from ._service import Service
     from .spi import BackendConfig, DeadLetter, NodeInfo, SchemeInfo, Transport
 
@@ -132,12 +131,13 @@ def pycomms_run_options(parser: argparse.ArgumentParser) -> None:
 
 
 @hookspec
-def pycomms_run(args: argparse.Namespace) -> Callable[[Bus], AbstractAsyncContextManager[None]] | None:
+def pycomms_run(args: argparse.Namespace) -> Callable[[Any], AbstractAsyncContextManager[None]] | None:
     """``pycomms run`` is about to connect: set up (before any bus exists, so hooks
     that are called when a bus is built see it), then return ``None`` or a function
     of the open bus returning an async context manager, entered once the bus is open
     and exited when it stops serving, before it closes (e.g. an HTTP endpoint for
-    metrics and health probes).
+    metrics and health probes). The function's argument is the open `pycomms.Bus`
+    (typed ``Any`` here only so that this module does not import the bus).
 
     :param args: the parsed command line, with the options added by
         `pycomms_run_options`.
