@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import pytest
 from conftest import Collector
@@ -247,3 +251,18 @@ def test_uninstrument_stops_recording_on_an_open_bus(collector: Collector) -> No
 
     run_strict(scenario, 10)
     assert [s.name for s in collector.spans()] == ["publish otel.order_placed"]
+
+
+def test_opentelemetry_instrument_picks_pycomms_up_by_its_entry_point() -> None:
+    """Zero-code: ``opentelemetry-instrument python app.py`` with an app that never
+    mentions OpenTelemetry; the console exporter prints the PyComms spans."""
+    here = Path(__file__).parent
+    command = [str(Path(sys.executable).with_name("opentelemetry-instrument"))]
+    command += ["--traces_exporter", "console", "--metrics_exporter", "none", "--logs_exporter", "none"]
+    command += [sys.executable, str(here / "otel_auto.py")]
+    env = {**os.environ, "PYTHONPATH": str(here), "OTEL_SERVICE_NAME": "auto-test"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert '"name": "publish otel.order_placed"' in done.stdout
+    assert '"name": "process otel.order_placed"' in done.stdout
+    assert '"kind": "SpanKind.CONSUMER"' in done.stdout
