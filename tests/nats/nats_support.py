@@ -57,12 +57,19 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
 class PrivateNats:
     """One private nats-server with JetStream (file storage under ``directory``)."""
 
-    def __init__(self, directory: Path, port: int | None = None, cluster: tuple[str, int, list[int]] | None = None):
+    def __init__(
+        self,
+        directory: Path,
+        port: int | None = None,
+        cluster: tuple[str, int, list[int]] | None = None,
+        extra: tuple[str, ...] = (),
+    ):
         if not os.path.exists(NATS_SERVER):
             unavailable(f"nats-server not found at {NATS_SERVER}")
         self.directory = directory
         self.port = port or free_port()
         self.cluster = cluster
+        self.extra = extra
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -75,6 +82,7 @@ class PrivateNats:
             name, cluster_port, routes = self.cluster
             args += ["-n", name, "--cluster_name", "pycomms-test", "--cluster", f"nats://127.0.0.1:{cluster_port}"]
             args += ["--routes", ",".join(f"nats://127.0.0.1:{p}" for p in routes)]
+        args += self.extra
         log = open(self.directory / "server.log", "ab")  # noqa: SIM115 - the process holds it
         self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         log.close()

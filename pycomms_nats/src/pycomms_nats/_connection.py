@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from nats.aio.client import Client
+from nats.errors import AuthorizationError
 from nats.errors import Error as NatsError
 from nats.js.errors import Error as JsError
 
@@ -112,9 +113,15 @@ class Link:
         tls = _tls_context(options) if self._config.scheme == "tls" or options.tls_ca_file else None
         first_error: list[BaseException] = []
 
+        refused = asyncio.Event()
+
         async def error_cb(exc: Exception) -> None:
-            if self._client is None or not self._client.is_connected:
+            if self._client is None:  # still connecting: the ConnectError will say it
                 first_error.append(exc)
+                if isinstance(exc, AuthorizationError) or "authorization violation" in str(exc).lower():
+                    refused.set()  # retrying a refused login until the deadline helps nobody
+                log.debug("nats: connecting to %s: %s", self.shown, describe_error(exc))
+                return
             log.warning("nats: connection to %s: %s", self.server, describe_error(exc))
 
         async def disconnected_cb() -> None:
@@ -147,25 +154,32 @@ class Link:
         }
         client = Client()
         task = asyncio.ensure_future(client.connect(**kwargs))
+        refusal = asyncio.ensure_future(refused.wait())
         try:
-            async with asyncio.timeout(options.connect_timeout):
-                await asyncio.shield(task)
-            self._client = client
-        except TimeoutError:
-            await stop_tasks([task], give_up_after=1.0)
-            await _drop_socket(client)
-            reason = f" (last error: {describe_error(first_error[-1])})" if first_error else ""
-            raise ConnectError(
-                f"nats: connect to {self.shown} timed out after {options.connect_timeout:g}s{reason}"
-            ) from None
+            done, _ = await asyncio.wait(
+                {task, refusal}, timeout=options.connect_timeout, return_when=asyncio.FIRST_COMPLETED
+            )
         except asyncio.CancelledError:
-            await stop_tasks([task], give_up_after=1.0)
+            await stop_tasks([task, refusal], give_up_after=1.0)
             await _drop_socket(client)
             raise
-        except DRIVER_ERRORS as exc:
-            cause = first_error[-1] if first_error else exc
+        await stop_tasks([refusal])
+        if task not in done:
+            await stop_tasks([task], give_up_after=1.0)
+            await _drop_socket(client)
+            if refused.is_set():
+                raise ConnectError(f"nats: connect to {self.shown} refused: {describe_error(first_error[-1])}")
+            reason = f" (last error: {describe_error(first_error[-1])})" if first_error else ""
+            raise ConnectError(f"nats: connect to {self.shown} timed out after {options.connect_timeout:g}s{reason}")
+        error = task.exception()
+        if error is not None:
+            await _drop_socket(client)
+            if not isinstance(error, DRIVER_ERRORS):
+                raise error
+            cause = first_error[-1] if first_error else error
             raise ConnectError(f"nats: connect to {self.shown} failed: {describe_error(cause)}") from None
-        self._js = self._client.jetstream(timeout=options.operation_timeout)
+        self._client = client
+        self._js = client.jetstream(timeout=options.operation_timeout)
 
     async def call(
         self,
