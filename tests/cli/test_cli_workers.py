@@ -6,21 +6,22 @@ and a worker restarted when its code changes."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import signal
 import sys
 from pathlib import Path
 
-import pytest
 from cli_support import CLI_TIMEOUT, backend_url, drop_namespace, fresh_namespace, pycomms, start
 
 from pycomms import Command, Event, Service, connect
-from pycomms.testing import Recorder, eventually, run_strict, scale
+from pycomms.testing import Recorder, eventually, run_strict, scale, unavailable
 
 JOBS = 300
 
 APP = """
 import asyncio
+import importlib.util
 import os
 
 from pycomms import Command, Context, Event, Service
@@ -146,7 +147,8 @@ def test_workers_that_keep_failing_at_start_make_it_exit_non_zero(tmp_path: Path
 
 
 def test_reload_restarts_the_worker_when_its_code_changes(tmp_path: Path) -> None:
-    pytest.importorskip("watchfiles")
+    if importlib.util.find_spec("watchfiles") is None:
+        unavailable("watchfiles is not installed (pip install 'pycomms-core[reload]')")
     code = tmp_path / "code"
     code.mkdir()
     app = code / "app.py"

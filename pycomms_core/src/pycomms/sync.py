@@ -160,7 +160,10 @@ class Bus:
 
     @property
     def node(self) -> NodeInfo:
-        """This node as others see it in presence (a new one after a fork)."""
+        """This node as others see it in presence (in a forked child: the child's own,
+        opened now if it was not yet)."""
+        if self._runtime.pid != os.getpid() and not self._closed:
+            self.reopen_after_fork()
         return self._bus.node
 
     @property

@@ -1,0 +1,62 @@
+"""Fixtures of the web-recipe tests: a fresh Redis namespace (Redis: the simplest
+cross-process backend), and a collector of the orders the web apps publish."""
+
+from __future__ import annotations
+
+import collections
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from shared_services import REDIS_URL
+from web_support import WEB
+
+import pycomms.sync
+from pycomms import Service
+from pycomms.testing import require_reachable, scale
+
+sys.path.insert(0, str(WEB))  # the recipes' shop_messages, as the servers import it
+
+
+@pytest.fixture
+def url() -> Iterator[str]:
+    require_reachable(REDIS_URL, 6379)
+    url = f"{REDIS_URL}{'&' if '?' in REDIS_URL else '?'}namespace=web{uuid.uuid4().hex[:12]}&aof_warning=false"
+    yield url
+    with pycomms.sync.connect(url) as bus:
+        bus.drop_namespace(force=True)
+
+
+class Orders:
+    """Order ids seen by an ``audit`` service in the test process (a separate node)."""
+
+    def __init__(self) -> None:
+        self.seen: collections.Counter[int] = collections.Counter()
+        self._changed = threading.Condition()
+
+    def add(self, order_id: int) -> None:
+        with self._changed:
+            self.seen[order_id] += 1
+            self._changed.notify_all()
+
+    def wait_for(self, *order_ids: int, timeout: float = 30.0) -> None:
+        with self._changed:
+            ok = self._changed.wait_for(lambda: all(self.seen[o] for o in order_ids), timeout * scale())
+        assert ok, f"orders {order_ids} not all seen; seen {dict(self.seen)}"
+
+
+@pytest.fixture
+def orders(url: str) -> Iterator[Orders]:
+    from shop_messages import OrderPlaced  # after the path is set
+
+    seen = Orders()
+    audit = Service("audit")
+
+    @audit.on(OrderPlaced)  # imported in the function: its annotation cannot be resolved
+    def placed(event: OrderPlaced) -> None:
+        seen.add(event.order_id)
+
+    with pycomms.sync.connect(url, services=[audit], name="audit"):
+        yield seen
