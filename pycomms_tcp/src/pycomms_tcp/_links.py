@@ -46,6 +46,44 @@ def _services(raw: Any) -> dict[str, tuple[frozenset[str], frozenset[str]]]:
     return {str(s): (frozenset(map(str, ev)), frozenset(map(str, cmd))) for s, (ev, cmd) in raw.items()}
 
 
+ParsedState = tuple[
+    NodeInfo,
+    tuple[str, int],
+    dict[str, tuple[frozenset[str], frozenset[str]]],
+    dict[str, frozenset[str]],
+    dict[str, tuple[frozenset[str], frozenset[str]]],
+    list[tuple[str, str, int]],
+]
+
+
+def _parse_state(peer_id: str, state: Any) -> ParsedState:
+    """Read a STATE body. Only its being a JSON object is required (the minimal STATE of
+    docs/tcp-protocol.md §8 is ``{}``): a missing ``info`` (or ``info.name``) names the
+    node by its id, a missing ``addr`` or port 0 means "do not dial me", missing ``live``,
+    ``observers``, ``catalog`` and ``peers`` are empty. Members present must be well formed."""
+    if not isinstance(state, dict):
+        raise TypeError(f"STATE must be a JSON object, got {type(state).__name__}")
+    raw = state.get("info") or {}
+    info = NodeInfo(
+        id=peer_id,
+        name=str(raw.get("name") or peer_id),
+        services=tuple(map(str, raw.get("services", ()))),
+        handles=tuple(map(str, raw.get("handles", ()))),
+        host=str(raw.get("host", "")),
+        pid=int(raw.get("pid", 0)),
+        started_at=float(raw.get("started_at", 0.0)),
+    )
+    host, port = state.get("addr") or ("", 0)
+    addr = (str(host), int(port))
+    if not 0 <= addr[1] <= 65535:
+        raise ValueError(f"STATE addr port must be 0..65535, got {addr[1]}")
+    live = _services(state.get("live") or {})
+    observing = {str(s): frozenset(map(str, ev)) for s, ev in (state.get("observers") or {}).items()}
+    known = _services(state.get("catalog") or {})
+    gossip = [(str(i), str(h), int(p)) for i, h, p in state.get("peers") or ()]
+    return info, addr, live, observing, known, gossip
+
+
 class Links:
     """Every link of one node, and how they are made. Implements `LinkEvents` for its
     connections and `joining.Joining` for the first dial rounds."""
@@ -118,21 +156,7 @@ class Links:
 
     def link_open(self, conn: Connection, state: dict[str, Any]) -> None:
         try:
-            raw = state["info"]
-            info = NodeInfo(
-                id=conn.peer_id,
-                name=str(raw["name"]),
-                services=tuple(map(str, raw.get("services", ()))),
-                handles=tuple(map(str, raw.get("handles", ()))),
-                host=str(raw.get("host", "")),
-                pid=int(raw.get("pid", 0)),
-                started_at=float(raw.get("started_at", 0.0)),
-            )
-            addr = (str(state["addr"][0]), int(state["addr"][1]))
-            live = _services(state["live"])
-            observing = {str(s): frozenset(map(str, ev)) for s, ev in state.get("observers", {}).items()}
-            known = _services(state["catalog"])
-            gossip = [(str(i), str(h), int(p)) for i, h, p in state["peers"]]
+            info, addr, live, observing, known, gossip = _parse_state(conn.peer_id, state)
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             raise ProtocolError(f"malformed STATE frame: {exc!r}") from None
         peer = self._peers.joined(conn, info, addr)
@@ -150,7 +174,7 @@ class Links:
         for service in peer.live:
             outbox.schedule_drain(service)
         for node_id, host, port in gossip:
-            if node_id != self.settings.node_id and node_id not in self._peers:
+            if port and node_id != self.settings.node_id and node_id not in self._peers:
                 self.dial_soon(host, port, node_id)
         if peer.started:
             outbox.catalog_known()

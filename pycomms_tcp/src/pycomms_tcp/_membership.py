@@ -95,7 +95,8 @@ class Peers:
         if peer is None:
             peer = self.by_id[conn.peer_id] = Peer(id=conn.peer_id, info=info, addr=addr)
             log.info("node %s joined (%s, %s:%d)", info.id, info.name, *addr)
-        self.known[conn.peer_id] = (addr[0], addr[1], time.monotonic())
+        if addr[1]:  # port 0: the node does not listen (a foreign client); never dial it
+            self.known[conn.peer_id] = (addr[0], addr[1], time.monotonic())
         peer.info, peer.addr = info, addr
         peer.conns.append(conn)
         return peer
