@@ -198,3 +198,36 @@ class Worker:
             self.proc.kill()
             _, err = self.proc.communicate(timeout=10)
         return err
+
+
+def dead_letters(url: str, count: int, service: str = "interop", timeout: float = 30.0) -> list[pycomms.DeadLetter]:
+    """The dead letters of ``service`` once there are at least ``count`` (or at the timeout)."""
+
+    async def poll() -> list[pycomms.DeadLetter]:
+        async with pycomms.connect(url) as bus:
+            deadline = time.monotonic() + timeout
+            while True:
+                found = await bus.dead_letters(service)
+                if len(found) >= count or time.monotonic() > deadline:
+                    return found
+                await asyncio.sleep(0.05)
+
+    return asyncio.run(poll())
+
+
+def check_dead_letters(dead: list[pycomms.DeadLetter]) -> None:
+    """The letters of the clients' ``request nope 1`` and ``bad`` actions: each with its
+    reason, and an error that names what was wrong."""
+    by_reason = sorted((d.reason, d.type) for d in dead)
+    assert by_reason == [
+        ("invalid", "interop.order_placed"),
+        ("malformed", "?"),
+        ("malformed", "interop.order_placed"),
+        ("rejected", "interop.get_quote"),
+    ], [(d.reason, d.type, d.error) for d in dead]
+    errors = {(d.reason, d.type): d.error for d in dead}
+    assert "JSON" in errors["malformed", "?"]
+    assert "'time'" in errors["malformed", "interop.order_placed"]
+    assert "RFC 3339" in errors["malformed", "interop.order_placed"]
+    assert "order_id" in errors["invalid", "interop.order_placed"]
+    assert errors["rejected", "interop.get_quote"] == "no price for 'nope'"

@@ -17,7 +17,8 @@ The message types are the contract with the foreign clients, by their wire names
   asker gets an error reply (``pycommserror: rejected``)
 - ``interop.announce`` (command) ``{"count": int, "text": str}``: makes the worker publish
   ``count`` events ``interop.notice`` ``{"seq": int, "text": str}`` (seq 0 .. count-1),
-  the PyComms → foreign direction
+  the PyComms → foreign direction. The worker handles ``interop.notice`` itself too, so
+  a foreign subscriber gets a copy of its own beside PyComms' service.
 """
 
 from __future__ import annotations
@@ -98,6 +99,11 @@ async def get_quote(request: GetQuote, ctx: Context) -> Quote:
     if request.sku == "nope":
         raise Reject(f"no price for {request.sku!r}")
     return Quote(sku=request.sku, qty=request.qty, cents=250 * request.qty)
+
+
+@interop.on
+async def notice(event: Notice, ctx: Context) -> None:
+    record("notice", ctx, event.model_dump())
 
 
 @interop.on

@@ -247,7 +247,9 @@ return moved
 PUBLISH = """
 -- KEYS: target streams; ARGV: per message a spec (mode + key index) and the data.
 -- Modes: c = command stream (created if missing), e = event stream (only if some
--- service subscribed), r = reply stream (only while its node lives; capped).
+-- service subscribed), r = reply stream (capped; one that does not exist, such as a
+-- foreign requester's, is created with a TTL of 60 s so that a reply nobody reads
+-- goes away; a PyComms node's stream has its presence TTL already).
 -- One script call per batch, run atomically.
 for i = 1, #ARGV, 2 do
   local spec = ARGV[i]
@@ -257,7 +259,9 @@ for i = 1, #ARGV, 2 do
   elseif mode == 'e' then
     redis.call('XADD', key, 'NOMKSTREAM', '*', 'd', ARGV[i + 1])
   else
-    redis.call('XADD', key, 'NOMKSTREAM', 'MAXLEN', '~', 10000, '*', 'd', ARGV[i + 1])
+    local fresh = redis.call('EXISTS', key) == 0
+    redis.call('XADD', key, 'MAXLEN', '~', 10000, '*', 'd', ARGV[i + 1])
+    if fresh then redis.call('PEXPIRE', key, 60000) end
   end
 end
 return #ARGV / 2

@@ -8,7 +8,8 @@ Mapping (keys in `pycomms_redis._keys`):
 - a command or request goes to its type's stream, created on first use so that it
   waits for its service; the first service to subscribe owns the type;
 - retries, deliveries released at close and replays go to the service's own stream;
-- a reply goes to the requesting node's reply stream, only while that stream exists.
+- a reply goes to the requesting node's reply stream (``reply:<replyto>``); one that
+  does not exist, as a foreign requester's may not, is created with a TTL of 60 s.
 """
 
 from __future__ import annotations
