@@ -1,0 +1,195 @@
+"""``python -m bench.scaling``: a consumer service run with ``pycomms run --workers N``,
+fed workload (a) by publishers in this (separate) process, for each N asked.
+
+    python -m bench.scaling --url redis://localhost:6379/0 --workers 1,2 --repeat 3
+
+For each round and each N: a fresh namespace; ``pycomms run bench/_scaling_worker.py:service
+--workers N`` started and awaited in presence (N nodes); a warm-up; then ``--events``
+events, each published alone by one of ``--publishers`` tasks; the run ends when the
+workers have reported (`Tally` events) every sequence number once. The rate is events
+over the time from the first publish to the last report. The median run of each N is
+reported, with the ratio to the first N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pycomms
+from bench._messages import make_events
+from bench._pycomms import fresh_namespace
+from bench._run import publish_all
+from bench._scaling_worker import Tally
+from bench._tracker import Tracker
+from pycomms import Service
+from pycomms.spi import redact_url
+
+WORKER = Path(__file__).with_name("_scaling_worker.py")
+ROOT = Path(__file__).resolve().parent.parent  # where `bench` imports from, for the workers
+START_TIMEOUT = 120.0
+
+
+class BusPublisher:
+    """`publish_all`'s session: one event per ``publish`` on the bench's own bus."""
+
+    def __init__(self, bus: pycomms.Bus) -> None:
+        self._bus = bus
+
+    async def publish(self, events: Sequence[pycomms.Event]) -> None:
+        await self._bus.publish(*events)
+
+
+class Progress:
+    """When the reports arrived: (time, events reported so far), for the steady-state rate."""
+
+    def __init__(self) -> None:
+        self.marks: list[tuple[float, int]] = []
+
+    def mark(self, total: int) -> None:
+        self.marks.append((time.perf_counter(), total))
+
+    def steady_rate(self, events: int) -> float:
+        """Events per second between 10% and 90% of ``events`` reported: the workers'
+        start-up (one may start later than another) and the last flush stay outside."""
+        low = next(m for m in self.marks if m[1] >= events * 0.1)
+        high = next(m for m in self.marks if m[1] >= events * 0.9)
+        return (high[1] - low[1]) / max(high[0] - low[0], 1e-9)
+
+
+async def start_workers(url: str, workers: int) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pycomms",
+        "--log-level",
+        "warning",
+        "run",
+        f"{WORKER}:service",
+        "--workers",
+        str(workers),
+        "--url",
+        url,
+        "--grace",
+        "5",
+        cwd=ROOT,
+        stdin=asyncio.subprocess.DEVNULL,
+    )
+
+
+async def stop_workers(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        proc.send_signal(signal.SIGTERM)
+    await proc.wait()
+
+
+async def await_workers(bus: pycomms.Bus, proc: asyncio.subprocess.Process, workers: int) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while len([n for n in await bus.nodes() if "bench" in n.services]) < workers:
+        if proc.returncode is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the {workers} worker(s) did not show up in presence")
+        await asyncio.sleep(0.2)  # presence has no event to await
+
+
+async def one_run(
+    url: str, workers: int, mode: str, events: int, publishers: int, warmup: int, timeout: float
+) -> float:
+    """Events per second handled by ``workers`` worker processes (raises on any loss).
+
+    ``live``: workload (a) end to end, first publish to last report, workers running.
+    ``backlog``: the events of workload (a) published while the workers are stopped,
+    then the workers started: the steady-state rate at which they drain them."""
+    namespace = fresh_namespace()
+    tracker = Tracker()
+    progress = Progress()
+    tally = Service("tally", concurrency=1)  # one at a time: the marks stay in order
+
+    @tally.on(Tally)
+    async def on_tally(report: Tally) -> None:
+        for seq in report.seqs:
+            tracker.hit(seq)
+        progress.mark(tracker.unique)
+
+    payload = make_events(max(events, warmup))
+    worker_url = f"{url}{'&' if '?' in url else '?'}namespace={namespace}"
+    async with pycomms.connect(url, services=[tally], name="bench-publisher", namespace=namespace) as bus:
+        publisher = BusPublisher(bus)
+        proc = await start_workers(worker_url, workers)
+        try:
+            await await_workers(bus, proc, workers)
+            tracker.reset(warmup)
+            await publish_all(publisher, payload[:warmup], publishers, 1)
+            if not await tracker.wait(timeout):
+                raise RuntimeError(f"warm-up: {tracker.unique} of {warmup} handled")
+            tracker.reset(events)
+            progress.marks.clear()
+            if mode == "backlog":
+                await stop_workers(proc)
+                await publish_all(publisher, payload[:events], publishers, 1)
+                proc = await start_workers(worker_url, workers)
+                started = published = time.perf_counter()
+            else:
+                started = time.perf_counter()
+                await publish_all(publisher, payload[:events], publishers, 1)
+                published = time.perf_counter()
+            if not await tracker.wait(timeout):
+                raise RuntimeError(f"{tracker.unique} of {events} handled within {timeout}s")
+            if tracker.duplicates or tracker.strays:
+                raise RuntimeError(f"{tracker.duplicates} duplicate(s), {tracker.strays} stray(s)")
+            if mode == "backlog":
+                rate = progress.steady_rate(events)
+                print(f"    workers={workers}: {rate:8.0f} events/s draining the backlog (10%-90%)", flush=True)
+            else:
+                rate = events / (tracker.finished_at - started)
+                side = events / max(published - started, 1e-9)
+                print(f"    workers={workers}: {rate:8.0f} events/s end to end (publish side {side:.0f}/s)", flush=True)
+            return rate
+        finally:
+            await stop_workers(proc)
+            await bus.close(grace=2)
+            admin = await pycomms.connect(url, name="bench-cleanup", namespace=namespace)
+            await admin.drop_namespace(force=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.scaling", description=__doc__.split("\n\n")[0])
+    p.add_argument("--url", required=True, help="a cross-process backend URL (redis://, amqp://, postgresql://)")
+    p.add_argument("--workers", default="1,2", help="worker counts to compare, the first is the reference")
+    p.add_argument("--mode", choices=["live", "backlog"], default="live", help="see the module's docstring")
+    p.add_argument("--events", type=int, default=20_000)
+    p.add_argument("--publishers", type=int, default=64)
+    p.add_argument("--warmup", type=int, default=1_000)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--timeout", type=float, default=180.0)
+    args = p.parse_args(argv)
+    counts = [int(n) for n in args.workers.split(",")]
+    print(
+        f"bench.scaling {redact_url(args.url)}: {args.mode}, workers {counts}, events={args.events} "
+        f"publishers={args.publishers} repeat={args.repeat}, {os.cpu_count()} cores",
+        flush=True,
+    )
+    rates: dict[int, list[float]] = {n: [] for n in counts}
+    for round_index in range(args.repeat):
+        print(f"  round {round_index + 1}/{args.repeat}", flush=True)
+        for n in counts:
+            rate = asyncio.run(one_run(args.url, n, args.mode, args.events, args.publishers, args.warmup, args.timeout))
+            rates[n].append(rate)
+    reference = statistics.median(rates[counts[0]])
+    print("\n| workers | median events/s | runs | ratio to " + f"{counts[0]} |")
+    print("|---|---|---|---|")
+    for n in counts:
+        median = statistics.median(rates[n])
+        runs = ", ".join(f"{r:.0f}" for r in rates[n])
+        print(f"| {n} | {median:.0f} | {runs} | {median / reference:.2f}x |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
