@@ -87,3 +87,40 @@ def test_a_malformed_member_is_still_refused(namespace: str) -> None:
             await peer.close()
 
     run_strict(scenario, 60)
+
+
+def test_a_closing_node_hands_nothing_to_a_client_that_does_not_listen(namespace: str) -> None:
+    """A node leaving with spooled messages gives them to a peer that can keep them;
+    a client with the minimal STATE (no address) gets no HANDOFF, only the BYE."""
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}?namespace={namespace}&discovery=off"
+
+    async def scenario() -> None:
+        bus = await pycomms.connect(url)
+        try:
+            peer, _ = await joined(namespace, port, "js-client-3", {})
+            # A durable service that then stops: the node spools its events.
+            token = {"token": "t1", "service": "js-audit", "events": ["tcptest.done"], "commands": []}
+            peer.send(json_frame(Frame.SUBSCRIBE, token))
+            while (got := await peer.read_frame()) is not None and got[0] != Frame.SUBSCRIBED:
+                pass
+            peer.send(json_frame(Frame.UNSUBSCRIBE, {"service": "js-audit"}))
+            await eventually(lambda: _not_live(bus), 10, "js-audit to stop")
+            await bus.publish(Done(n=1, pid=0), Done(n=2, pid=0))
+        finally:
+            await bus.close(grace=1)
+        kinds = []
+        while (got := await peer.read_frame()) is not None:
+            kinds.append(got[0])
+        assert Frame.BYE in kinds
+        assert Frame.HANDOFF not in kinds
+        assert bus.unsent == 2  # counted as lost, as with no peer at all
+        await peer.close()
+
+    run_strict(scenario, 60)
+
+
+async def _not_live(bus: pycomms.Bus) -> bool:
+    links = bus._transport._links  # type: ignore[attr-defined]
+    peer = links._peers.get("js-client-3")
+    return peer is not None and "js-audit" not in peer.live

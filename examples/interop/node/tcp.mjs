@@ -26,7 +26,7 @@ import { CloudEvent, HTTP } from "cloudevents";
 
 const SOURCE = "/interop/node-tcp";
 const PROTO = 2;
-const F = { HELLO: 1, AUTH: 2, STATE: 3, PING: 4, DELIVER: 5, ACK: 6, RELEASE: 7, REPLY: 8, SUBSCRIBE: 9, SUBSCRIBED: 10, UNSUBSCRIBE: 11, BYE: 14, ERROR: 15 };
+const F = { HELLO: 1, AUTH: 2, STATE: 3, PING: 4, DELIVER: 5, ACK: 6, RELEASE: 7, REPLY: 8, SUBSCRIBE: 9, SUBSCRIBED: 10, UNSUBSCRIBE: 11, RPC: 12, RPC_RESULT: 13, BYE: 14, ERROR: 15 };
 const MAX_FRAME = 65_536 + 1_048_576; // the node's max_message_size (1 MiB) + 64 KiB
 const DEADLINE_MS = 30_000;
 
@@ -65,7 +65,7 @@ const withDeadline = (promise, what) =>
 class Peer {
   constructor() {
     this.id = `js-${randomBytes(8).toString("hex")}`;
-    this.services = new Map(); // service -> {events: Set, commands: Set}
+    this.services = new Map(); // the services the node runs now -> {events: Set, commands: Set}
     this.acks = new Map(); // seq -> {resolve, reject, service, data}
     this.subscribed = new Map();
     this.replies = [];
@@ -125,10 +125,8 @@ class Peer {
     [kind, payload] = await withDeadline(this.nextFrame(), "STATE");
     if (kind !== F.STATE) throw new Error(`expected STATE, got frame ${kind}`);
     const state = JSON.parse(payload);
-    for (const table of ["catalog", "live"]) { // live last: it is authoritative
-      for (const [service, [events, commands]] of Object.entries(state[table] ?? {})) {
-        this.services.set(service, { events: new Set(events), commands: new Set(commands) });
-      }
+    for (const [service, [events, commands]] of Object.entries(state.live ?? {})) {
+      this.services.set(service, { events: new Set(events), commands: new Set(commands) });
     }
     this.open = true;
     // The node cuts a link silent for 3 heartbeats (3 s by default).
@@ -143,11 +141,17 @@ class Peer {
         this.acks.get(seq)?.resolve();
         this.acks.delete(seq);
       }
-    } else if (kind === F.RELEASE) { // the instance gave it back: deliver it again
+    } else if (kind === F.RELEASE) { // the instance gave it back: again if the node still runs the service
       for (let at = 0; at + 12 <= payload.length; at += 12) {
         const seq = payload.readBigUInt64BE(at);
         const pending = this.acks.get(seq);
-        if (pending) this.send(F.DELIVER, deliverPayload(seq, payload.readUInt32BE(at + 8), pending.service, pending.data));
+        if (!pending) continue;
+        if (this.services.has(pending.service)) {
+          this.send(F.DELIVER, deliverPayload(seq, payload.readUInt32BE(at + 8), pending.service, pending.data));
+        } else {
+          this.acks.delete(seq);
+          pending.reject(new Error(`${pending.service} has no live instance on the node`));
+        }
       }
     } else if (kind === F.REPLY) {
       this.push(this.replies, payload);
@@ -158,13 +162,18 @@ class Peer {
       const { token } = JSON.parse(payload);
       this.subscribed.get(token)?.();
       this.subscribed.delete(token);
-    } else if (kind === F.SUBSCRIBE) {
+    } else if (kind === F.SUBSCRIBE) { // the node started an instance of a service
       const body = JSON.parse(payload);
       if (!body.ephemeral) this.services.set(body.service, { events: new Set(body.events), commands: new Set(body.commands) });
       this.sendJson(F.SUBSCRIBED, { token: body.token });
+    } else if (kind === F.UNSUBSCRIBE) {
+      this.services.delete(JSON.parse(payload).service);
+    } else if (kind === F.RPC) { // dead-letter calls go to every peer: this client holds none
+      const body = JSON.parse(payload);
+      this.sendJson(F.RPC_RESULT, { id: body.id, ok: true, result: body.op === "dead_letters" ? [] : 0 });
     } else if (kind === F.BYE || kind === F.ERROR) {
       this.fail(new Error(`the node closed the link: frame ${kind} ${payload.toString("utf8").slice(0, 200)}`));
-    } // PING, STATE updates, RPC, HANDOFF...: nothing to do for this client
+    } // PING; HANDOFF and DEAD_HANDOFF are never sent to a node that does not listen
   }
 
   push(queue, item) {
@@ -202,7 +211,8 @@ class Peer {
     return acked;
   }
 
-  // An event: every service handling its type; a command or request: the first by name.
+  // An event: every service handling its type; a command or request: the first by name;
+  // among the services the node runs now (no spool here to keep a message for one that is down).
   route(type, kind) {
     const names = [...this.services.keys()].sort();
     const handles = (s) => (kind === "event" ? this.services.get(s).events : this.services.get(s).commands).has(type);

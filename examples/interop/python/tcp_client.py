@@ -41,7 +41,7 @@ SOURCE = "/interop/python-tcp"
 FORMAT = JSONFormat()
 PROTO = 2
 HELLO, AUTH, STATE, PING, DELIVER, ACK, RELEASE, REPLY = 1, 2, 3, 4, 5, 6, 7, 8
-SUBSCRIBE, SUBSCRIBED, UNSUBSCRIBE, BYE, ERROR = 9, 10, 11, 14, 15
+SUBSCRIBE, SUBSCRIBED, UNSUBSCRIBE, RPC, RPC_RESULT, BYE, ERROR = 9, 10, 11, 12, 13, 14, 15
 MAX_FRAME = 65_536 + 1_048_576  # the node's max_message_size (1 MiB) + 64 KiB
 DEADLINE = 30.0
 
@@ -69,7 +69,8 @@ class Peer:
     def __init__(self, namespace: str) -> None:
         self.namespace = namespace
         self.id = f"py-{secrets.token_hex(8)}"
-        self.services: dict[str, tuple[set[str], set[str]]] = {}  # service -> (events, commands)
+        # The services the node runs now: service -> (event types, command and request types).
+        self.services: dict[str, tuple[set[str], set[str]]] = {}
         self.acks: dict[int, asyncio.Future[None]] = {}
         self.sent: dict[int, tuple[str, bytes]] = {}
         self.subscribed: dict[str, asyncio.Future[None]] = {}
@@ -111,9 +112,8 @@ class Peer:
         if kind != STATE:
             raise ConnectionError(f"expected STATE, got frame {kind}: {payload[:200]!r}")
         state = json.loads(payload)
-        for table in ("catalog", "live"):  # live last: it is authoritative
-            for service, (events, commands) in state.get(table, {}).items():
-                self.services[service] = (set(events), set(commands))
+        for service, (events, commands) in state.get("live", {}).items():
+            self.services[service] = (set(events), set(commands))
         self.tasks = [asyncio.create_task(self.read_loop()), asyncio.create_task(self.ping_loop())]
 
     async def read_loop(self) -> None:
@@ -135,10 +135,13 @@ class Peer:
                     self.sent.pop(seq, None)
                     if (done := self.acks.pop(seq, None)) is not None and not done.done():
                         done.set_result(None)
-            elif kind == RELEASE:  # the instance gave it back: deliver it again (here: to the same node)
+            elif kind == RELEASE:  # the instance gave it back: again if the node still runs the service
                 for seq, attempt in struct.iter_unpack(">QI", payload):
                     service, data = self.sent[seq]
-                    self.send(DELIVER, deliver_payload(seq, attempt, service, data))
+                    if service in self.services:
+                        self.send(DELIVER, deliver_payload(seq, attempt, service, data))
+                    elif (done := self.acks.pop(seq, None)) is not None and not done.done():
+                        done.set_exception(ConnectionError(f"{service} has no live instance on the node"))
             elif kind == REPLY:
                 self.replies.put_nowait(payload)
             elif kind == DELIVER:
@@ -148,14 +151,21 @@ class Peer:
                 token = json.loads(payload)["token"]
                 if (done := self.subscribed.pop(token, None)) is not None:
                     done.set_result(None)
-            elif kind == SUBSCRIBE:
+            elif kind == SUBSCRIBE:  # the node started an instance of a service
                 body = json.loads(payload)
                 if not body.get("ephemeral"):
                     self.services[body["service"]] = (set(body["events"]), set(body["commands"]))
                 self.send_json(SUBSCRIBED, {"token": body["token"]})
+            elif kind == UNSUBSCRIBE:
+                self.services.pop(json.loads(payload)["service"], None)
+            elif kind == RPC:  # dead-letter calls go to every peer: this client holds none
+                body = json.loads(payload)
+                self.send_json(
+                    RPC_RESULT, {"id": body["id"], "ok": True, "result": [] if body["op"] == "dead_letters" else 0}
+                )
             elif kind in (BYE, ERROR):
                 raise ConnectionError(f"the node closed the link: frame {kind} {payload[:200]!r}")
-            # PING, STATE updates, RPC, HANDOFF...: nothing to do for this client
+            # PING; HANDOFF and DEAD_HANDOFF are never sent to a node that does not listen
 
     async def ping_loop(self) -> None:
         while True:  # the node cuts a link silent for 3 heartbeats (3 s by default)
@@ -181,7 +191,8 @@ class Peer:
 
     def route(self, type_: str, kind: str) -> list[str]:
         """An event: every service handling its type; a command or request: the first
-        by name of the services handling it."""
+        by name of the services handling it; among the services the node runs now
+        (this client has no spool to keep a message for a service that is down)."""
         if kind == "event":
             return sorted(s for s, (events, _) in self.services.items() if type_ in events)
         return sorted(s for s, (_, commands) in self.services.items() if type_ in commands)[:1]

@@ -191,8 +191,10 @@ class TcpTransport:
             self._links.registry.withdraw(self.node_id)
         if unacked := await self._outbox.settled(left(0.4)):
             log.info("closing with %d message(s) delivered to peers and not yet acknowledged", unacked)
-        if self._spool.path == ":memory:" and (linked := self._peers.linked()):  # while heartbeats still run
-            await self._handover.give(linked[0], left(0.5))
+        # To a peer that listens (port 0: a foreign client, which keeps no spool), while heartbeats still run.
+        takers = [peer for peer in self._peers.linked() if peer.addr[1]]
+        if self._spool.path == ":memory:" and takers:
+            await self._handover.give(takers[0], left(0.5))
         self.unsent = self._handover.unsent()
         tasks = list(self._tasks)
         for task in tasks:
