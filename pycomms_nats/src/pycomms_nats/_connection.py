@@ -118,8 +118,8 @@ class Link:
         async def error_cb(exc: Exception) -> None:
             if self._client is None:  # still connecting: the ConnectError will say it
                 first_error.append(exc)
-                if isinstance(exc, AuthorizationError) or "authorization violation" in str(exc).lower():
-                    refused.set()  # retrying a refused login until the deadline helps nobody
+                if _refusal(exc):
+                    refused.set()  # retrying a refused login or certificate until the deadline helps nobody
                 log.debug("nats: connecting to %s: %s", self.shown, describe_error(exc))
                 return
             log.warning("nats: connection to %s: %s", self.server, describe_error(exc))
@@ -212,6 +212,15 @@ class Link:
             await _drop_socket(client)
 
 
+def _refusal(exc: BaseException) -> bool:
+    """Whether a connect error will not go away by retrying: a refused login, a
+    certificate that does not verify."""
+    return (
+        isinstance(exc, AuthorizationError | ssl.SSLCertVerificationError)
+        or "authorization violation" in str(exc).lower()
+    )
+
+
 async def _drop_socket(client: Client) -> None:
     """Close the socket of a client whose connect or close was abandoned (nats-py
     leaves it open when its task is cancelled)."""
@@ -224,6 +233,11 @@ async def _drop_socket(client: Client) -> None:
             await transport.wait_closed()
     except STEP_ERRORS as exc:
         log.debug("nats: closing an abandoned socket: %s", describe_error(exc))
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        # a failed TLS handshake leaves the stream's closing future cancelled: it is closed
 
 
 async def _finished(task: asyncio.Future[Any], limit: float) -> bool:
