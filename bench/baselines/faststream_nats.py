@@ -22,6 +22,10 @@ from bench._messages import BenchEvent
 from bench._tracker import Tracker
 from bench.baselines._common import fresh_name, strip_query
 
+PUBLISH_TIMEOUT = 10.0
+"""Seconds to wait for a stream ack (FastStream's default, 0.5 s, fails batches on a busy machine;
+10 s is PyComms' operation_timeout and the nats-py baseline's)."""
+
 
 class FastStreamNatsSession:
     def __init__(self, broker: NatsBroker, stream: str, subject: str, url: str) -> None:
@@ -32,9 +36,11 @@ class FastStreamNatsSession:
 
     async def publish(self, events: Sequence[BenchEvent]) -> None:
         if len(events) == 1:
-            await self._broker.publish(events[0], self._subject, stream=self._stream)
+            await self._broker.publish(events[0], self._subject, stream=self._stream, timeout=PUBLISH_TIMEOUT)
             return
-        await asyncio.gather(*(self._broker.publish(e, self._subject, stream=self._stream) for e in events))
+        await asyncio.gather(
+            *(self._broker.publish(e, self._subject, stream=self._stream, timeout=PUBLISH_TIMEOUT) for e in events)
+        )
 
     async def request(self, seq: int) -> None:
         raise Unsupported("faststream-nats baseline has no request/reply")

@@ -40,7 +40,7 @@ class NatsSession:
 
     async def start(self, concurrency: int) -> None:
         self._nc = await nats.connect(self._url, connect_timeout=5)
-        self._js = self._nc.jetstream()
+        self._js = self._nc.jetstream(timeout=10.0)  # PyComms' operation_timeout
         await self._js.add_stream(
             StreamConfig(
                 name=self._name,
