@@ -96,3 +96,13 @@ def test_a_forked_child_opens_its_own_connection_and_leaves_the_parents_alone(ur
         assert bus.request(WhoAmI(n=2), timeout=30).pid == os.getpid()
         assert [n.id for n in bus.nodes()] == [parent_node]  # the child's node left with it
         assert bus.node.id == parent_node
+
+
+def test_the_demos_blocking_question(redis_url: str) -> None:
+    """What ``pycomms demo`` prints on a cross-process backend. The whole demo over a
+    broker starts three processes, too slow and load-sensitive for this suite;
+    tests/core/test_cli.py runs it over memory://, where this step is skipped."""
+    from pycomms._demo import _ask_blocking, build_service
+
+    with pycomms.sync.connect(redis_url, services=[build_service("pricing")]):
+        assert _ask_blocking(redis_url) == "a mug costs 12.50"

@@ -180,6 +180,9 @@ async def run_demo(url: str | None, *, orders: int = 8, timeout: float = 60.0) -
             print(f"  {name:<14} {monitor.handled[name]} handled")
         print(f"  dead letters   {len(letters)} (billing)")
         print(f"  elapsed        {elapsed:.2f}s")
+        if separate:  # memory:// is one broker per event loop; a blocking bus has a loop of its own
+            answer = await asyncio.to_thread(_ask_blocking, url)
+            print(f"\nthe blocking API (pycomms.sync), as a script or a Django view asks: {answer}")
         await orders_bus.purge("billing")
         await orders_bus.purge("pricing")
         return 0
@@ -194,6 +197,15 @@ async def run_demo(url: str | None, *, orders: int = 8, timeout: float = 60.0) -
                 await asyncio.to_thread(worker.wait, 15)
             except subprocess.TimeoutExpired:
                 worker.kill()
+
+
+def _ask_blocking(url: str) -> str:
+    """What a program with no event loop does: `pycomms.sync`, the blocking twin of the bus."""
+    from . import sync
+
+    with sync.connect(url, name="script") as bus:
+        price = bus.request(GetPrice(sku="mug"), timeout=10.0)
+    return f"a mug costs {price.cents / 100:.2f}"
 
 
 def _fresh_namespace(url: str) -> str:
