@@ -77,18 +77,25 @@ class ClientRun:
         return self
 
 
-def _env(url: str, namespace: str) -> dict[str, str]:
-    return {**os.environ, "INTEROP_URL": url, "INTEROP_NAMESPACE": namespace}
+def _env(url: str, namespace: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    return {**os.environ, "INTEROP_URL": url, "INTEROP_NAMESPACE": namespace, **(extra or {})}
 
 
 def run_client(
-    language: str, backend: str, url: str, namespace: str, *args: str, timeout: float = CLIENT_TIMEOUT
+    language: str,
+    backend: str,
+    url: str,
+    namespace: str,
+    *args: str,
+    timeout: float = CLIENT_TIMEOUT,
+    env: dict[str, str] | None = None,
 ) -> ClientRun:
-    """Run one client to its end (killed after ``timeout``) and return what it printed."""
+    """Run one client to its end (killed after ``timeout``) and return what it printed;
+    ``env``: more environment variables for it."""
     command = [*client_command(language, backend), *args]
     try:
         done = subprocess.run(
-            command, env=_env(url, namespace), capture_output=True, text=True, timeout=timeout, check=False
+            command, env=_env(url, namespace, env), capture_output=True, text=True, timeout=timeout, check=False
         )
     except subprocess.TimeoutExpired as exc:
         err = exc.stderr.decode() if isinstance(exc.stderr, bytes) else exc.stderr or ""
@@ -100,10 +107,12 @@ def run_client(
 class BackgroundClient:
     """A client left running (a consumer), with its stdout read line by line."""
 
-    def __init__(self, language: str, backend: str, url: str, namespace: str, *args: str) -> None:
+    def __init__(
+        self, language: str, backend: str, url: str, namespace: str, *args: str, env: dict[str, str] | None = None
+    ) -> None:
         self.args = [*client_command(language, backend), *args]
         self.proc = subprocess.Popen(
-            self.args, env=_env(url, namespace), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            self.args, env=_env(url, namespace, env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
 
     def next_line(self, timeout: float = CLIENT_TIMEOUT) -> dict[str, Any]:

@@ -22,8 +22,9 @@ from aio_pika.abc import AbstractChannel, AbstractConnection
 from aiormq.abc import AbstractChannel as RawChannel
 from aiormq.abc import DeliveredMessage
 
-from pycomms.spi import DeadLetter, Subscription, peek_type, stop_tasks
+from pycomms.spi import STRUCTURED_CONTENT_TYPE, DeadLetter, EnvelopeError, Subscription, peek_type, stop_tasks
 
+from ._binary import binary_attributes, structured
 from ._connection import CLOSE_TIMEOUT, close_quietly, open_channel
 from ._errors import QUIET_ERRORS, SETTLE_ERRORS, describe
 from ._link import Link
@@ -114,11 +115,14 @@ class AmqpDelivery:
 class AmqpReceiver:
     """The `Receiver` of one subscription on one bus."""
 
-    def __init__(self, link: Link, topology: Topology, subscription: Subscription, options: AmqpOptions) -> None:
+    def __init__(
+        self, link: Link, topology: Topology, subscription: Subscription, options: AmqpOptions, max_size: int
+    ) -> None:
         self.link = link
         self.topology = topology
         self.subscription = subscription
         self._options = options
+        self._max_size = max_size
         names = topology.names
         self._event_queue = names.service_queue(subscription.service) if subscription.events else None
         self._command_queues = sorted(names.command_queue(t) for t in subscription.commands)
@@ -207,6 +211,15 @@ class AmqpReceiver:
             if quorum and delivered >= limit:
                 self._spawn(self._over_limit(delivery, delivered))
                 return
+            content_type = message.header.properties.content_type
+            if content_type != STRUCTURED_CONTENT_TYPE and headers:  # PyComms' own: one comparison
+                attributes = binary_attributes(headers, content_type)
+                if attributes is not None:
+                    try:
+                        delivery.data = structured(attributes, delivery.data, self._max_size)
+                    except EnvelopeError as exc:
+                        self._spawn(self._refuse_binary(delivery, attributes, exc))
+                        return
             self._buffer.append(delivery)
             self._wakeup.set()
 
@@ -220,6 +233,20 @@ class AmqpReceiver:
             reason="failed",
             error=f"delivered {delivered} times without being settled (delivery_limit={self._options.delivery_limit}); "
             "its consumers probably crashed while handling it",
+            attempts=delivery.attempt,
+            failed_at=time.time(),
+            envelope=delivery.data,
+        )
+        log.warning("dead letter: service=%s id=%s: %s", letter.service, letter.id, letter.error)
+        await delivery.dead_letter(letter)
+
+    async def _refuse_binary(self, delivery: AmqpDelivery, attributes: dict[str, str], exc: EnvelopeError) -> None:
+        letter = DeadLetter(
+            id=attributes.get("id") or delivery._message_id or "?",
+            type=attributes.get("type") or "?",
+            service=self.subscription.service,
+            reason=exc.reason,
+            error=f"binary-mode CloudEvent (attributes in ce- headers): {exc.detail}",
             attempts=delivery.attempt,
             failed_at=time.time(),
             envelope=delivery.data,

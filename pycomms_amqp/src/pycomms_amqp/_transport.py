@@ -138,7 +138,7 @@ class AmqpTransport:
         """Declare the subscription's queues and bindings and consume them on a channel
         of its own, within ``connect_timeout`` (part of connecting); raise `ConnectError`."""
         link, topology = self._parts()
-        receiver = AmqpReceiver(link, topology, subscription, self.options)
+        receiver = AmqpReceiver(link, topology, subscription, self.options, self._config.max_message_size)
         self._receivers.append(receiver)
         what = f"amqp: subscribing service {subscription.service!r} on {link.where}"
         try:

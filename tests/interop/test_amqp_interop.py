@@ -1,0 +1,179 @@
+"""Foreign programs on amqp://: the Node.js (amqplib + npm cloudevents) and Python
+(aio-pika + PyPI cloudevents, no PyComms) clients of examples/interop, written from
+docs/interop/amqp.md, against a real ``pycomms run`` worker on RabbitMQ: the CloudEvents
+SDKs both ways, structured mode and binary mode (``ce-`` headers)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from urllib.parse import urlsplit
+
+import pytest
+from interop_support import (
+    LANGUAGES,
+    BackgroundClient,
+    Worker,
+    check_dead_letters,
+    run_client,
+    with_option,
+)
+from interop_worker import Announce
+from shared_services import AMQP_URL, delete_amqp_namespaces
+
+import pycomms
+import pycomms.sync
+from pycomms.sync import Bus as SyncBus
+from pycomms.testing import require_reachable, unavailable
+
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+@pytest.fixture(autouse=True)
+def _rabbitmq() -> None:
+    require_reachable(AMQP_URL, 5672)
+    if shutil.which("rabbitmqctl") is None or (urlsplit(AMQP_URL).port or 5672) != 5672:
+        unavailable("these tests look at the broker with the local rabbitmqctl (the local default node only)")
+
+
+def bus_url(namespace: str, queue_type: str = "classic") -> str:
+    return with_option(with_option(AMQP_URL, "namespace", namespace), "queue_type", queue_type)
+
+
+def rabbitmqctl(*args: str) -> list[list[str]]:
+    """The rows ``rabbitmqctl list_...`` prints (about 2 s a call: used sparingly)."""
+    listing = subprocess.run(
+        ["rabbitmqctl", *args[:1], "-q", "--no-table-headers", *args[1:]],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return [line.split("\t") for line in listing.stdout.splitlines() if line.strip()]
+
+
+def bindings() -> dict[str, list[tuple[str, str]]]:
+    """exchange -> (destination, routing key) of each of its bindings."""
+    found: dict[str, list[tuple[str, str]]] = {}
+    for row in rabbitmqctl("list_bindings", "source_name", "destination_name", "routing_key"):
+        if len(row) == 3:
+            found.setdefault(row[0], []).append((row[1], row[2]))
+    return found
+
+
+@pytest.fixture
+def controller(namespace: str) -> Iterator[SyncBus]:
+    """The test's own bus on the namespace (to trigger notices, read dead letters);
+    drops the namespace at the end and checks that no queue of it is left."""
+    bus = pycomms.sync.connect(bus_url(namespace))
+    yield bus
+    bus.drop_namespace(force=True)
+    left = [row[0] for row in rabbitmqctl("list_queues", "name") if row[0].startswith(f"pycomms.{namespace}.")]
+    if left:
+        delete_amqp_namespaces([namespace])
+    assert left == [], f"left behind after the namespace drop: {left}"
+
+
+def dead_letters(bus: SyncBus, count: int, timeout: float = 30.0) -> list[pycomms.DeadLetter]:
+    """The worker's dead letters once there are at least ``count`` (or at the timeout)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = bus.dead_letters("interop")
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_foreign_events_commands_requests_and_bad_input(
+    language: str, namespace: str, controller: SyncBus, start_worker: Callable[[str], Worker]
+) -> None:
+    env = {"INTEROP_QUEUE_TYPE": "classic"}
+    worker = start_worker(bus_url(namespace))
+    try:
+
+        def client(*args: str) -> list[dict[str, object]]:
+            return run_client(language, "amqp", AMQP_URL, namespace, *args, env=env).check().lines
+
+        # a burst of 300 events, each handled exactly once, its extension a header
+        assert client("publish", "300") == [{"published": 300}]
+        handled = worker.wait_for("order_placed", 300)
+        assert sorted(r["data"]["order_id"] for r in handled) == list(range(300))
+        assert len({r["id"] for r in handled}) == 300
+        assert all(r["headers"] == {"traceparent": TRACEPARENT} and r["attempt"] == 1 for r in handled)
+
+        client("send", "7")
+        assert [r["data"] for r in worker.wait_for("ship", 1)] == [{"order_id": 7, "carrier": "post"}]
+
+        reply = client("request", "mug", "3")
+        assert [(r["type"], r["kind"], r["data"], r["pycommserror"]) for r in reply] == [
+            ("interop.quote", "reply", {"sku": "mug", "qty": 3, "cents": 750}, None)
+        ]
+        error = client("request", "nope", "1")
+        assert (error[0]["type"], error[0]["pycommserror"], error[0]["data"]) == (
+            "pycomms.error",
+            "rejected",
+            {"error": "no price for 'nope'"},
+        )
+
+        # bad input is dead-lettered with its reason while the good event after it flows
+        assert [line.get("bad") for line in client("bad")] == ["not json", "numeric time", "invalid data", None]
+        assert [r["data"]["order_id"] for r in worker.wait_for("order_placed", 301)][300:] == [1000]
+        check_dead_letters(dead_letters(controller, 4))
+
+        # binary mode (ce- headers): read like structured mode; one without its kind refused
+        assert client("binary") == [{"published": 3}]
+        binary = worker.wait_for("order_placed", 2, where=lambda r: r["data"]["order_id"] >= 2000)
+        assert sorted(r["data"]["order_id"] for r in binary) == [2000, 2001]
+        letters = dead_letters(controller, 5)
+        (kindless,) = [d for d in letters if d.reason == "malformed" and "binary" in d.error]
+        assert "'kind'" in kindless.error
+        assert kindless.type == "interop.order_placed"
+
+        # exactly once: nothing more arrived while the rest ran
+        assert len(worker.records("order_placed")) == 303
+        # the requesters' reply queues went with their connections
+        replies = bindings().get(f"pycomms.{namespace}.replies", [])
+        assert len(replies) == 2  # the worker's and the controller's
+        assert controller.node.id in {key for _, key in replies}
+    finally:
+        worker.stop()
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_pycomms_events_to_a_durable_subscriber_and_an_observer(
+    language: str, namespace: str, controller: SyncBus, start_worker: Callable[[str], Worker]
+) -> None:
+    worker = start_worker(bus_url(namespace))
+    events = f"pycomms.{namespace}.events"
+    try:
+        sub = BackgroundClient(language, "amqp", AMQP_URL, namespace, "subscribe", "audit", "3")
+        assert sub.next_line() == {"ready": True}
+        controller.send(Announce(count=3, text="first"))
+        first = sub.finish().check().lines
+        assert [(e["type"], e["kind"], e["data"]) for e in first] == [
+            ("interop.notice", "event", {"seq": n, "text": "first"}) for n in range(3)
+        ]
+
+        # published while the subscriber is down: kept in its queue, and PyComms' own
+        # service got its own copy of all five
+        controller.send(Announce(count=2, text="while down"))
+        assert len(worker.wait_for("notice", 5)) == 5
+        again = run_client(language, "amqp", AMQP_URL, namespace, "subscribe", "audit", "2").check().lines
+        assert [e["data"] for e in again if "data" in e] == [{"seq": n, "text": "while down"} for n in range(2)]
+
+        run_client(language, "amqp", AMQP_URL, namespace, "unsubscribe", "audit").check()
+
+        # a passing observer sees what is published while it runs, and leaves nothing
+        observer = BackgroundClient(language, "amqp", AMQP_URL, namespace, "observe", "4")
+        assert observer.next_line() == {"ready": True}
+        controller.send(Announce(count=4, text="watched"))
+        seen = observer.finish().check().lines
+        assert [e["data"] for e in seen] == [{"seq": n, "text": "watched"} for n in range(4)]
+        # neither the subscriber's queue nor the observer's is bound any more: both are gone
+        svc = f"pycomms.{namespace}.svc.interop"
+        assert [dest for dest, key in bindings()[events] if key == "interop.notice"] == [svc]
+    finally:
+        worker.stop()
