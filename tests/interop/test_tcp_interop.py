@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from interop_support import Worker, run_client, with_option
+from interop_support import BackgroundClient, Worker, run_client, with_option
 
 import pycomms
 
@@ -35,11 +35,19 @@ def test_tcp_interop(language: str, namespace: str, start_worker: Any, private_r
     url = with_option("tcp://", "namespace", namespace)
     worker: Worker = start_worker(url)
     try:
-        # foreign -> PyComms, bad input first, then the good traffic.
-        assert run_client(language, "tcp", "tcp://", namespace, "bad").check().lines == [{"bad": 2}]
-        run_client(language, "tcp", "tcp://", namespace, "publish", str(BURST)).check()
-        run_client(language, "tcp", "tcp://", namespace, "send", "7", "ups").check()
-        quote = run_client(language, "tcp", "tcp://", namespace, "request", "mug", "3").check().lines
+        # foreign -> PyComms.
+        runs = [  # independent programs at once: the bad input arrives among the good traffic
+            BackgroundClient(language, "tcp", "tcp://", namespace, *args)
+            for args in (
+                ("bad",),
+                ("publish", str(BURST)),
+                ("send", "7", "ups"),
+                ("request", "mug", "3"),
+                ("request", "nope", "1"),
+            )
+        ]
+        bad, _, _, quote, refused = (run.finish().check().lines for run in runs)
+        assert bad == [{"bad": 2}]
         assert quote == [
             {
                 "type": "interop.quote",
@@ -48,7 +56,6 @@ def test_tcp_interop(language: str, namespace: str, start_worker: Any, private_r
                 "pycommserror": None,
             }
         ]
-        refused = run_client(language, "tcp", "tcp://", namespace, "request", "nope", "1").check().lines
         assert refused == [
             {
                 "type": "pycomms.error",

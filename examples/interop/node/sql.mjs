@@ -1,8 +1,9 @@
-// A Node.js program that talks to a PyComms worker through its PostgreSQL tables, with
-// the `pg` driver and the CloudEvents SDK (npm `cloudevents`, structured mode). Written
-// from docs/interop/sql.md alone; it does not need PyComms.
+// A Node.js program that talks to a PyComms worker through its tables on PostgreSQL (the
+// `pg` driver) or MariaDB/MySQL (`mysql2`), with the CloudEvents SDK (npm `cloudevents`,
+// structured mode). Written from docs/interop/sql.md alone; it does not need PyComms.
 //
 //   INTEROP_URL=postgresql://postgres@127.0.0.1:5432/test INTEROP_NAMESPACE=ns node sql.mjs ACTION ARGS...
+//   INTEROP_URL=mysql://root@127.0.0.1:3306/test INTEROP_NAMESPACE=ns node sql.mjs ACTION ARGS...
 //
 // Actions (each prints JSON lines on stdout):
 //   publish COUNT            COUNT interop.order_placed events (order_id 0..COUNT-1)
@@ -19,6 +20,7 @@ import { createHash, randomBytes, randomUUID } from "node:crypto";
 import { hostname } from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
 import { CloudEvent, HTTP } from "cloudevents";
+import mysql from "mysql2/promise";
 import pg from "pg";
 
 const SOURCE = "/interop/node-sql";
@@ -26,9 +28,29 @@ const DEADLINE_MS = 30_000;
 
 const url = process.env.INTEROP_URL;
 const namespace = process.env.INTEROP_NAMESPACE;
-if (!url?.startsWith("postgres") || !namespace) {
-  console.error("set INTEROP_URL=postgresql://... and INTEROP_NAMESPACE (this client speaks PostgreSQL only)");
+const engine = url?.startsWith("postgres") ? "postgresql" : url?.match(/^(mysql|mariadb):/) ? "mysql" : null;
+if (!engine || !namespace) {
+  console.error("set INTEROP_URL=postgresql://... or mysql://... and INTEROP_NAMESPACE");
   process.exit(2);
+}
+
+// One connection; SQL written with $1, $2... (PostgreSQL) is sent with ? to MariaDB.
+// query() returns the rows.
+async function openDb() {
+  if (engine === "postgresql") {
+    const client = new pg.Client({ connectionString: url });
+    await client.connect();
+    return { query: async (sql, params = []) => (await client.query(sql, params)).rows, end: () => client.end() };
+  }
+  const conn = await mysql.createConnection(url.replace(/^mariadb:/, "mysql:"));
+  return {
+    query: async (sql, params = []) => {
+      const order = [...sql.matchAll(/\$(\d+)/g)].map((m) => Number(m[1]) - 1);
+      const [rows] = await conn.query(sql.replace(/\$\d+/g, "?"), order.map((i) => params[i]));
+      return Array.isArray(rows) ? rows : [];
+    },
+    end: () => conn.end(),
+  };
 }
 
 // The tables of the namespace: pycomms_<namespace>_<table>.
@@ -65,14 +87,17 @@ const decode = (bytes) =>
 const now = () => Date.now() / 1000; // UNIX seconds, a double
 
 // An event: one row per service subscribed to its type.
+// PostgreSQL needs the casts: the parameters sit in a SELECT list.
+const insertEvent =
+  engine === "postgresql"
+    ? `INSERT INTO ${T.messages} (queue, msg_id, data, attempt, available_at, created_at)
+       SELECT service, $1::varchar, $2::bytea, 1, $3::double precision, $3::double precision
+       FROM ${T.subscriptions} WHERE type = $4 AND kind = 'event'`
+    : `INSERT INTO ${T.messages} (queue, msg_id, data, attempt, available_at, created_at)
+       SELECT service, $1, $2, 1, $3, $3 FROM ${T.subscriptions} WHERE type = $4 AND kind = 'event'`;
+
 async function publish(db, event) {
-  const t = now();
-  await db.query(
-    `INSERT INTO ${T.messages} (queue, msg_id, data, attempt, available_at, created_at)
-     SELECT service, $1::varchar, $2::bytea, 1, $3::double precision, $3::double precision
-     FROM ${T.subscriptions} WHERE type = $4 AND kind = 'event'`,
-    [event.id, encode(event), t, event.type],
-  );
+  await db.query(insertEvent, [event.id, encode(event), now(), event.type]);
 }
 
 // A command or request: one row in the queue of its routed service, or "@<type>" until one starts.
@@ -80,40 +105,53 @@ async function send(db, event) {
   const t = now();
   await db.query(
     `INSERT INTO ${T.messages} (queue, msg_id, data, attempt, available_at, created_at)
-     VALUES (COALESCE((SELECT service FROM ${T.routes} WHERE type = $1::varchar), '@' || $1::varchar), $2, $3, 1, $4, $4)`,
+     VALUES (COALESCE((SELECT service FROM ${T.routes} WHERE type = $1), ${engine === "postgresql" ? "'@' || $1::varchar" : "CONCAT('@', $1)"}), $2, $3, 1, $4, $4)`,
     [event.type, event.id, encode(event), t],
   );
 }
 
 async function request(db, sku, qty) {
   const me = `js-${randomBytes(8).toString("hex")}`;
-  const listener = new pg.Client({ connectionString: url });
-  await listener.connect();
   let wake = () => {};
-  listener.on("notification", (n) => n.payload === `#${me}` && wake());
-  await listener.query(`LISTEN "${channel}"`);
+  let listener = null;
+  if (engine === "postgresql") { // woken by NOTIFY "#<me>"; MariaDB: a poll every 20 ms
+    listener = new pg.Client({ connectionString: url });
+    await listener.connect();
+    listener.on("notification", (n) => n.payload === `#${me}` && wake());
+    await listener.query(`LISTEN "${channel}"`);
+  }
   try {
     const ask = newEvent("interop.get_quote", "request", { sku, qty }, { replyto: me });
     await send(db, ask);
     const deadline = Date.now() + DEADLINE_MS;
     while (Date.now() < deadline) {
-      const { rows } = await db.query(`DELETE FROM ${T.replies} WHERE node = $1 RETURNING id, data`, [me]);
-      for (const row of rows.sort((a, b) => Number(a.id) - Number(b.id))) {
+      const rows = await takeReplies(db, me);
+      for (const row of rows) {
         const reply = decode(row.data);
         if (reply.causationid === ask.id) {
           return { type: reply.type, kind: reply.kind, data: reply.data, pycommserror: reply.pycommserror ?? null };
         }
       }
-      // Woken by NOTIFY "#<me>"; the timeout is a safety net.
       await new Promise((resolve) => {
         wake = resolve;
-        setTimeout(resolve, 500);
+        setTimeout(resolve, listener ? 500 : 20); // with LISTEN, a safety net
       });
     }
     throw new Error(`no reply to request ${ask.id} within ${DEADLINE_MS} ms`);
   } finally {
-    await listener.end();
+    await listener?.end();
   }
+}
+
+// Take (and delete) the replies stored for node `me`, oldest first.
+async function takeReplies(db, me) {
+  if (engine === "postgresql") {
+    const rows = await db.query(`DELETE FROM ${T.replies} WHERE node = $1 RETURNING id, data`, [me]);
+    return rows.sort((a, b) => Number(a.id) - Number(b.id));
+  }
+  const rows = await db.query(`SELECT id, data FROM ${T.replies} WHERE node = $1 ORDER BY id`, [me]);
+  if (rows.length) await db.query(`DELETE FROM ${T.replies} WHERE id IN (${rows.map((r) => Number(r.id)).join(", ")})`);
+  return rows;
 }
 
 async function bad(db) {
@@ -121,27 +159,19 @@ async function bad(db) {
   // Hand-written (the SDK would refuse it): a numeric time is not RFC 3339.
   const id = randomUUID().replaceAll("-", "");
   const raw = { specversion: "1.0", id, source: SOURCE, type: "interop.order_placed", kind: "event", time: 1721400000.25, data: { order_id: 1, total: 1 } };
-  const t = now();
-  await db.query(
-    `INSERT INTO ${T.messages} (queue, msg_id, data, attempt, available_at, created_at)
-     SELECT service, $1::varchar, $2::bytea, 1, $3::double precision, $3::double precision
-     FROM ${T.subscriptions} WHERE type = 'interop.order_placed' AND kind = 'event'`,
-    [id, Buffer.from(JSON.stringify(raw)), t],
-  );
+  await db.query(insertEvent, [id, Buffer.from(JSON.stringify(raw)), now(), raw.type]);
 }
 
 async function subscribe(db, service) {
-  await db.query(
-    `INSERT INTO ${T.subscriptions} (type, service, kind) VALUES ('interop.notice', $1, 'event')
-     ON CONFLICT DO NOTHING`,
-    [service],
-  );
+  const ignore = engine === "postgresql" ? ["INSERT", "ON CONFLICT DO NOTHING"] : ["INSERT IGNORE", ""];
+  await db.query(`${ignore[0]} INTO ${T.subscriptions} (type, service, kind) VALUES ('interop.notice', $1, 'event') ${ignore[1]}`, [service]);
 }
 
 // Lease up to 50 rows of the queue for 30 s; a row leased before (its lease expired) is a new attempt.
 async function claim(db, service, token) {
   const t = now();
-  const { rows } = await db.query(
+  if (engine === "mysql") return claimMysql(db, service, token, t);
+  const rows = await db.query(
     `WITH picked AS (
        SELECT id FROM ${T.messages} WHERE queue = $1 AND available_at <= $2
        ORDER BY available_at, id LIMIT 50 FOR UPDATE SKIP LOCKED)
@@ -153,6 +183,31 @@ async function claim(db, service, token) {
     [service, t, token, t + 30],
   );
   return rows.sort((a, b) => Number(a.id) - Number(b.id));
+}
+
+// MariaDB has no UPDATE ... RETURNING: lock with SKIP LOCKED, then lease, in one transaction.
+async function claimMysql(db, service, token, t) {
+  await db.query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED");
+  await db.query("BEGIN");
+  try {
+    const rows = await db.query(
+      `SELECT id, data, attempt, lease_token FROM ${T.messages} WHERE queue = $1 AND available_at <= $2
+       ORDER BY available_at, id LIMIT 50 FOR UPDATE SKIP LOCKED`,
+      [service, t],
+    );
+    if (rows.length) {
+      await db.query(
+        `UPDATE ${T.messages} SET attempt = attempt + CASE WHEN lease_token IS NULL THEN 0 ELSE 1 END,
+         lease_token = $1, available_at = $2 WHERE id IN (${rows.map((r) => Number(r.id)).join(", ")})`,
+        [token, t + 30],
+      );
+    }
+    await db.query("COMMIT");
+    return rows.map((r) => ({ id: r.id, data: r.data, attempt: r.attempt + (r.lease_token === null ? 0 : 1) }));
+  } catch (err) {
+    await db.query("ROLLBACK");
+    throw err;
+  }
 }
 
 async function consume(db, service, count, keepalive) {
@@ -203,8 +258,7 @@ async function observe(db, count, text) {
 }
 
 const [action, ...args] = process.argv.slice(2);
-const db = new pg.Client({ connectionString: url });
-await db.connect();
+const db = await openDb();
 try {
   switch (action) {
     case "publish":
