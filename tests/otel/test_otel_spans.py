@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import Collector
 from opentelemetry import baggage, context, metrics, trace
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind, StatusCode
 from otel_messages import Charge, GetPrice, OrderPlaced, Price
 
@@ -221,7 +222,7 @@ def test_a_failed_request_marks_the_client_span(collector: Collector) -> None:
     assert (request.attributes or {})["error.type"] == "pycomms._errors.RequestTimeout"
 
 
-def test_uninstrument_stops_recording_and_a_no_op_provider_wraps_nothing() -> None:
+def test_no_op_or_unset_providers_and_uninstrument_wrap_nothing() -> None:
     instrumentor = PyCommsInstrumentor()
     shop = Service("shop")
 
@@ -240,6 +241,20 @@ def test_uninstrument_stops_recording_and_a_no_op_provider_wraps_nothing() -> No
     finally:
         instrumentor.uninstrument()
     assert run_strict(wrapped, 10) is False
+    # the global providers while no SDK is set up (the API's proxies): nothing to record either
+    assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    instrumentor.instrument()
+    try:
+        assert run_strict(wrapped, 10) is False
+    finally:
+        instrumentor.uninstrument()
+    collector_provider = TracerProvider()
+    instrumentor.instrument(tracer_provider=collector_provider)
+    try:
+        assert run_strict(wrapped, 10) is True
+    finally:
+        instrumentor.uninstrument()
+        collector_provider.shutdown()
 
 
 def test_uninstrument_stops_recording_on_an_open_bus(collector: Collector) -> None:

@@ -24,7 +24,6 @@ from ._telemetry import (
     DEAD_LETTER_REASON,
     DESTINATION,
     ERROR_TYPE,
-    KIND,
     MESSAGE_ID,
     OPERATION_NAME,
     OPERATION_TYPE,
@@ -38,28 +37,32 @@ from ._telemetry import (
 def handler_middleware(t: Telemetry, service: Service, system: str) -> Middleware:
     """Wraps every handler of ``service``."""
     retry = service.retry
-    group_attrs = {SYSTEM: system, CONSUMER_GROUP: service.name}
-    per_type: dict[str, tuple[str, SpanKind, dict[str, Any]]] = {}
+    group = {SYSTEM: system, CONSUMER_GROUP: service.name}
+    active = t.active.cell(group)
+    per_type: dict[str, tuple[str, SpanKind, dict[str, Any], list[int]]] = {}
     tracer, extract, attach, detach = t.tracer, propagate.extract, otel_context.attach, otel_context.detach
+    record = t.process_duration.record
 
-    def facts(message: Message) -> tuple[str, SpanKind, dict[str, Any]]:
+    def facts(message: Message) -> tuple[str, SpanKind, dict[str, Any], list[int]]:
+        """Span name and kind, metric attributes, consumed cell: once per type."""
         name = message.type_name
         found = per_type.get(name)
         if found is None:
             kind = SpanKind.SERVER if message.kind == "request" else SpanKind.CONSUMER
-            attrs = {**group_attrs, OPERATION_NAME: "process", OPERATION_TYPE: "process", DESTINATION: name}
-            found = per_type[name] = (f"process {name}", kind, {**attrs, KIND: message.kind})
+            metric = {**group, OPERATION_NAME: "process", OPERATION_TYPE: "process", DESTINATION: name}
+            found = per_type[name] = (f"process {name}", kind, metric, t.consumed.cell(metric))
         return found
 
     def wrap(handler: Handler) -> Handler:
         async def handle(message: Message, ctx: Context) -> Any:
             if not t.on:
                 return await handler(message, ctx)
-            name, kind, metric_attrs = facts(message)
-            attrs = {**metric_attrs, MESSAGE_ID: ctx.message_id, ATTEMPT: ctx.attempt}
+            name, kind, metric, consumed = facts(message)
+            attrs = {**metric, MESSAGE_ID: ctx.message_id, ATTEMPT: ctx.attempt}
             if ctx.correlation_id:
                 attrs[CONVERSATION_ID] = ctx.correlation_id
-            t.active.add(1, group_attrs)
+            active[0] += 1
+            consumed[0] += 1
             start = time.perf_counter()
             token = attach(extract(ctx.headers))  # the producer's span and baggage
             try:
@@ -71,15 +74,13 @@ def handler_middleware(t: Telemetry, service: Service, system: str) -> Middlewar
                     except BaseException as exc:
                         failure = error_type(exc)
                         if isinstance(exc, Exception):
-                            _failed(t, span, exc, ctx.attempt, retry.max_attempts, retry.base_delay, metric_attrs)
-                        t.process_duration.record(time.perf_counter() - start, {**metric_attrs, ERROR_TYPE: failure})
-                        t.consumed.add(1, metric_attrs)
+                            _failed(t, span, exc, ctx.attempt, retry.max_attempts, retry.base_delay, metric)
+                        record(time.perf_counter() - start, {**metric, ERROR_TYPE: failure})
                         raise
             finally:
                 detach(token)
-                t.active.add(-1, group_attrs)
-            t.process_duration.record(time.perf_counter() - start, metric_attrs)
-            t.consumed.add(1, metric_attrs)
+                active[0] -= 1
+            record(time.perf_counter() - start, metric)
             return result
 
         return handle

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from opentelemetry import metrics, trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
 from . import _state
@@ -17,9 +16,10 @@ class PyCommsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     hooks when they are built), by the OpenTelemetry messaging conventions.
 
     ``instrument(tracer_provider=None, meter_provider=None)``: the global providers
-    unless given. With no-op providers (`trace.NoOpTracerProvider` and
-    `metrics.NoOpMeterProvider`) nothing is wrapped at all. ``uninstrument()`` stops
-    recording at once, also on buses already open (their wrappers then pass through).
+    unless given. A bus built while both providers are no-op ones
+    (`trace.NoOpTracerProvider`, `metrics.NoOpMeterProvider`), or the API's proxies
+    with no SDK set up yet, is not wrapped at all. ``uninstrument()`` stops recording
+    at once, also on buses already open (their wrappers then pass through).
     Registered under the ``opentelemetry_instrumentor`` entry point, so
     ``opentelemetry-instrument python app.py`` instruments PyComms too.
     """
@@ -28,10 +28,7 @@ class PyCommsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         return ("pycomms-core >= 0.1.0",)
 
     def _instrument(self, **kwargs: Any) -> None:
-        tracer_provider = kwargs.get("tracer_provider") or trace.get_tracer_provider()
-        meter_provider = kwargs.get("meter_provider") or metrics.get_meter_provider()
-        telemetry = Telemetry(tracer_provider, meter_provider)
-        _state.current[:] = [telemetry] if telemetry.recording else []
+        _state.current[:] = [Telemetry(kwargs.get("tracer_provider"), kwargs.get("meter_provider"))]
 
     def _uninstrument(self, **kwargs: Any) -> None:
         for telemetry in _state.current:

@@ -21,7 +21,6 @@ from ._telemetry import (
     CONVERSATION_ID,
     DESTINATION,
     ERROR_TYPE,
-    KIND,
     OPERATION_NAME,
     OPERATION_TYPE,
     SETTER,
@@ -29,7 +28,7 @@ from ._telemetry import (
     Telemetry,
 )
 
-_VERB = {"event": "publish", "command": "send"}
+_VERB = {"event": "publish", "command": "send", "request": "request"}
 
 
 def error_type(exc: BaseException) -> str:
@@ -38,10 +37,41 @@ def error_type(exc: BaseException) -> str:
     return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
 
 
+class _Operations:
+    """Per (kind, destination): the span name, the span's and the metrics' attributes
+    and the sent-messages cell, made once (the attributes are the same every time)."""
+
+    def __init__(self, t: Telemetry, node: NodeInfo, system: str) -> None:
+        self._t = t
+        self._system = system
+        self._node = node.id
+        self._known: dict[
+            tuple[str, str | None, str | None], tuple[str, dict[str, Any], dict[str, Any], list[int]]
+        ] = {}
+
+    def get(
+        self, kind: str, destination: str | None, error: str | None = None
+    ) -> tuple[str, dict[str, Any], dict[str, Any], list[int]]:
+        key = (kind, destination, error)
+        found = self._known.get(key)
+        if found is None:
+            verb = _VERB.get(kind, kind)
+            metric = {SYSTEM: self._system, OPERATION_NAME: verb, OPERATION_TYPE: "send"}
+            if destination is not None:
+                metric[DESTINATION] = destination
+            if error is not None:
+                metric[ERROR_TYPE] = error
+            name = f"{verb} {destination}" if destination else verb
+            found = (name, {**metric, CLIENT_ID: self._node}, metric, self._t.sent.cell(metric))
+            self._known[key] = found
+        return found
+
+
 def emit_middleware(t: Telemetry, node: NodeInfo, system: str) -> EmitMiddleware:
     """Wraps a bus's emit: one span per call around the hand-over to the backend."""
-    base = {SYSTEM: system, CLIENT_ID: node.id}
-    tracer, setter, inject = t.tracer, SETTER, propagate.inject
+    operations = _Operations(t, node, system)
+    tracer, setter, inject, record = t.tracer, SETTER, propagate.inject, t.operation_duration.record
+    producer = SpanKind.PRODUCER
 
     def wrap(inner: Any) -> Any:
         async def emit(
@@ -57,29 +87,34 @@ def emit_middleware(t: Telemetry, node: NodeInfo, system: str) -> EmitMiddleware
             if not t.on:
                 return await inner(kind, messages, key, headers, correlation_id, causation_id, connection)  # type: ignore[no-any-return]
             batch = messages if isinstance(messages, tuple | list) else tuple(messages)
-            types = {m.type_name for m in batch}
-            verb = _VERB.get(kind, kind)
-            attrs: dict[str, Any] = {**base, OPERATION_NAME: verb, OPERATION_TYPE: "send", KIND: kind}
-            destination = next(iter(types)) if len(types) == 1 else None
-            if destination is not None:
-                attrs[DESTINATION] = destination
-            if len(batch) > 1:
-                attrs[BATCH_COUNT] = len(batch)
-            if correlation_id:
-                attrs[CONVERSATION_ID] = correlation_id
-            name = f"{verb} {destination}" if destination else verb
+            if not batch:
+                return await inner(kind, batch, key, headers, correlation_id, causation_id, connection)  # type: ignore[no-any-return]
+            destination: str | None = batch[0].type_name
+            if len(batch) > 1 and any(m.type_name != destination for m in batch):
+                destination = None
+            name, attrs, metric, sent = operations.get(kind, destination)
+            if len(batch) > 1 or correlation_id:
+                attrs = dict(attrs)
+                if len(batch) > 1:
+                    attrs[BATCH_COUNT] = len(batch)
+                if correlation_id:
+                    attrs[CONVERSATION_ID] = correlation_id
             start = time.perf_counter()
             with tracer.start_as_current_span(
-                name, kind=SpanKind.PRODUCER, attributes=attrs, record_exception=False, set_status_on_exception=False
+                name, kind=producer, attributes=attrs, record_exception=False, set_status_on_exception=False
             ) as span:
                 carried = dict(headers) if headers else {}
                 inject(carried, setter=setter)
                 try:
                     await inner(kind, batch, key, carried, correlation_id, causation_id, connection)
                 except BaseException as exc:
-                    failed(t, span, exc, attrs, start, len(batch))
+                    failure = _failed(span, exc)
+                    _, _, metric, sent = operations.get(kind, destination, failure)
+                    sent[0] += len(batch)
+                    record(time.perf_counter() - start, metric)
                     raise
-            record(t, attrs, start, len(batch))
+            sent[0] += len(batch)
+            record(time.perf_counter() - start, metric)
             return None
 
         return emit
@@ -89,8 +124,8 @@ def emit_middleware(t: Telemetry, node: NodeInfo, system: str) -> EmitMiddleware
 
 def ask_middleware(t: Telemetry, node: NodeInfo, system: str) -> AskMiddleware:
     """Wraps a bus's ask: a CLIENT span from the request to its reply (or failure)."""
-    base = {SYSTEM: system, CLIENT_ID: node.id, OPERATION_NAME: "request", OPERATION_TYPE: "send", KIND: "request"}
-    tracer, setter, inject = t.tracer, SETTER, propagate.inject
+    operations = _Operations(t, node, system)
+    tracer, setter, inject, record = t.tracer, SETTER, propagate.inject, t.operation_duration.record
 
     def wrap(inner: Any) -> Any:
         async def ask(
@@ -103,25 +138,25 @@ def ask_middleware(t: Telemetry, node: NodeInfo, system: str) -> AskMiddleware:
         ) -> Any:
             if not t.on:
                 return await inner(request, timeout, headers, correlation_id, causation_id)
-            attrs: dict[str, Any] = {**base, DESTINATION: request.type_name}
+            name, attrs, metric, sent = operations.get("request", request.type_name)
             if correlation_id:
-                attrs[CONVERSATION_ID] = correlation_id
+                attrs = {**attrs, CONVERSATION_ID: correlation_id}
             start = time.perf_counter()
             with tracer.start_as_current_span(
-                f"request {request.type_name}",
-                kind=SpanKind.CLIENT,
-                attributes=attrs,
-                record_exception=False,
-                set_status_on_exception=False,
+                name, kind=SpanKind.CLIENT, attributes=attrs, record_exception=False, set_status_on_exception=False
             ) as span:
                 carried = dict(headers) if headers else {}
                 inject(carried, setter=setter)
                 try:
                     reply = await inner(request, timeout, carried, correlation_id, causation_id)
                 except BaseException as exc:
-                    failed(t, span, exc, attrs, start, 1)
+                    failure = _failed(span, exc)
+                    _, _, metric, sent = operations.get("request", request.type_name, failure)
+                    sent[0] += 1
+                    record(time.perf_counter() - start, metric)
                     raise
-            record(t, attrs, start, 1)
+            sent[0] += 1
+            record(time.perf_counter() - start, metric)
             return reply
 
         return ask
@@ -129,17 +164,11 @@ def ask_middleware(t: Telemetry, node: NodeInfo, system: str) -> AskMiddleware:
     return wrap
 
 
-def record(t: Telemetry, attrs: dict[str, Any], start: float, count: int) -> None:
-    metric_attrs = {k: v for k, v in attrs.items() if k not in (CLIENT_ID, CONVERSATION_ID, BATCH_COUNT)}
-    t.sent.add(count, metric_attrs)
-    t.operation_duration.record(time.perf_counter() - start, metric_attrs)
-
-
-def failed(t: Telemetry, span: trace.Span, exc: BaseException, attrs: dict[str, Any], start: float, count: int) -> None:
-    """The call raised: the span and the metrics say so with ``error.type``."""
-    kind = error_type(exc)
-    span.set_attribute(ERROR_TYPE, kind)
+def _failed(span: trace.Span, exc: BaseException) -> str:
+    """The call raised: the span says so (``error.type``, status, exception event)."""
+    failure = error_type(exc)
+    span.set_attribute(ERROR_TYPE, failure)
     if isinstance(exc, Exception):
         span.record_exception(exc)
     span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:300]))
-    record(t, {**attrs, ERROR_TYPE: kind}, start, count)
+    return failure

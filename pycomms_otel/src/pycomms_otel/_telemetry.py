@@ -4,7 +4,11 @@ messaging attributes and metrics)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 from opentelemetry import metrics, trace
+from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.propagators.textmap import Setter
 
 from ._version import __version__
@@ -25,7 +29,6 @@ CLIENT_ID = "messaging.client.id"
 ERROR_TYPE = "error.type"
 # PyComms' own
 ATTEMPT = "pycomms.attempt"
-KIND = "pycomms.kind"
 RETRY_DELAY = "pycomms.retry.delay"
 DEAD_LETTER_REASON = "pycomms.dead_letter.reason"
 RETRY_EVENT = "pycomms.retry"
@@ -57,30 +60,65 @@ class HeaderSetter(Setter[dict[str, str]]):
 SETTER = HeaderSetter()
 
 
+class Tally:
+    """Counts kept in plain Python, one cell per attribute set, reported by an
+    observable instrument when the metrics are collected: counting a message costs
+    one addition instead of an SDK measurement (which cleans and hashes its
+    attributes every time)."""
+
+    def __init__(self) -> None:
+        self._rows: list[tuple[dict[str, Any], list[int]]] = []
+
+    def cell(self, attributes: dict[str, Any]) -> list[int]:
+        """A new counter cell for ``attributes``: ``cell[0] += n``."""
+        cell = [0]
+        self._rows.append((dict(attributes), cell))
+        return cell
+
+    def observe(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(cell[0], attributes) for attributes, cell in list(self._rows)]
+
+
 class Telemetry:
     """What the instrumentation records with: made by `PyCommsInstrumentor.instrument`.
 
-    ``tracing``/``metering`` are False for a no-op provider, so that the hooks can
-    leave buses untouched when nothing would be recorded."""
+    Providers given explicitly are used as they are. The global ones are looked at
+    again when a bus is built (`live`): while no SDK has been set up they are the
+    API's proxies, and a bus built then is not wrapped at all."""
 
-    def __init__(self, tracer_provider: trace.TracerProvider, meter_provider: metrics.MeterProvider) -> None:
+    def __init__(
+        self, tracer_provider: trace.TracerProvider | None, meter_provider: metrics.MeterProvider | None
+    ) -> None:
         self.on = True
-        self.tracing = not isinstance(tracer_provider, trace.NoOpTracerProvider)
-        self.metering = not isinstance(meter_provider, metrics.NoOpMeterProvider)
+        self._tracer_provider = tracer_provider
+        self._meter_provider = meter_provider
         self.tracer = trace.get_tracer(SCOPE, __version__, tracer_provider, schema_url=SCHEMA_URL)
         meter = metrics.get_meter(SCOPE, __version__, meter_provider, schema_url=SCHEMA_URL)
-        self.sent = meter.create_counter(
-            "messaging.client.sent.messages", unit="{message}", description="Messages a producer sent."
-        )
-        self.consumed = meter.create_counter(
-            "messaging.client.consumed.messages",
+        self.sent = Tally()
+        self.consumed = Tally()
+        self.active = Tally()
+        meter.create_observable_counter(
+            "messaging.client.sent.messages",
+            callbacks=[self.sent.observe],
             unit="{message}",
-            description="Messages handed to a handler.",
+            description="Messages a producer sent.",
+        )
+        meter.create_observable_counter(
+            "messaging.client.consumed.messages",
+            callbacks=[self.consumed.observe],
+            unit="{message}",
+            description="Messages handed to a handler (every attempt).",
+        )
+        meter.create_observable_up_down_counter(
+            "pycomms.handlers.active",
+            callbacks=[self.active.observe],
+            unit="{handler}",
+            description="Handlers running now, per service.",
         )
         self.operation_duration = meter.create_histogram(
             "messaging.client.operation.duration",
             unit="s",
-            description="Duration of publish, send and request calls (a request until its reply).",
+            description="Duration of publish and send calls (until accepted) and of requests (until the reply).",
             explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
         )
         self.process_duration = meter.create_histogram(
@@ -99,11 +137,17 @@ class Telemetry:
             unit="{message}",
             description="Messages stored in a service's dead letters.",
         )
-        self.active = meter.create_up_down_counter(
-            "pycomms.handlers.active", unit="{handler}", description="Handlers running now, per service."
-        )
 
-    @property
-    def recording(self) -> bool:
-        """Whether anything at all would be recorded."""
-        return self.on and (self.tracing or self.metering)
+    def live(self) -> bool:
+        """Whether a bus built now would record anything: on, and a provider that is
+        neither a no-op one nor the API's proxy with no SDK behind it."""
+        if not self.on:
+            return False
+        tracer_provider = self._tracer_provider or trace.get_tracer_provider()
+        meter_provider = self._meter_provider or metrics.get_meter_provider()
+        tracing = not isinstance(tracer_provider, trace.NoOpTracerProvider | trace.ProxyTracerProvider)
+        # the API's proxy meter provider is private; known by its class name
+        metering = not isinstance(meter_provider, metrics.NoOpMeterProvider) and (
+            type(meter_provider).__name__ != "_ProxyMeterProvider"
+        )
+        return tracing or metering

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 @pycomms.hookimpl
 def pycomms_emit_middleware(node: NodeInfo, system: str) -> EmitMiddleware | None:
     telemetry = _state.active()
-    if telemetry is None:
+    if telemetry is None or not telemetry.live():
         return None
     from ._producing import emit_middleware
     from ._telemetry import messaging_system
@@ -35,7 +35,7 @@ def pycomms_emit_middleware(node: NodeInfo, system: str) -> EmitMiddleware | Non
 @pycomms.hookimpl
 def pycomms_request_middleware(node: NodeInfo, system: str) -> AskMiddleware | None:
     telemetry = _state.active()
-    if telemetry is None:
+    if telemetry is None or not telemetry.live():
         return None
     from ._producing import ask_middleware
     from ._telemetry import messaging_system
@@ -46,7 +46,7 @@ def pycomms_request_middleware(node: NodeInfo, system: str) -> AskMiddleware | N
 @pycomms.hookimpl
 def pycomms_middleware(service: Service, system: str) -> Middleware | None:
     telemetry = _state.active()
-    if telemetry is None:
+    if telemetry is None or not telemetry.live():
         return None
     from ._consuming import handler_middleware
     from ._telemetry import messaging_system
