@@ -51,6 +51,8 @@ class Pull:
     """Messages the open request may still bring (0: no request open)."""
     until: float = 0.0
     """Loop time after which an open request counts as lost (a reconnect drops it)."""
+    rare: bool = False
+    """Carries little (the replay subject): asks for one message at a time."""
 
 
 class NatsDelivery:
@@ -110,15 +112,15 @@ class NatsReceiver:
     async def setup(self) -> None:
         """Create (or find) the consumers and subscribe to the inbox; idempotent."""
         sub, names = self._subscription, self._names
-        wanted = [(names.events_stream, names.event(t), DeliverPolicy.NEW) for t in sorted(sub.events)]
-        wanted += [(names.work_stream, names.command(t), DeliverPolicy.ALL) for t in sorted(sub.commands)]
+        wanted = [(names.events_stream, names.event(t), DeliverPolicy.NEW, False) for t in sorted(sub.events)]
+        wanted += [(names.work_stream, names.command(t), DeliverPolicy.ALL, False) for t in sorted(sub.commands)]
         if not sub.ephemeral:
-            wanted.append((names.work_stream, names.service(sub.service), DeliverPolicy.ALL))
+            wanted.append((names.work_stream, names.service(sub.service), DeliverPolicy.ALL, True))
         pulls: list[Pull] = []
-        for stream, subject, policy in wanted:
+        for stream, subject, policy, rare in wanted:
             name = await self._consumer(stream, subject, policy)
             if name is not None:
-                pulls.append(Pull(stream, subject, name, f"{self._inbox}.{len(pulls)}"))
+                pulls.append(Pull(stream, subject, name, f"{self._inbox}.{len(pulls)}", rare=rare))
         for sub in self._subs:
             await sub.unsubscribe()
         self._subs = [await self._link.client.subscribe(p.inbox, cb=self._on_message_of(p)) for p in pulls]
@@ -216,7 +218,8 @@ class NatsReceiver:
         return []
 
     async def _pump(self, now: float) -> None:
-        """Open a pull request on every consumer that has none, sharing the free slots."""
+        """Open a pull request on every consumer that has none, sharing the free slots
+        (the rarely used replay consumer asks for one)."""
         pulls = self._pulls
         for pull in pulls:
             if pull.left and now > pull.until:
@@ -225,13 +228,15 @@ class NatsReceiver:
         if not idle:
             return
         credit = self._wanted - len(self._ready) - sum(pull.left for pull in pulls)
-        share = max(1, credit // len(idle))
+        busy = sum(1 for pull in idle if not pull.rare)
+        share = max(1, credit // busy) if busy else 1
         expires = int(self._options.fetch_wait * 1e9)
         client = self._link.client
         try:
             for pull in idle:
-                pull.left, pull.until = share, now + self._options.fetch_wait + 1.0
-                request = b'{"batch":%d,"expires":%d}' % (share, expires)
+                batch = 1 if pull.rare else share
+                pull.left, pull.until = batch, now + self._options.fetch_wait + 1.0
+                request = b'{"batch":%d,"expires":%d}' % (batch, expires)
                 await client.publish(f"$JS.API.CONSUMER.MSG.NEXT.{pull.stream}.{pull.name}", request, pull.inbox)
         except DRIVER_ERRORS as exc:
             for pull in idle:
