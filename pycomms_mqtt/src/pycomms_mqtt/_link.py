@@ -117,7 +117,6 @@ class Link:
             timeout=ep.operation_timeout,
             tls_context=ep.tls,
             properties=props,
-            max_inflight_messages=1000,
         )
         client._client.on_publish = self._on_publish  # private: see the module docstring
         if session.manual_ack:

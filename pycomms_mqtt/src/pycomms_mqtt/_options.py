@@ -30,9 +30,11 @@ class MqttOptions(BaseModel):
     session_expiry: int = Field(7 * 86400, ge=60, le=0xFFFFFFFF)
     """How long the broker keeps a stopped service's session (its subscriptions and the
     messages queued for it), in seconds."""
-    receive_maximum: int = Field(1000, ge=1, le=65535)
+    receive_maximum: int = Field(65535, ge=1, le=65535)
     """MQTT 5 Receive Maximum of a consuming session: unacknowledged deliveries the broker
-    may have out to one instance at once (handlers still run at most ``concurrency``)."""
+    may have out to one instance at once (handlers still run at most ``concurrency``).
+    High on purpose: what the broker cannot send it queues, and Mosquitto queues only
+    ``max_queued_messages`` (1000 by default) per client, then drops, silently to us."""
     topic_prefix: str = Field("pycomms", min_length=1, pattern=r"^[^#+$/][^#+]*$")
     """First topic level(s) of every PyComms topic; the namespace comes after it."""
     tls_ca_file: str | None = None

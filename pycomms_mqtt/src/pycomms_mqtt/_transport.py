@@ -110,9 +110,7 @@ class MqttTransport:
         target = reply_target(reply_to)
         if target is not None:
             topic, correlation = target
-            props = properties()
-            props.CorrelationData = correlation
-            await link.publish(topic, envelope.encode(), properties=props, what="reply")
+            await link.publish(topic, envelope.encode(), properties=properties(correlation=correlation), what="reply")
             return
         await link.publish(self.topics.reply(reply_to), envelope.encode(), properties=properties(), what="reply")
 

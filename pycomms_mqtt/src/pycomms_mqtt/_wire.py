@@ -31,11 +31,23 @@ RESPONSE_PREFIX = "mqtt-response:"
 ``replyto`` attribute (a device's request): ``mqtt-response:<correlation b64>:<topic>``."""
 
 
+def _plain() -> Properties:
+    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    props.ContentType = STRUCTURED
+    return props
+
+
+PLAIN = _plain()
+"""The properties of an ordinary message, built once (paho's Properties are costly to build
+and are only read when a packet is packed)."""
+
+
 def properties(
     *, attempt: int = 1, due: float = 0.0, response_topic: str | None = None, correlation: bytes | None = None
 ) -> Properties:
-    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-    props.ContentType = STRUCTURED
+    if attempt <= 1 and not due and response_topic is None and correlation is None:
+        return PLAIN
+    props = _plain()
     user: list[tuple[str, str]] = []
     if attempt > 1:
         user.append((ATTEMPT, str(attempt)))
@@ -45,7 +57,8 @@ def properties(
         props.UserProperty = user
     if response_topic is not None:
         props.ResponseTopic = response_topic
-        props.CorrelationData = correlation or b""
+    if correlation is not None:
+        props.CorrelationData = correlation
     return props
 
 

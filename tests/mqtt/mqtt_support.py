@@ -1,0 +1,75 @@
+"""A private Mosquitto for the fault tests: its own port, config, persistence directory
+and log under a temporary directory; killed and restarted by the test, never the shared
+broker on 1883."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class PrivateMosquitto:
+    """``persistence true`` with ``autosave_interval`` seconds between snapshots, and no
+    queue bound (``max_queued_messages 0``), as docs/backends/mqtt.md advises."""
+
+    def __init__(self, directory: Path, *, autosave_interval: int = 1) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.conf = directory / "mosquitto.conf"
+        self.log = directory / "mosquitto.log"
+        self.conf.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            "persistence true\n"
+            f"persistence_location {directory}/\n"
+            f"autosave_interval {autosave_interval}\n"
+            "max_queued_messages 0\n"
+            f"log_dest file {self.log}\n"
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 15.0) -> None:
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mosquitto exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return
+            except OSError:
+                time.sleep(0.05)  # polling a port that is not up yet: nothing to await
+        raise RuntimeError(f"mosquitto did not listen on {self.port} within {timeout}s")
+
+    def kill(self) -> None:
+        """SIGKILL: no final snapshot; what changed since the last autosave is lost."""
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+            self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+            self.proc = None
