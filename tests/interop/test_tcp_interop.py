@@ -79,25 +79,30 @@ def test_tcp_interop(language: str, namespace: str, start_worker: Any, private_r
         assert {(line["type"], line["kind"], line["data"]["text"]) for line in got} == {
             ("interop.notice", "event", "durable")
         }
+        # Retired for good: the worker forgets the service and keeps nothing more for it.
+        run_client(language, "tcp", "tcp://", namespace, "unsubscribe", service).check()
         observed = run_client(language, "tcp", "tcp://", namespace, "observe", "4", "passing").check().lines
         assert sorted(line["data"]["seq"] for line in observed) == [0, 1, 2, 3]
-        letters, nodes = asyncio.run(inspect(url))
+        letters, nodes, services = asyncio.run(inspect(url))
     finally:
-        worker.stop()
+        log = worker.stop()
     reasons = {letter.reason: letter for letter in letters}
     assert set(reasons) == {"invalid", "malformed", "rejected"}, reasons
     assert "order_id" in reasons["invalid"].error
     assert "'time' must be an RFC 3339 timestamp string, got 1721400000.25" in reasons["malformed"].error
     # The clients said BYE: no node of theirs is left, only the worker (and the inspecting bus).
     assert [n for n in nodes if n.startswith(("js-", "py-"))] == []
+    assert services == {"interop"}  # the worker's catalog, as gossiped to a new node
+    assert "not delivered" not in log  # nothing was spooled for the retired subscriber
     # Dropping the namespace removes the registry directory: nothing of the test is left.
     asyncio.run(drop(url))
     assert list((private_registry / "pycomms").iterdir()) == []
 
 
-async def inspect(url: str) -> tuple[list[pycomms.DeadLetter], list[str]]:
+async def inspect(url: str) -> tuple[list[pycomms.DeadLetter], list[str], set[str]]:
     async with pycomms.connect(url) as bus:
-        return await bus.dead_letters("interop"), [n.id for n in await bus.nodes()]
+        catalog = set(bus._transport._catalog.services)  # type: ignore[attr-defined]
+        return await bus.dead_letters("interop"), [n.id for n in await bus.nodes()], catalog
 
 
 async def drop(url: str) -> None:

@@ -105,7 +105,7 @@ def test_a_closing_node_hands_nothing_to_a_client_that_does_not_listen(namespace
             while (got := await peer.read_frame()) is not None and got[0] != Frame.SUBSCRIBED:
                 pass
             peer.send(json_frame(Frame.UNSUBSCRIBE, {"service": "js-audit"}))
-            await eventually(lambda: _not_live(bus), 10, "js-audit to stop")
+            await eventually(lambda: _not_live(bus, "js-client-3"), 10, "js-audit to stop")
             await bus.publish(Done(n=1, pid=0), Done(n=2, pid=0))
         finally:
             await bus.close(grace=1)
@@ -120,7 +120,41 @@ def test_a_closing_node_hands_nothing_to_a_client_that_does_not_listen(namespace
     run_strict(scenario, 60)
 
 
-async def _not_live(bus: pycomms.Bus) -> bool:
+async def _not_live(bus: pycomms.Bus, node_id: str) -> bool:
     links = bus._transport._links  # type: ignore[attr-defined]
-    peer = links._peers.get("js-client-3")
+    peer = links._peers.get(node_id)
     return peer is not None and "js-audit" not in peer.live
+
+
+def test_a_retired_durable_service_is_forgotten_with_its_spool(namespace: str) -> None:
+    """UNSUBSCRIBE with ``"forget": true``: the node drops the service from its catalog
+    and deletes what it spooled for it, so a retired subscriber leaves nothing; a
+    plain UNSUBSCRIBE keeps both (the service is durable)."""
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}?namespace={namespace}&discovery=off"
+
+    async def scenario() -> None:
+        async with pycomms.connect(url) as bus:
+            transport = bus._transport  # type: ignore[attr-defined]
+            peer, _ = await joined(namespace, port, "js-client-4", {})
+            token = {"token": "t1", "service": "js-audit", "events": ["tcptest.done"], "commands": []}
+            peer.send(json_frame(Frame.SUBSCRIBE, token))
+            while (got := await peer.read_frame()) is not None and got[0] != Frame.SUBSCRIBED:
+                pass
+            peer.send(json_frame(Frame.UNSUBSCRIBE, {"service": "js-audit"}))
+            await eventually(lambda: _not_live(bus, "js-client-4"), 10, "js-audit to stop")
+            await bus.publish(Done(n=1, pid=0), Done(n=2, pid=0))
+            assert transport._spool.count == 2  # kept for the durable service
+            assert "js-audit" in transport._catalog.services
+            peer.send(json_frame(Frame.UNSUBSCRIBE, {"service": "js-audit", "forget": True}))
+            await eventually(lambda: _forgotten(bus), 10, "js-audit to be forgotten")
+            assert transport._spool.count == 0
+            await bus.publish(Done(n=3, pid=0))  # nobody handles it now: not kept
+            assert transport._spool.count == 0
+            await peer.close()
+
+    run_strict(scenario, 60)
+
+
+async def _forgotten(bus: pycomms.Bus) -> bool:
+    return "js-audit" not in bus._transport._catalog.services  # type: ignore[attr-defined]

@@ -15,6 +15,7 @@
 //   announce COUNT TEXT      the interop.announce command (the worker publishes COUNT notices)
 //   subscribe SERVICE        make SERVICE (interop.notice) known to the cluster, then leave
 //   consume SERVICE COUNT    run SERVICE until COUNT notices were handled, then leave
+//   unsubscribe SERVICE      retire SERVICE for good: the node forgets it and what it kept for it
 //   observe COUNT TEXT       a passing observer: join, announce, take COUNT notices, leave
 
 import { randomBytes, randomUUID } from "node:crypto";
@@ -322,6 +323,10 @@ try {
       break;
     case "consume":
       await peer.runService(args[0], Number(args[1]), false);
+      break;
+    case "unsubscribe":
+      peer.sendJson(F.UNSUBSCRIBE, { service: args[0], forget: true });
+      console.log(JSON.stringify({ unsubscribed: args[0] }));
       break;
     case "observe":
       await peer.runService(`observer-${peer.id}`, Number(args[0]), true, () =>

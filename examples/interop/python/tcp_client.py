@@ -16,6 +16,7 @@ is the minimal one, so nobody dials it back.
     announce COUNT TEXT       the interop.announce command (the worker publishes COUNT notices)
     subscribe SERVICE         make SERVICE (interop.notice) known to the cluster, then leave
     consume SERVICE COUNT     run SERVICE until COUNT notices were handled, then leave
+    unsubscribe SERVICE       retire SERVICE for good: the node forgets it and what it kept for it
     observe COUNT TEXT        a passing observer: join, announce, take COUNT notices, leave
 """
 
@@ -295,6 +296,9 @@ async def main(command: str, *args: str) -> None:
             print(json.dumps({"subscribed": args[0]}))
         elif command == "consume":
             await peer.run_service(args[0], int(args[1]), ephemeral=False)
+        elif command == "unsubscribe":
+            peer.send_json(UNSUBSCRIBE, {"service": args[0], "forget": True})
+            print(json.dumps({"unsubscribed": args[0]}))
         elif command == "observe":
 
             async def announce() -> None:

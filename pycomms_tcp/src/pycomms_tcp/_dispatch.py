@@ -132,12 +132,19 @@ class FrameDispatch:
             self._outbox.schedule_drain(service)
 
     def _unsubscribe(self, conn: Connection, payload: bytes) -> None:
-        gone = parse_json(payload).get("service")
+        body = parse_json(payload)
+        gone = body.get("service")
         peer = self._peers.of(conn)
         if peer is not None and isinstance(gone, str):
             peer.live.discard(gone)
             peer.observing.pop(gone, None)
             self._routes.changed()
+            if body.get("forget") is True:  # a durable service retired for good
+                dropped = self._outbox.forget(gone)
+                if dropped is not None:
+                    log.info(
+                        "node %s retired service %s: forgotten, %d spooled message(s) deleted", peer.id, gone, dropped
+                    )
 
     def _bye(self, conn: Connection, payload: bytes) -> None:
         links = self._peers.left(conn)

@@ -144,6 +144,13 @@ class Catalog:
         self._rebuild()
         return True
 
+    def forget(self, service: str) -> bool:
+        """Remove a service (one that will not come back); True if it was known."""
+        if self.services.pop(service, None) is None:
+            return False
+        self._rebuild()
+        return True
+
     def _rebuild(self) -> None:
         events: dict[str, list[str]] = collections.defaultdict(list)
         owners: dict[str, str] = {}

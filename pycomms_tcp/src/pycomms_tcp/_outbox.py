@@ -243,6 +243,17 @@ class Outbox:
                 self._cursor[owner] = 0  # the moved rows may sit below the owner's cursor
                 self.schedule_drain(owner)
 
+    def forget(self, service: str) -> int | None:
+        """Forget ``service`` (a retired durable subscriber): out of the catalog, its
+        spooled messages deleted; how many. None, and nothing done, while an instance
+        of it runs or if it is unknown."""
+        if self._routes.instances(service) or service not in self._catalog.services:
+            return None
+        self._catalog.forget(service)
+        self._cursor.pop(service, None)
+        with map_errors(f"forgetting service {service}"):
+            return self._spool.forget(service, self._rows_in_flight)
+
     def catalog_known(self) -> None:
         """The node knows who wants what: it is alone, or a linked peer told it its
         catalog while running every service it declared (see `Peer.started`)."""

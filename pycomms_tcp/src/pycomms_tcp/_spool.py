@@ -256,6 +256,15 @@ class Spool:
             (service, to_json(sorted(events)).decode(), to_json(sorted(commands)).decode()),
         )
 
+    def forget(self, service: str, skip: set[int]) -> int:
+        """Delete the messages spooled for ``service`` (but rows in ``skip``, out on a
+        link) and its catalog entry; how many messages."""
+        db = self.db
+        rows = [r for (r,) in db.execute("SELECT row FROM spool WHERE service = ?", (service,)) if r not in skip]
+        self.delete(rows)
+        db.execute("DELETE FROM catalog WHERE service = ?", (service,))
+        return len(rows)
+
     def load_catalog(self) -> dict[str, tuple[frozenset[str], frozenset[str]]]:
         out = {}
         for service, events, commands in self.db.execute("SELECT service, events, commands FROM catalog"):
