@@ -146,6 +146,25 @@ class BackgroundClient:
         return err or ""
 
 
+def run_clients_at_once(
+    language: str,
+    backend: str,
+    url: str,
+    namespace: str,
+    *invocations: tuple[str, ...],
+    env: dict[str, str] | None = None,
+) -> list[list[dict[str, Any]]]:
+    """Start one client per ``invocations`` entry (its arguments) at the same time, as
+    independent programs would run; when each has exited 0, the lines each printed."""
+    runs = [BackgroundClient(language, backend, url, namespace, *args, env=env) for args in invocations]
+    try:
+        return [run.finish().check().lines for run in runs]
+    finally:
+        for run in runs:
+            if run.proc.poll() is None:
+                run.stop()
+
+
 class Worker:
     """``pycomms run tests/interop/interop_worker.py:services --url URL`` in a process of
     its own, recording what it handles to ``record`` (see interop_worker.py)."""
