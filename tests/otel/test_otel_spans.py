@@ -281,3 +281,22 @@ def test_opentelemetry_instrument_picks_pycomms_up_by_its_entry_point() -> None:
     assert '"name": "publish otel.order_placed"' in done.stdout
     assert '"name": "process otel.order_placed"' in done.stdout
     assert '"kind": "SpanKind.CONSUMER"' in done.stdout
+
+
+def test_installed_but_not_instrumented_imports_no_opentelemetry() -> None:
+    """The plugin is loaded by every bus; until `instrument()` it must cost nothing,
+    not even the import of OpenTelemetry."""
+    code = (
+        "import asyncio, sys\n"
+        "import pycomms\n"
+        "async def main():\n"
+        "    async with pycomms.connect('memory://quiet'):\n"
+        "        pass\n"
+        "asyncio.run(main())\n"
+        "import pycomms._plugins as p\n"
+        "assert p.plugin_manager().get_plugin('otel') is not None, 'pycomms-otel is not loaded'\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('opentelemetry'))\n"
+        "assert not loaded, loaded\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
