@@ -43,6 +43,7 @@ async function openDb() {
     return { query: async (sql, params = []) => (await client.query(sql, params)).rows, end: () => client.end() };
   }
   const conn = await mysql.createConnection(url.replace(/^mariadb:/, "mysql:"));
+  await conn.query("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"); // no gap locks: they deadlock inserts against claims
   return {
     query: async (sql, params = []) => {
       const order = [...sql.matchAll(/\$(\d+)/g)].map((m) => Number(m[1]) - 1);
@@ -187,7 +188,6 @@ async function claim(db, service, token) {
 
 // MariaDB has no UPDATE ... RETURNING: lock with SKIP LOCKED, then lease, in one transaction.
 async function claimMysql(db, service, token, t) {
-  await db.query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED");
   await db.query("BEGIN");
   try {
     const rows = await db.query(
@@ -206,6 +206,7 @@ async function claimMysql(db, service, token, t) {
     return rows.map((r) => ({ id: r.id, data: r.data, attempt: r.attempt + (r.lease_token === null ? 0 : 1) }));
   } catch (err) {
     await db.query("ROLLBACK");
+    if (err.errno === 1213) return []; // InnoDB chose this claim as a deadlock victim: poll again
     throw err;
   }
 }

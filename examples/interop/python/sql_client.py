@@ -86,6 +86,8 @@ class Db:
                 database=parts.path.lstrip("/"),
                 autocommit=True,
             )
+            async with conn.cursor() as cur:  # no gap locks: they deadlock inserts against claims
+                await cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
             return cls("mysql", conn)
         raise SystemExit(f"unsupported URL scheme {parts.scheme!r}: use postgresql://, sqlite:// or mysql://")
 
@@ -254,7 +256,7 @@ async def claim(db: Db, t: Tables, service: str, token: str, limit: int = 50) ->
     else:
         await db.execute("BEGIN")
         try:
-            picked = await db.fetch(f"{ready} FOR UPDATE SKIP LOCKED", service, now)
+            picked = await db.fetch(f"{ready} FOR UPDATE SKIP LOCKED", service, now)  # READ COMMITTED (see open)
             ids = [r[0] for r in picked]
             rows = []
             if ids:
@@ -270,8 +272,10 @@ async def claim(db: Db, t: Tables, service: str, token: str, limit: int = 50) ->
                     f"SELECT id, data, attempt FROM {t.messages} WHERE id IN ({marks}) ORDER BY id", *ids
                 )
             await db.execute("COMMIT")
-        except BaseException:
+        except BaseException as exc:
             await db.execute("ROLLBACK")
+            if getattr(exc, "args", (None,))[0] == 1213:  # InnoDB chose this claim as a deadlock victim: poll again
+                return []
             raise
     return [(int(i), bytes(d), int(a)) for i, d, a in rows]
 
