@@ -130,3 +130,17 @@ def test_metrics_health_and_readiness_over_http(private_redis: tuple[str, subpro
             worker.kill()
             _, stderr = worker.communicate()
     assert b"Traceback" not in stderr, stderr.decode()[-3000:]
+
+
+def test_a_port_in_use_is_an_error_naming_it() -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent / "support")])}
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        command = [sys.executable, "-m", "pycomms", "run", "otel_app:services", "--url", "memory://busy"]
+        command += ["--metrics-port", str(port), "--metrics-host", "127.0.0.1"]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1
+    assert f"error: --metrics-port {port}: cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert "Traceback" not in done.stderr

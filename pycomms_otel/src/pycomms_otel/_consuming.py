@@ -6,11 +6,12 @@ dead-lettered is a span event naming the attempt and the error."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from pycomms import Context, Message, Reject, RetryLater, Service
 from pycomms.hookspecs import Handler, Middleware
@@ -90,11 +91,11 @@ def handler_middleware(t: Telemetry, service: Service, system: str) -> Middlewar
 
 def _failed(
     t: Telemetry,
-    span: Any,
+    span: Span,
     exc: Exception,
     attempt: int,
     max_attempts: int,
-    base_delay: Any,
+    base_delay: Callable[[int], float],
     metric_attrs: dict[str, Any],
 ) -> None:
     """Mark the span failed, with an event saying what the core does next (it decides
@@ -104,7 +105,7 @@ def _failed(
     span.set_attribute(ERROR_TYPE, failure)
     span.record_exception(exc)
     span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:300]))
-    event = {ATTEMPT: attempt, ERROR_TYPE: failure, "exception.message": str(exc)[:300]}
+    event: dict[str, Any] = {ATTEMPT: attempt, ERROR_TYPE: failure, "exception.message": str(exc)[:300]}
     if isinstance(exc, Reject):
         span.add_event(DEAD_LETTER_EVENT, {**event, DEAD_LETTER_REASON: "rejected"})
     elif attempt >= max_attempts:

@@ -10,7 +10,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from pycomms import Bus
+from pycomms import Bus, PyCommsError
 
 log = logging.getLogger("pycomms.otel")
 
@@ -42,7 +42,10 @@ def setup_metrics() -> None:
 @contextlib.asynccontextmanager
 async def serve_probes(bus: Bus, host: str, port: int) -> AsyncIterator[None]:
     """Serve the three endpoints while the context is entered."""
-    server = await asyncio.start_server(lambda r, w: _answer(bus, r, w), host, port, limit=MAX_REQUEST_HEAD)
+    try:
+        server = await asyncio.start_server(lambda r, w: _answer(bus, r, w), host, port, limit=MAX_REQUEST_HEAD)
+    except OSError as exc:
+        raise PyCommsError(f"--metrics-port {port}: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     log.info("metrics and probes on http://%s:%d/metrics, /healthz, /readyz", host, port)
     try:
         yield

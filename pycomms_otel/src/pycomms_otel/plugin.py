@@ -79,10 +79,13 @@ def pycomms_run_options(parser: argparse.ArgumentParser) -> None:
 
 @pycomms.hookimpl
 def pycomms_run(args: argparse.Namespace) -> Callable[[Bus], AbstractAsyncContextManager[None]] | None:
-    if getattr(args, "metrics_port", None) is None:
+    port = getattr(args, "metrics_port", None)
+    if port is None:
         return None
+    if not 0 < port < 65536:
+        raise pycomms.PyCommsError(f"--metrics-port must be a TCP port, 1 to 65535; got {port}")
     from ._probes import serve_probes, setup_metrics
 
     setup_metrics()
-    host, port = args.metrics_host, args.metrics_port
+    host = args.metrics_host
     return lambda bus: serve_probes(bus, host, port)
