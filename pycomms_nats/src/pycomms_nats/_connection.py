@@ -9,9 +9,10 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import ParseResult, urlsplit
 
 from nats.aio.client import Client
+from nats.aio.transport import TcpTransport
 from nats.errors import AuthorizationError
 from nats.errors import Error as NatsError
 from nats.js.errors import Error as JsError
@@ -153,6 +154,7 @@ class Link:
             "dont_randomize": False,
         }
         client = Client()
+        client._transport = _ClosingTcpTransport()  # see _ClosingTcpTransport: used for every attempt
         task = asyncio.ensure_future(client.connect(**kwargs))
         refusal = asyncio.ensure_future(refused.wait())
         try:
@@ -209,7 +211,49 @@ class Link:
         if not await _finished(task, CLOSE_STEP):
             log.warning("nats: disconnecting from %s took over %.1fs; the socket is dropped", self.server, CLOSE_STEP)
             await stop_tasks([task], give_up_after=1.0)
-            await _drop_socket(client)
+        await _abandon(client)  # also after a close that failed half-way (a reset link): nothing left running
+
+
+class _ClosingTcpTransport(TcpTransport):
+    """nats-py's TCP transport, which aborts the sockets of earlier attempts when it
+    connects again. nats-py keeps one transport object for every reconnect attempt and
+    overwrites its streams (two reconnect loops can even race on it): an attempt that
+    reached TCP and then failed (a silent server, a link cut at once) would otherwise
+    leave its socket open, one per attempt."""
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]  # nats-py's is untyped
+        self._opened: list[asyncio.StreamWriter] = []
+
+    async def connect(self, uri: ParseResult, buffer_size: int, connect_timeout: int) -> None:
+        self.abort()
+        await super().connect(uri, buffer_size, connect_timeout)
+        if self._bare_io_writer is not None:
+            self._opened.append(self._bare_io_writer)
+
+    def abort(self) -> None:
+        """Abort every socket this transport opened (the current one too)."""
+        writers = [*self._opened, self._io_writer, self._bare_io_writer]
+        self._opened = []
+        for writer in writers:
+            if writer is not None and not writer.transport.is_closing():
+                writer.transport.abort()
+
+
+async def _abandon(client: Client) -> None:
+    """End what nats-py's close may not have: it flushes into the socket before it stops
+    its tasks, so a silent link holds it and a reset link ends it with an error half-way,
+    leaving its background and subscription tasks and the socket. Harmless after a
+    complete close."""
+    tasks = [
+        getattr(client, name, None)
+        for name in ("_reading_task", "_ping_interval_task", "_flusher_task", "_reconnection_task")
+    ]
+    tasks += [getattr(sub, "_wait_for_msgs_task", None) for sub in list(getattr(client, "_subs", {}).values())]
+    await stop_tasks([t for t in tasks if isinstance(t, asyncio.Task)], give_up_after=1.0)
+    transport = getattr(client, "_transport", None)
+    if isinstance(transport, _ClosingTcpTransport):
+        transport.abort()
 
 
 def _refusal(exc: BaseException) -> bool:
@@ -227,6 +271,8 @@ async def _drop_socket(client: Client) -> None:
     transport = getattr(client, "_transport", None)
     if transport is None:
         return
+    if isinstance(transport, _ClosingTcpTransport):
+        transport.abort()  # every socket of every attempt
     try:
         transport.close()
         async with asyncio.timeout(1.0):

@@ -1,7 +1,8 @@
 """JetStream publishing: every message is a request answered by the stream's ack, many
 in flight at once; re-sent with the same ``Nats-Msg-Id`` (deduplicated by the server)
-until the ack comes or ``operation_timeout`` passes, so a reconnect or a leader change
-in a cluster costs time, never a copy or a loss."""
+when no ack came, the link failed or a cluster answered 503, until the ack comes or
+``operation_timeout`` passes, so a reconnect or a leader change in a cluster costs
+time, never a copy or a loss."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from nats.errors import Error as NatsError
+from nats.errors import TimeoutError as NatsTimeout
 
 from pycomms import PublishError
 from pycomms.spi import describe_error
@@ -24,7 +26,9 @@ CONTENT_TYPE = "application/cloudevents+json"
 """Structured-mode CloudEvents (the NATS protocol binding's ``Content-Type`` header)."""
 
 RESEND_AFTER = 2.0
-"""Seconds to wait for one ack before sending the message again."""
+"""Seconds to wait for the first ack before sending the message again (at least a
+quarter of ``operation_timeout``); the wait doubles with each re-send, so that a busy
+server is not flooded with copies it will only deduplicate."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +67,7 @@ class Publisher:
         if message.msg_id is not None:
             headers["Nats-Msg-Id"] = message.msg_id
         pause = 0.05
+        wait = max(RESEND_AFTER, self._timeout / 4)
         last: str = "no acknowledgement"
         while True:
             remaining = deadline - loop.time()
@@ -73,8 +78,12 @@ class Publisher:
                 )
             try:
                 reply = await client.request(
-                    message.subject, message.data, timeout=min(remaining, RESEND_AFTER), headers=headers
+                    message.subject, message.data, timeout=min(remaining, wait), headers=headers
                 )
+            except NatsTimeout as exc:
+                last = describe_error(exc)
+                wait *= 2
+                continue
             except (NatsError, OSError) as exc:
                 last = describe_error(exc)
                 await asyncio.sleep(min(pause, max(deadline - loop.time(), 0)))
