@@ -20,7 +20,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from otel_messages import Charge, GetPrice, OrderPlaced, Price
 
 import pycomms
-from pycomms import Context, Reject, Retry, Service
+from pycomms import Context, Reject, Retry, RetryLater, Service
 from pycomms.testing import eventually, run_strict
 from pycomms_otel import PyCommsInstrumentor
 
@@ -300,3 +300,33 @@ def test_installed_but_not_instrumented_imports_no_opentelemetry() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_retry_later_is_a_retry_event_not_an_error(collector: Collector) -> None:
+    patient = Service("patient", retry=Retry(max_attempts=3, delay=0.01, jitter=0))
+
+    async def scenario() -> None:
+        done = asyncio.get_running_loop().create_future()
+
+        @patient.on
+        async def wait(event: OrderPlaced, ctx: Context) -> None:
+            if ctx.attempt == 1:
+                raise RetryLater(0.01)
+            done.set_result(ctx.attempt)
+
+        async with pycomms.connect(memory_url(), services=[patient]) as bus:
+            await bus.publish(OrderPlaced(order=1))
+            assert await done == 2
+
+    run_strict(scenario, 10)
+    first, second = sorted(
+        (s for s in collector.spans() if s.name == "process otel.order_placed"),
+        key=lambda s: (s.attributes or {})["pycomms.attempt"],
+    )
+    [retry] = first.events
+    assert retry.name == "pycomms.retry"
+    assert (retry.attributes or {})["pycomms.retry.delay"] == 0.01
+    assert first.status.status_code is StatusCode.UNSET
+    assert "error.type" not in (first.attributes or {})
+    assert second.status.status_code is StatusCode.UNSET
+    assert not second.events

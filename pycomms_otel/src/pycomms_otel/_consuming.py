@@ -73,10 +73,10 @@ def handler_middleware(t: Telemetry, service: Service, system: str) -> Middlewar
                     try:
                         result = await handler(message, ctx)
                     except BaseException as exc:
-                        failure = error_type(exc)
+                        failure: str | None = error_type(exc)
                         if isinstance(exc, Exception):
-                            _failed(t, span, exc, ctx.attempt, retry.max_attempts, retry.base_delay, metric)
-                        record(time.perf_counter() - start, {**metric, ERROR_TYPE: failure})
+                            failure = _failed(t, span, exc, ctx.attempt, retry.max_attempts, retry.base_delay, metric)
+                        record(time.perf_counter() - start, {**metric, ERROR_TYPE: failure} if failure else metric)
                         raise
             finally:
                 detach(token)
@@ -97,14 +97,13 @@ def _failed(
     max_attempts: int,
     base_delay: Callable[[int], float],
     metric_attrs: dict[str, Any],
-) -> None:
-    """Mark the span failed, with an event saying what the core does next (it decides
-    the same way: `Reject` dead-letters at once; otherwise another attempt until
-    ``max_attempts``, then the dead letters)."""
+) -> str | None:
+    """Add the event saying what the core does next (it decides the same way:
+    `Reject` dead-letters at once; otherwise another attempt until ``max_attempts``,
+    then the dead letters) and mark the span failed; returns ``error.type``. A
+    `RetryLater` that gets another attempt is the handler's choice, not an error: the
+    span keeps its status and ``None`` is returned."""
     failure = error_type(exc)
-    span.set_attribute(ERROR_TYPE, failure)
-    span.record_exception(exc)
-    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:300]))
     event: dict[str, Any] = {ATTEMPT: attempt, ERROR_TYPE: failure, "exception.message": str(exc)[:300]}
     if isinstance(exc, Reject):
         span.add_event(DEAD_LETTER_EVENT, {**event, DEAD_LETTER_REASON: "rejected"})
@@ -114,3 +113,9 @@ def _failed(
         delay = exc.delay if isinstance(exc, RetryLater) else base_delay(attempt + 1)
         span.add_event(RETRY_EVENT, {**event, RETRY_DELAY: float(delay)})
         t.retries.add(1, {**metric_attrs, ERROR_TYPE: failure})
+        if isinstance(exc, RetryLater):
+            return None
+    span.set_attribute(ERROR_TYPE, failure)
+    span.record_exception(exc)
+    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:300]))
+    return failure
