@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from interop_support import Worker, fresh_namespace
+from interop_support import BackgroundClient, Worker, fresh_namespace
 
 
 @pytest.fixture
@@ -29,3 +29,10 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[[str], Worker]]:
     yield start
     for worker in workers:
         worker.stop()
+
+
+@pytest.fixture(autouse=True)
+def _stop_background_clients() -> Iterator[None]:
+    """Clients a failed test left running are killed, and their pipes closed."""
+    yield
+    BackgroundClient.stop_leftovers()

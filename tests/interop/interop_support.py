@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -105,7 +105,10 @@ def run_client(
 
 
 class BackgroundClient:
-    """A client left running (a consumer), with its stdout read line by line."""
+    """A client left running (a consumer), with its stdout read line by line. Those a
+    failed test left running are stopped by `stop_leftovers` (an autouse fixture)."""
+
+    started: ClassVar[list[BackgroundClient]] = []
 
     def __init__(
         self, language: str, backend: str, url: str, namespace: str, *args: str, env: dict[str, str] | None = None
@@ -114,6 +117,12 @@ class BackgroundClient:
         self.proc = subprocess.Popen(
             self.args, env=_env(url, namespace, env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
+        BackgroundClient.started.append(self)
+
+    @classmethod
+    def stop_leftovers(cls) -> None:
+        while cls.started:
+            cls.started.pop().stop()
 
     def next_line(self, timeout: float = CLIENT_TIMEOUT) -> dict[str, Any]:
         """The next JSON line it prints (fails if it exits or stays silent ``timeout`` s)."""
@@ -139,9 +148,11 @@ class BackgroundClient:
         return ClientRun(self.args, self.proc.returncode, lines, err)
 
     def stop(self) -> str:
-        """Killed if still running; its stderr."""
+        """Killed if still running; its stderr ("" once read already: idempotent)."""
         if self.proc.poll() is None:
             self.proc.kill()
+        if self.proc.stdout is not None and self.proc.stdout.closed:
+            return ""
         _, err = self.proc.communicate(timeout=10)
         return err or ""
 
@@ -161,8 +172,7 @@ def run_clients_at_once(
         return [run.finish().check().lines for run in runs]
     finally:
         for run in runs:
-            if run.proc.poll() is None:
-                run.stop()
+            run.stop()
 
 
 class Worker:
