@@ -185,3 +185,22 @@ def test_serve_returns_when_another_thread_closes_the_bus(redis_url: str) -> Non
     assert not server.is_alive()
     with pytest.raises(pycomms.BusClosed):
         bus.serve()
+
+
+def test_a_sync_handler_may_close_its_own_bus(redis_url: str) -> None:
+    holder: list[pycomms.sync.Bus] = []
+    closed = threading.Event()
+    closer = Service("closer")
+
+    @closer.on
+    def shut(event: Noted) -> None:
+        holder[0].close(grace=0.5)
+        closed.set()
+
+    bus = pycomms.sync.connect(redis_url, services=[closer])
+    holder.append(bus)
+    bus.publish(Noted(n=1))
+    assert closed.wait(30), "close() from the bus's own handler thread did not return"
+    assert bus.closed
+    with pytest.raises(pycomms.BusClosed):
+        bus.nodes()

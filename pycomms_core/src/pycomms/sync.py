@@ -48,6 +48,8 @@ log = logging.getLogger("pycomms")
 R = TypeVar("R", bound=Message)
 T = TypeVar("T")
 
+EXECUTOR_BOUND = 1.0
+"""Seconds `Bus.close` waits, after the async close, for the handler threads to end."""
 _open_buses: weakref.WeakSet[Bus] = weakref.WeakSet()
 _inherited: list[object] = []
 """In a forked child: the parent's loops and buses, kept unreachable-but-alive so that
@@ -72,6 +74,10 @@ class _Runtime:
     def __init__(self, label: str) -> None:
         self.pid = os.getpid()
         self.loop = asyncio.new_event_loop()
+        # the sync handlers' threads, in an executor of our own so that close can bound
+        # its wait for them (the loop's own shutdown_default_executor joins unbounded)
+        self.executor = concurrent.futures.ThreadPoolExecutor(thread_name_prefix=f"pycomms-handler-{label}")
+        self.loop.set_default_executor(self.executor)
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"pycomms-sync-{label}", daemon=True)
         self.thread.start()
@@ -85,7 +91,7 @@ class _Runtime:
             try:
                 _cancel_leftovers(self.loop)
                 self.loop.run_until_complete(self.loop.shutdown_asyncgens())
-                self.loop.run_until_complete(self.loop.shutdown_default_executor())
+                _shutdown_executor(self.executor)
             finally:
                 self.loop.close()
 
@@ -102,6 +108,17 @@ class _Runtime:
             pass  # closed between the check and the call
         if threading.current_thread() is not self.thread:
             self.thread.join()
+
+
+def _shutdown_executor(executor: concurrent.futures.ThreadPoolExecutor) -> None:
+    """Wait a bounded time for the sync handlers' threads. One may still run past its
+    grace (a thread cannot be cancelled), or be the very thread that called `close`
+    (a sync handler closing its own bus): waiting for it would never end."""
+    waiter = threading.Thread(target=executor.shutdown, name="pycomms-handlers-shutdown", daemon=True)
+    waiter.start()
+    waiter.join(EXECUTOR_BOUND)
+    if waiter.is_alive():
+        log.warning("pycomms.sync: a sync handler's thread still runs after close; it is left to finish")
 
 
 def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
