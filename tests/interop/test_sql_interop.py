@@ -109,13 +109,15 @@ def test_sql_interop(language: str, server: str, namespace: str, start_worker: A
     """Both directions against one worker (one worker start per case keeps the tests
     fast); the namespace is dropped afterwards and no table of it is left."""
     url = with_option(server, "namespace", namespace)
-    worker: Worker = start_worker(url)
     try:
-        foreign_to_pycomms(language, server, namespace, worker)
-        pycomms_to_foreign(language, server, namespace, worker)
-    finally:
-        worker.stop()
-    letters = {letter.reason: letter for letter in dead_letters_and_drop(url)}
+        worker: Worker = start_worker(url)
+        try:
+            foreign_to_pycomms(language, server, namespace, worker)
+            pycomms_to_foreign(language, server, namespace, worker)
+        finally:
+            worker.stop()
+    finally:  # dropped also when the test failed
+        letters = {letter.reason: letter for letter in dead_letters_and_drop(url)}
     assert set(letters) == {"invalid", "malformed", "rejected"}, letters
     assert "order_id" in letters["invalid"].error
     assert "'time' must be an RFC 3339 timestamp string, got 1721400000.25" in letters["malformed"].error
