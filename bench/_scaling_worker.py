@@ -8,6 +8,7 @@ the measuring process in `Tally` events: one per flush (every `FLUSH_EVERY` seco
 from __future__ import annotations
 
 import asyncio
+import sys
 
 from bench._messages import BenchEvent
 from pycomms import Context, Event, Service
@@ -22,24 +23,30 @@ class Tally(Event, name="bench.tally"):
 
 service = Service("bench", concurrency=64)
 _pending: list[int] = []
-_flushing: list[asyncio.TimerHandle] = []
+_reporter: list[asyncio.Task[None]] = []
 
 
 @service.on(BenchEvent)
 async def on_event(event: BenchEvent, ctx: Context) -> None:
     _pending.append(event.seq)
-    if len(_pending) >= FLUSH_AT:
-        await _flush(ctx)
-    elif not _flushing:
-        loop = asyncio.get_running_loop()
-        _flushing.append(loop.call_later(FLUSH_EVERY, lambda: loop.create_task(_flush(ctx))))
+    if not _reporter:
+        _reporter.append(asyncio.get_running_loop().create_task(_report(ctx)))
 
 
-async def _flush(ctx: Context) -> None:
-    for timer in _flushing:
-        timer.cancel()
-    _flushing.clear()
-    if _pending:
+async def _report(ctx: Context) -> None:
+    """Every `FLUSH_EVERY` seconds, or as soon as `FLUSH_AT` wait, one `Tally` of them;
+    a failed publish keeps them for the next round, so no report is lost."""
+    while True:
+        for _ in range(10):
+            if len(_pending) >= FLUSH_AT:
+                break
+            await asyncio.sleep(FLUSH_EVERY / 10)
+        if not _pending:
+            continue
         seqs = _pending[:]
-        _pending.clear()
-        await ctx.publish(Tally(seqs=seqs))
+        del _pending[: len(seqs)]
+        try:
+            await ctx.publish(Tally(seqs=seqs))
+        except Exception as exc:
+            print(f"tally not published ({exc}); kept for the next one", file=sys.stderr, flush=True)
+            _pending[:0] = seqs
