@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from conftest import Collector
 from opentelemetry import baggage, context, metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind, StatusCode
 from otel_messages import Charge, GetPrice, OrderPlaced, Price
@@ -330,3 +332,36 @@ def test_retry_later_is_a_retry_event_not_an_error(collector: Collector) -> None
     assert "error.type" not in (first.attributes or {})
     assert second.status.status_code is StatusCode.UNSET
     assert not second.events
+
+
+def test_metrics_without_tracing_add_no_headers() -> None:
+    """``pycomms run --metrics-port`` without a tracing SDK: counted, no span, no header."""
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+    instrumentor = PyCommsInstrumentor()
+    instrumentor.instrument(meter_provider=meter_provider)
+    shop = Service("shop")
+    seen: list[dict[str, str]] = []
+
+    async def scenario() -> None:
+        done = asyncio.get_running_loop().create_future()
+
+        @shop.on
+        async def placed(event: OrderPlaced, ctx: Context) -> None:
+            seen.append(dict(ctx.headers))
+            done.set_result(None)
+
+        async with pycomms.connect(memory_url(), services=[shop]) as bus:
+            await bus.publish(OrderPlaced(order=1))
+            await done
+
+    try:
+        run_strict(scenario, 10)
+        data = reader.get_metrics_data()
+    finally:
+        instrumentor.uninstrument()
+        meter_provider.shutdown()
+    assert seen == [{}]
+    assert data is not None
+    names = {m.name for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
+    assert {"messaging.client.consumed.messages", "messaging.process.duration"} <= names

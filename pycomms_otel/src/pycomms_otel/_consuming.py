@@ -26,6 +26,7 @@ from ._telemetry import (
     DESTINATION,
     ERROR_TYPE,
     MESSAGE_ID,
+    NO_SPAN,
     OPERATION_NAME,
     OPERATION_TYPE,
     RETRY_DELAY,
@@ -42,7 +43,7 @@ def handler_middleware(t: Telemetry, service: Service, system: str) -> Middlewar
     active = t.active.cell(group)
     per_type: dict[str, tuple[str, SpanKind, dict[str, Any], list[int]]] = {}
     tracer, extract, attach, detach = t.tracer, propagate.extract, otel_context.attach, otel_context.detach
-    record = t.process_duration.record
+    record, tracing = t.process_duration.record, t.tracing()
 
     def facts(message: Message) -> tuple[str, SpanKind, dict[str, Any], list[int]]:
         """Span name and kind, metric attributes, consumed cell: once per type."""
@@ -65,11 +66,16 @@ def handler_middleware(t: Telemetry, service: Service, system: str) -> Middlewar
             active[0] += 1
             consumed[0] += 1
             start = time.perf_counter()
-            token = attach(extract(ctx.headers))  # the producer's span and baggage
+            token = attach(extract(ctx.headers)) if tracing else None  # the producer's span and baggage
             try:
-                with tracer.start_as_current_span(
-                    name, kind=kind, attributes=attrs, record_exception=False, set_status_on_exception=False
-                ) as span:
+                scope = (
+                    tracer.start_as_current_span(
+                        name, kind=kind, attributes=attrs, record_exception=False, set_status_on_exception=False
+                    )
+                    if tracing
+                    else NO_SPAN
+                )
+                with scope as span:
                     try:
                         result = await handler(message, ctx)
                     except BaseException as exc:
@@ -79,7 +85,8 @@ def handler_middleware(t: Telemetry, service: Service, system: str) -> Middlewar
                         record(time.perf_counter() - start, {**metric, ERROR_TYPE: failure} if failure else metric)
                         raise
             finally:
-                detach(token)
+                if token is not None:
+                    detach(token)
                 active[0] -= 1
             record(time.perf_counter() - start, metric)
             return result

@@ -21,6 +21,7 @@ from ._telemetry import (
     CONVERSATION_ID,
     DESTINATION,
     ERROR_TYPE,
+    NO_SPAN,
     OPERATION_NAME,
     OPERATION_TYPE,
     SETTER,
@@ -71,7 +72,7 @@ def emit_middleware(t: Telemetry, node: NodeInfo, system: str) -> EmitMiddleware
     """Wraps a bus's emit: one span per call around the hand-over to the backend."""
     operations = _Operations(t, node, system)
     tracer, setter, inject, record = t.tracer, SETTER, propagate.inject, t.operation_duration.record
-    producer = SpanKind.PRODUCER
+    producer, tracing = SpanKind.PRODUCER, t.tracing()
 
     def wrap(inner: Any) -> Any:
         async def emit(
@@ -100,11 +101,18 @@ def emit_middleware(t: Telemetry, node: NodeInfo, system: str) -> EmitMiddleware
                 if correlation_id:
                     attrs[CONVERSATION_ID] = correlation_id
             start = time.perf_counter()
-            with tracer.start_as_current_span(
-                name, kind=producer, attributes=attrs, record_exception=False, set_status_on_exception=False
-            ) as span:
-                carried = dict(headers) if headers else {}
-                inject(carried, setter=setter)
+            scope = (
+                tracer.start_as_current_span(
+                    name, kind=producer, attributes=attrs, record_exception=False, set_status_on_exception=False
+                )
+                if tracing
+                else NO_SPAN
+            )
+            with scope as span:
+                carried = headers
+                if tracing:
+                    carried = dict(headers) if headers else {}
+                    inject(carried, setter=setter)
                 try:
                     await inner(kind, batch, key, carried, correlation_id, causation_id, connection)
                 except BaseException as exc:
@@ -126,6 +134,7 @@ def ask_middleware(t: Telemetry, node: NodeInfo, system: str) -> AskMiddleware:
     """Wraps a bus's ask: a CLIENT span from the request to its reply (or failure)."""
     operations = _Operations(t, node, system)
     tracer, setter, inject, record = t.tracer, SETTER, propagate.inject, t.operation_duration.record
+    tracing = t.tracing()
 
     def wrap(inner: Any) -> Any:
         async def ask(
@@ -142,11 +151,18 @@ def ask_middleware(t: Telemetry, node: NodeInfo, system: str) -> AskMiddleware:
             if correlation_id:
                 attrs = {**attrs, CONVERSATION_ID: correlation_id}
             start = time.perf_counter()
-            with tracer.start_as_current_span(
-                name, kind=SpanKind.CLIENT, attributes=attrs, record_exception=False, set_status_on_exception=False
-            ) as span:
-                carried = dict(headers) if headers else {}
-                inject(carried, setter=setter)
+            scope = (
+                tracer.start_as_current_span(
+                    name, kind=SpanKind.CLIENT, attributes=attrs, record_exception=False, set_status_on_exception=False
+                )
+                if tracing
+                else NO_SPAN
+            )
+            with scope as span:
+                carried = headers
+                if tracing:
+                    carried = dict(headers) if headers else {}
+                    inject(carried, setter=setter)
                 try:
                     reply = await inner(request, timeout, carried, correlation_id, causation_id)
                 except BaseException as exc:

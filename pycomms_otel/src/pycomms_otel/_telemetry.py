@@ -139,15 +139,30 @@ class Telemetry:
         )
 
     def live(self) -> bool:
-        """Whether a bus built now would record anything: on, and a provider that is
-        neither a no-op one nor the API's proxy with no SDK behind it."""
-        if not self.on:
-            return False
-        tracer_provider = self._tracer_provider or trace.get_tracer_provider()
-        meter_provider = self._meter_provider or metrics.get_meter_provider()
-        tracing = not isinstance(tracer_provider, trace.NoOpTracerProvider | trace.ProxyTracerProvider)
-        # the API's proxy meter provider is private; known by its class name
-        metering = not isinstance(meter_provider, metrics.NoOpMeterProvider) and (
-            type(meter_provider).__name__ != "_ProxyMeterProvider"
-        )
-        return tracing or metering
+        """Whether a bus built now would record anything (see `tracing`, `metering`)."""
+        return self.on and (self.tracing() or self.metering())
+
+    def tracing(self) -> bool:
+        """Whether spans would be recorded: a tracer provider that is neither a no-op
+        one nor the API's proxy with no SDK behind it."""
+        provider = self._tracer_provider or trace.get_tracer_provider()
+        return not isinstance(provider, trace.NoOpTracerProvider | trace.ProxyTracerProvider)
+
+    def metering(self) -> bool:
+        """The same for metrics (the API's proxy meter provider is private: known by
+        its class name)."""
+        provider = self._meter_provider or metrics.get_meter_provider()
+        return not isinstance(provider, metrics.NoOpMeterProvider) and type(provider).__name__ != "_ProxyMeterProvider"
+
+
+class _NoSpan:
+    """Stands for ``start_as_current_span`` on a bus built without tracing."""
+
+    def __enter__(self) -> trace.Span:
+        return trace.INVALID_SPAN
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+
+NO_SPAN = _NoSpan()
