@@ -37,6 +37,7 @@ class NatsSession:
         self._psub: Any = None
         self._pool: WorkerPool[Msg] | None = None
         self._loop: asyncio.Task[None] | None = None
+        self._stopping = False
 
     async def start(self, concurrency: int) -> None:
         self._nc = await nats.connect(self._url, connect_timeout=5)
@@ -60,7 +61,7 @@ class NatsSession:
     async def _read(self) -> None:
         assert self._pool is not None
         pool = self._pool
-        while True:
+        while not self._stopping:
             room = await pool.wait_room()
             try:
                 msgs = await self._psub.fetch(room, timeout=1.0)
@@ -91,7 +92,13 @@ class NatsSession:
             raise AssertionError(f"request {seq} got the reply to {pong.seq}")
 
     async def close(self) -> None:
-        await cancel(self._loop)
+        # The read loop ends by itself within a fetch's 1 s: cancelling nats-py's fetch can
+        # be swallowed by its asyncio.wait_for on Python 3.11 (see pycomms.spi.stop_tasks).
+        self._stopping = True
+        if self._loop is not None:
+            done, _ = await asyncio.wait([self._loop], timeout=3.0)
+            if not done:
+                await cancel(self._loop)
         if self._pool is not None:
             await self._pool.close()
         if self._nc is not None:
