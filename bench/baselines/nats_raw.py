@@ -96,9 +96,8 @@ class NatsSession:
         # be swallowed by its asyncio.wait_for on Python 3.11 (see pycomms.spi.stop_tasks).
         self._stopping = True
         if self._loop is not None:
-            done, _ = await asyncio.wait([self._loop], timeout=3.0)
-            if not done:
-                await cancel(self._loop)
+            await asyncio.wait([self._loop], timeout=3.0)
+            await cancel(self._loop)  # at once if it ended (its outcome is taken), else cancelled
         if self._pool is not None:
             await self._pool.close()
         if self._nc is not None:
