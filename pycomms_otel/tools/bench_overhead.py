@@ -5,6 +5,8 @@
 MODE ``off``: not instrumented (pycomms-otel installed, its hooks wrap nothing).
 ``noop``: ``instrument()`` with OpenTelemetry's no-op tracer and meter providers.
 ``api``: ``instrument()`` with the API's default (proxy) providers and no SDK set up.
+``metrics``: only the SDK's MeterProvider (an InMemoryMetricReader), no tracing
+(what ``pycomms run --metrics-port`` does when tracing is not set up).
 ``sdk``: the SDK's TracerProvider (always-on sampling, a SimpleSpanProcessor into an
 exporter that counts and keeps nothing, so memory stays flat over 100,000s of spans)
 and the SDK's MeterProvider with an InMemoryMetricReader.
@@ -41,6 +43,8 @@ def main() -> None:
         PyCommsInstrumentor().instrument(
             tracer_provider=trace.NoOpTracerProvider(), meter_provider=metrics.NoOpMeterProvider()
         )
+    elif mode == "metrics":
+        PyCommsInstrumentor().instrument(meter_provider=MeterProvider(metric_readers=[InMemoryMetricReader()]))
     elif mode == "api":
         PyCommsInstrumentor().instrument()
     elif mode == "sdk":
@@ -49,7 +53,7 @@ def main() -> None:
         meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
         PyCommsInstrumentor().instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
     elif mode != "off":
-        raise SystemExit(f"MODE must be off, noop, api or sdk, got {mode!r}")
+        raise SystemExit(f"MODE must be off, noop, api, metrics or sdk, got {mode!r}")
     sys.argv = ["bench", *args]
     try:
         runpy.run_module("bench", run_name="__main__")
