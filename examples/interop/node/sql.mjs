@@ -114,11 +114,17 @@ async function send(db, event) {
 async function request(db, sku, qty) {
   const me = `js-${randomBytes(8).toString("hex")}`;
   let wake = () => {};
+  let notified = false; // a NOTIFY that came while we were reading: do not wait for it
   let listener = null;
   if (engine === "postgresql") { // woken by NOTIFY "#<me>"; MariaDB: a poll every 20 ms
     listener = new pg.Client({ connectionString: url });
     await listener.connect();
-    listener.on("notification", (n) => n.payload === `#${me}` && wake());
+    listener.on("notification", (n) => {
+      if (n.payload === `#${me}`) {
+        notified = true;
+        wake();
+      }
+    });
     await listener.query(`LISTEN "${channel}"`);
   }
   try {
@@ -126,6 +132,7 @@ async function request(db, sku, qty) {
     await send(db, ask);
     const deadline = Date.now() + DEADLINE_MS;
     while (Date.now() < deadline) {
+      notified = false;
       const rows = await takeReplies(db, me);
       for (const row of rows) {
         const reply = decode(row.data);
@@ -133,6 +140,7 @@ async function request(db, sku, qty) {
           return { type: reply.type, kind: reply.kind, data: reply.data, pycommserror: reply.pycommserror ?? null };
         }
       }
+      if (notified) continue;
       await new Promise((resolve) => {
         wake = resolve;
         setTimeout(resolve, listener ? 500 : 20); // with LISTEN, a safety net
