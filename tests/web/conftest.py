@@ -3,19 +3,17 @@ cross-process backend), and a collector of the orders the web apps publish."""
 
 from __future__ import annotations
 
-import collections
 import sys
-import threading
 import uuid
 from collections.abc import Iterator
 
 import pytest
 from shared_services import REDIS_URL
-from web_support import WEB
+from web_support import WEB, Orders
 
 import pycomms.sync
 from pycomms import Service
-from pycomms.testing import require_reachable, scale
+from pycomms.testing import require_reachable
 
 sys.path.insert(0, str(WEB))  # the recipes' shop_messages, as the servers import it
 
@@ -27,24 +25,6 @@ def url() -> Iterator[str]:
     yield url
     with pycomms.sync.connect(url) as bus:
         bus.drop_namespace(force=True)
-
-
-class Orders:
-    """Order ids seen by an ``audit`` service in the test process (a separate node)."""
-
-    def __init__(self) -> None:
-        self.seen: collections.Counter[int] = collections.Counter()
-        self._changed = threading.Condition()
-
-    def add(self, order_id: int) -> None:
-        with self._changed:
-            self.seen[order_id] += 1
-            self._changed.notify_all()
-
-    def wait_for(self, *order_ids: int, timeout: float = 30.0) -> None:
-        with self._changed:
-            ok = self._changed.wait_for(lambda: all(self.seen[o] for o in order_ids), timeout * scale())
-        assert ok, f"orders {order_ids} not all seen; seen {dict(self.seen)}"
 
 
 @pytest.fixture

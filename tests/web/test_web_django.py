@@ -11,8 +11,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import Orders
-from web_support import DJANGO, free_port, server
+from web_support import DJANGO, Orders, free_port, server
 
 
 @pytest.fixture

@@ -7,8 +7,7 @@ from __future__ import annotations
 import signal
 
 import httpx
-from conftest import Orders
-from web_support import BIN, WEB, free_port, server
+from web_support import BIN, WEB, Orders, free_port, server
 
 import pycomms.sync
 

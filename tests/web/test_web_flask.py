@@ -8,8 +8,7 @@ import concurrent.futures
 import signal
 
 import httpx
-from conftest import Orders
-from web_support import BIN, WEB, free_port, server
+from web_support import BIN, WEB, Orders, free_port, server
 
 
 def test_flask_app_under_gunicorn_preforked_and_threaded(url: str, orders: Orders) -> None:

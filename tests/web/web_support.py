@@ -3,11 +3,13 @@ start them (real processes, real ports), and waiting for them to answer."""
 
 from __future__ import annotations
 
+import collections
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -88,3 +90,21 @@ class Server:
                 if time.monotonic() > deadline:
                     raise
             time.sleep(0.1)
+
+
+class Orders:
+    """Order ids seen by an ``audit`` service in the test process (a separate node)."""
+
+    def __init__(self) -> None:
+        self.seen: collections.Counter[int] = collections.Counter()
+        self._changed = threading.Condition()
+
+    def add(self, order_id: int) -> None:
+        with self._changed:
+            self.seen[order_id] += 1
+            self._changed.notify_all()
+
+    def wait_for(self, *order_ids: int, timeout: float = 30.0) -> None:
+        with self._changed:
+            ok = self._changed.wait_for(lambda: all(self.seen[o] for o in order_ids), timeout * scale())
+        assert ok, f"orders {order_ids} not all seen; seen {dict(self.seen)}"
