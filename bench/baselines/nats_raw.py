@@ -17,6 +17,7 @@ from typing import Any
 
 import nats
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
 
@@ -66,6 +67,8 @@ class NatsSession:
             try:
                 msgs = await self._psub.fetch(room, timeout=1.0)
             except NatsTimeout:
+                continue
+            except NatsError:  # a 409 or a lost pull on a busy server: pull again, as a real consumer would
                 continue
             for msg in msgs:
                 pool.put(msg)
