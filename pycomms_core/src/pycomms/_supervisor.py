@@ -31,7 +31,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from ._errors import PyCommsError
 from ._service import Service
@@ -214,7 +214,7 @@ class Supervisor:
         finally:
             os.close(write_fd)
         log.info("worker %d started: pid %d", slot.index, process.pid)
-        if await asyncio.get_running_loop().run_in_executor(None, _read_one, read_fd):
+        if await _read_one(read_fd):
             log.info("worker %d (pid %d) is ready", slot.index, process.pid)
             return process, time.monotonic()
         return process, None
@@ -283,10 +283,21 @@ def import_watchfiles() -> Any:
     return watchfiles
 
 
-def _read_one(fd: int) -> bytes:
-    """One byte from ``fd`` (empty once every writer closed it), then close it."""
-    with open(fd, "rb", buffering=0) as pipe:
-        return pipe.read(1) or b""
+def _pipe(fd: int) -> BinaryIO:
+    """A file object for the read end ``fd`` (opening an fd does not block)."""
+    return open(fd, "rb", buffering=0)  # the read transport owns and closes it
+
+
+async def _read_one(fd: int) -> bytes:
+    """One byte from the pipe ``fd`` (empty once every writer closed it), then close it."""
+    reader = asyncio.StreamReader()
+    transport, _ = await asyncio.get_running_loop().connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), _pipe(fd)
+    )
+    try:
+        return await reader.read(1)
+    finally:
+        transport.close()
 
 
 # the ``run`` command's side -------------------------------------------------------------
