@@ -29,7 +29,6 @@ import logging
 import os
 import signal
 import threading
-import weakref
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from types import FrameType, TracebackType
 from typing import Any, TypeVar
@@ -50,7 +49,9 @@ T = TypeVar("T")
 
 EXECUTOR_BOUND = 1.0
 """Seconds `Bus.close` waits, after the async close, for the handler threads to end."""
-_open_buses: weakref.WeakSet[Bus] = weakref.WeakSet()
+_open_buses: set[Bus] = set()
+"""Every open bus, held until it is closed: one dropped without `close` still runs its
+loop thread, so it is closed at interpreter exit instead of being cut off there."""
 _inherited: list[object] = []
 """In a forked child: the parent's loops and buses, kept unreachable-but-alive so that
 no finalizer of theirs runs here (it would act on the parent's connections)."""
