@@ -21,6 +21,7 @@ from pycomms_otel import PyCommsInstrumentor
 class Collector:
     exporter: InMemorySpanExporter
     reader: InMemoryMetricReader
+    tracer_provider: TracerProvider
 
     def spans(self) -> list[ReadableSpan]:
         return list(self.exporter.get_finished_spans())
@@ -52,7 +53,7 @@ def collector() -> Iterator[Collector]:
     instrumentor = PyCommsInstrumentor()
     instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
     try:
-        yield Collector(exporter, reader)
+        yield Collector(exporter, reader, tracer_provider)
     finally:
         instrumentor.uninstrument()
         meter_provider.shutdown()

@@ -175,7 +175,7 @@ def test_metric_names_units_and_attributes(collector: Collector) -> None:
     assert active.value == 0  # back to zero once the handler returned
 
 
-def test_a_batch_is_one_producer_span_and_baggage_travels(collector: Collector) -> None:
+def test_a_batch_links_one_create_span_per_message_and_baggage_travels(collector: Collector) -> None:
     shop = Service("shop")
     seen: list[tuple[str | None, dict[str, str]]] = []
 
@@ -192,18 +192,29 @@ def test_a_batch_is_one_producer_span_and_baggage_travels(collector: Collector) 
         async with pycomms.connect(memory_url(), services=[shop]) as bus:
             token = context.attach(baggage.set_baggage("tenant", "acme"))
             try:
-                await bus.publish(*(OrderPlaced(order=n) for n in range(3)), headers={"origin": "test"})
+                with collector.tracer_provider.get_tracer("test").start_as_current_span("checkout"):
+                    await bus.publish(*(OrderPlaced(order=n) for n in range(3)), headers={"origin": "test"})
             finally:
                 context.detach(token)
             await all_seen
 
     run_strict(scenario, 10)
     publish = collector.span("publish otel.order_placed")
+    assert publish.kind is SpanKind.CLIENT  # its context is not the messages' creation context
     assert (publish.attributes or {})["messaging.batch.message_count"] == 3
+    creates = [s for s in collector.spans() if s.name == "create otel.order_placed"]
+    assert len(creates) == 3
+    assert all(s.kind is SpanKind.PRODUCER for s in creates)
+    assert all((s.attributes or {})["messaging.operation.type"] == "create" for s in creates)
+    create_ids = {s.context.span_id for s in creates if s.context}
+    assert {link.context.span_id for link in publish.links} == create_ids
     processed = [s for s in collector.spans() if s.name == "process otel.order_placed"]
     assert len(processed) == 3
-    assert publish.context is not None
-    assert all(s.parent is not None and s.parent.span_id == publish.context.span_id for s in processed)
+    assert {s.parent.span_id for s in processed if s.parent} == create_ids  # each its own creation context
+    checkout = collector.span("checkout")
+    assert checkout.context is not None
+    assert {s.parent.span_id for s in [publish, *creates] if s.parent} == {checkout.context.span_id}
+    assert len({s.context.trace_id for s in [checkout, publish, *creates, *processed] if s.context}) == 1
     for tenant, headers in seen:
         assert tenant == "acme"
         assert headers["origin"] == "test"

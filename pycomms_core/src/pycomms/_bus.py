@@ -26,7 +26,7 @@ from ._errors import (
 )
 from ._messages import Command, Event, Message, Request
 from ._middleware import wrap_outgoing
-from ._outgoing import outgoing
+from ._outgoing import outgoing, outgoing_all
 from ._plugins import plugin_manager
 from ._requests import Requests
 from ._service import Service, check_services, service_name
@@ -330,17 +330,15 @@ class Bus:
         kind: Kind,
         messages: Iterable[Message],
         key: str | None,
-        headers: dict[str, str] | None,
+        headers: dict[str, str] | list[dict[str, str]] | None,
         correlation_id: str | None,
         causation_id: str | None,
         connection: Any = None,
     ) -> None:
         if self._state is BusState.CLOSED:
             raise BusClosed("the bus is closed")
-        envelopes = [
-            outgoing(self.node.id, self._config.max_message_size, kind, m, key, headers, correlation_id, causation_id)
-            for m in messages
-        ]
+        size, node = self._config.max_message_size, self.node.id
+        envelopes = outgoing_all(node, size, kind, messages, key, headers, correlation_id, causation_id)
         if connection is not None:
             await self._publish_in(connection, envelopes)
         elif envelopes:

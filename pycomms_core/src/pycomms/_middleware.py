@@ -27,14 +27,15 @@ def compose(handler: Handler, middleware: Iterable[Middleware]) -> Handler:
 class Emit(Protocol):
     """How a bus hands out events (``kind`` "event") and commands ("command"):
     ``emit(kind, messages, key, headers, correlation_id, causation_id, connection)``;
-    returns once the backend accepted every message."""
+    returns once the backend accepted every message. ``headers``: one dict for every
+    message, or a list of one dict per message (in order)."""
 
     def __call__(
         self,
         kind: Kind,
         messages: Iterable[Message],
         key: str | None,
-        headers: dict[str, str] | None,
+        headers: dict[str, str] | list[dict[str, str]] | None,
         correlation_id: str | None,
         causation_id: str | None,
         connection: Any = None,

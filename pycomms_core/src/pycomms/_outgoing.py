@@ -4,6 +4,7 @@ message's class, the body serialized once, the size limit enforced before sendin
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 
 from ._envelope import Envelope, Kind, check_headers, new_id
 from ._errors import PublishError
@@ -55,3 +56,22 @@ def outgoing(
             f"{message.type_name} is {size} bytes encoded, over the limit of {max_size} bytes (option max_message_size)"
         )
     return env
+
+
+def outgoing_all(
+    source: str,
+    max_size: int,
+    kind: Kind,
+    messages: Iterable[Message],
+    key: str | None,
+    headers: dict[str, str] | list[dict[str, str]] | None,
+    correlation_id: str | None,
+    causation_id: str | None,
+) -> list[Envelope]:
+    """The envelopes of ``messages``. ``headers`` is one dict for all of them or, from
+    an emit middleware (tracing: one creation context per message), a list of one
+    dict per message, in order."""
+    if isinstance(headers, list):
+        pairs = zip(messages, headers, strict=True)
+        return [outgoing(source, max_size, kind, m, key, h, correlation_id, causation_id) for m, h in pairs]
+    return [outgoing(source, max_size, kind, m, key, headers, correlation_id, causation_id) for m in messages]

@@ -87,8 +87,9 @@ def pycomms_emit_middleware(node: NodeInfo, system: str) -> EmitMiddleware | Non
     An `EmitMiddleware` is ``Callable[[Emit], Emit]``; ``emit(kind, messages, key,
     headers, correlation_id, causation_id, connection)`` is what `Bus.publish`,
     `Bus.send` and a handler's ``ctx.publish``/``ctx.send`` call. A wrapper may call
-    the inner emit with its own ``headers`` dict (the caller's headers plus its own,
-    e.g. ``traceparent``); header names are carried as CloudEvents extension
+    the inner emit with its own ``headers``: a dict for every message (the caller's
+    headers plus its own, e.g. ``traceparent``), or a list of one dict per message
+    (e.g. a creation context each); header names are carried as CloudEvents extension
     attributes, so they must be lowercase letters and digits. Called once per bus
     when it is built; the wrapped emit then runs per call without pluggy involved.
     Without any implementation the bus's path is untouched.

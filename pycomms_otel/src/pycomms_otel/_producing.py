@@ -5,11 +5,11 @@ and a CLIENT span per request (``request <type>``), from the call to its reply."
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from opentelemetry import propagate, trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode, set_span_in_context
 
 from pycomms import Message, Request
 from pycomms.hookspecs import AskMiddleware, EmitMiddleware
@@ -49,6 +49,7 @@ class _Operations:
         self._known: dict[
             tuple[str, str | None, str | None], tuple[str, dict[str, Any], dict[str, Any], list[int]]
         ] = {}
+        self._creates: dict[str, dict[str, Any]] = {}
 
     def get(
         self, kind: str, destination: str | None, error: str | None = None
@@ -67,6 +68,19 @@ class _Operations:
             self._known[key] = found
         return found
 
+    def create(self, destination: str) -> dict[str, Any]:
+        """Attributes of a ``create`` span (one message of a batch)."""
+        found = self._creates.get(destination)
+        if found is None:
+            found = self._creates[destination] = {
+                SYSTEM: self._system,
+                OPERATION_NAME: "create",
+                OPERATION_TYPE: "create",
+                DESTINATION: destination,
+                CLIENT_ID: self._node,
+            }
+        return found
+
 
 def emit_middleware(t: Telemetry, node: NodeInfo, system: str) -> EmitMiddleware:
     """Wraps a bus's emit: one span per call around the hand-over to the backend."""
@@ -74,12 +88,27 @@ def emit_middleware(t: Telemetry, node: NodeInfo, system: str) -> EmitMiddleware
     tracer, setter, inject, record = t.tracer, SETTER, propagate.inject, t.operation_duration.record
     producer, tracing = SpanKind.PRODUCER, t.tracing()
 
+    def creations(batch: Sequence[Message], headers: Any) -> tuple[list[dict[str, str]], list[Link]]:
+        """A ``create <type>`` span per message, ended at once, its context in that
+        message's headers; the links to them for the batch's send span."""
+        carried, links = [], []
+        for n, message in enumerate(batch):
+            create = tracer.start_span(
+                f"create {message.type_name}", kind=producer, attributes=operations.create(message.type_name)
+            )
+            create.end()
+            one = dict(_nth(headers, n) or {})
+            inject(one, context=set_span_in_context(create), setter=setter)
+            carried.append(one)
+            links.append(Link(create.get_span_context()))
+        return carried, links
+
     def wrap(inner: Any) -> Any:
         async def emit(
             kind: Any,
             messages: Iterable[Message],
             key: str | None,
-            headers: dict[str, str] | None,
+            headers: dict[str, str] | list[dict[str, str]] | None,
             correlation_id: str | None,
             causation_id: str | None,
             connection: Any = None,
@@ -101,17 +130,25 @@ def emit_middleware(t: Telemetry, node: NodeInfo, system: str) -> EmitMiddleware
                 if correlation_id:
                     attrs[CONVERSATION_ID] = correlation_id
             start = time.perf_counter()
+            carried: dict[str, str] | list[dict[str, str]] | None = headers
+            links: list[Link] | None = None
+            if tracing and len(batch) > 1:  # a creation context per message, linked from the send span
+                carried, links = creations(batch, headers)
             scope = (
                 tracer.start_as_current_span(
-                    name, kind=producer, attributes=attrs, record_exception=False, set_status_on_exception=False
+                    name,
+                    kind=producer if links is None else SpanKind.CLIENT,
+                    attributes=attrs,
+                    links=links,
+                    record_exception=False,
+                    set_status_on_exception=False,
                 )
                 if tracing
                 else NO_SPAN
             )
             with scope as span:
-                carried = headers
-                if tracing:
-                    carried = dict(headers) if headers else {}
+                if tracing and links is None:
+                    carried = dict(_nth(headers, 0) or {})
                     inject(carried, setter=setter)
                 try:
                     await inner(kind, batch, key, carried, correlation_id, causation_id, connection)
@@ -178,6 +215,11 @@ def ask_middleware(t: Telemetry, node: NodeInfo, system: str) -> AskMiddleware:
         return ask
 
     return wrap
+
+
+def _nth(headers: dict[str, str] | list[dict[str, str]] | None, n: int) -> dict[str, str] | None:
+    """The headers of the ``n``-th message (given for all, or one dict each)."""
+    return headers[n] if isinstance(headers, list) else headers
 
 
 def _failed(span: trace.Span, exc: BaseException) -> str:
