@@ -32,6 +32,7 @@ class PrivateMosquitto:
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
+            "user root\n"  # started as root, Mosquitto would switch to its own user, who cannot write here
             "persistence true\n"
             f"persistence_location {directory}/\n"
             f"autosave_interval {autosave_interval}\n"

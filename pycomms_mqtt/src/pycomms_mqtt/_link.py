@@ -14,8 +14,9 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -74,17 +75,20 @@ class Link:
         *,
         on_message: MessageSink | None = None,
         on_taken_over: Callable[[], None] | None = None,
+        on_resubscribed: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.session = session
         self._on_message = on_message
         self._on_taken_over = on_taken_over
+        self._on_resubscribed = on_resubscribed
         self._client: aiomqtt.Client | None = None
         self._up = asyncio.Event()
         self._lost = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
         self._acked: dict[int, asyncio.Future[int]] = {}
+        self._subscribing: set[asyncio.Task[None]] = set()
         self.generation = 0
 
     @property
@@ -121,19 +125,50 @@ class Link:
         client._client.on_publish = self._on_publish  # private: see the module docstring
         if session.manual_ack:
             client._client.manual_ack_set(True)  # private: see the module docstring
+        resumed = _watch_session_present(client)
         what = f"mqtt: connect to {ep.address}"
         try:
             async with asyncio.timeout(ep.connect_timeout):
                 await client.__aenter__()
-                if session.subscriptions:
-                    await client.subscribe([(topic, 1) for topic in session.subscriptions])
         except TimeoutError:
             _abandon(client)
             raise ConnectError(f"{what} timed out after {ep.connect_timeout}s (connect_timeout)") from None
+        except asyncio.CancelledError:
+            _abandon(client)
+            raise
         except DRIVER_ERRORS as exc:
             _abandon(client)
             raise ConnectError(f"{what} failed: {describe(exc)}") from None
+        if session.subscriptions:
+            subscribing = self._subscribe(client)
+            if resumed():
+                # Mosquitto 2.0 restores a session's shared subscriptions after a restart
+                # only if they are made again; its queued messages arrive before the SUBACK
+                # does, so the reader must run meanwhile: subscribe in the background.
+                task = asyncio.get_running_loop().create_task(self._resubscribe(subscribing))
+                self._subscribing.add(task)
+                task.add_done_callback(self._subscribed)
+            else:
+                try:
+                    await subscribing
+                except DRIVER_ERRORS as exc:
+                    _abandon(client)
+                    raise ConnectError(f"mqtt: subscribe on {ep.address} failed: {describe(exc)}") from None
         return client
+
+    async def _resubscribe(self, subscribing: Awaitable[None]) -> None:
+        await subscribing
+        if self._on_resubscribed is not None:
+            await self._on_resubscribed()
+
+    async def _subscribe(self, client: aiomqtt.Client) -> None:
+        topics = [(topic, 1) for topic in self.session.subscriptions]
+        await client.subscribe(topics, timeout=self.endpoint.operation_timeout * 3)
+
+    def _subscribed(self, task: asyncio.Task[None]) -> None:
+        self._subscribing.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("mqtt: subscribing %s again failed: %s", self.session.client_id, describe(task.exception()))  # type: ignore[arg-type]
 
     def _attach(self, client: aiomqtt.Client) -> None:
         self._client = client
@@ -168,7 +203,6 @@ class Link:
                         self._on_message(message, generation)
             except aiomqtt.MqttError as exc:
                 self._detach()
-                _abandon(client)
                 if reason_code(exc.__cause__ or exc) == TAKEN_OVER:
                     log.warning("mqtt: session %s was taken over by another connection", self.session.client_id)
                     if self._on_taken_over is not None:
@@ -260,8 +294,8 @@ class Link:
         self._closing = True
         client = self._client
         self._detach()
-        if self._task is not None:
-            await stop_tasks([self._task], recancel_after=timeout, give_up_after=timeout * 2)
+        if self._task is not None or self._subscribing:
+            await stop_tasks([self._task, *self._subscribing], recancel_after=timeout, give_up_after=timeout * 2)
         if client is not None:
             try:
                 async with asyncio.timeout(timeout):
@@ -269,6 +303,25 @@ class Link:
             except DRIVER_ERRORS as exc:
                 log.debug("mqtt: disconnect of %s: %s", self.session.client_id, describe(exc))
                 _abandon(client)
+        for _ in range(3):  # aiomqtt ends its housekeeping task when the socket closes
+            await asyncio.sleep(0)
+
+
+def _watch_session_present(client: aiomqtt.Client) -> Callable[[], bool]:
+    """Whether the broker's CONNACK said it resumed the session (paho reports it to
+    ``on_connect``; aiomqtt does not pass it on)."""
+    paho = client._client  # private: see the module docstring
+    chained: Callable[..., None] | None = paho.on_connect
+    present = [False]
+
+    def on_connect(*args: Any) -> None:
+        flags = args[2] if len(args) > 2 else None
+        present[0] = bool(getattr(flags, "session_present", False))
+        if chained is not None:
+            chained(*args)
+
+    paho.on_connect = on_connect
+    return lambda: present[0]
 
 
 def _abandon(client: aiomqtt.Client) -> None:

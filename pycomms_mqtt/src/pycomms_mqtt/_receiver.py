@@ -126,7 +126,13 @@ class MqttReceiver:
             manual_ack=True,
             subscriptions=tuple(self._topics()),
         )
-        link = Link(owner.endpoint, session, on_message=self._on_message, on_taken_over=self._taken_over)
+        link = Link(
+            owner.endpoint,
+            session,
+            on_message=self._on_message,
+            on_taken_over=self._taken_over,
+            on_resubscribed=self._take_parked,  # sent while the restored broker had no subscription
+        )
         await link.start()
         self.link, self.slot = link, slot
         record = owner.topics.session_record(sub.service, slot)
