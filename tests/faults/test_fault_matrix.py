@@ -52,7 +52,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from fault_support import FaultProxy, SilentServer, free_port
+from fault_proxy import FaultProxy, SilentServer, free_port
 from shared_services import AMQP_URL, MYSQL_URL, POSTGRES_URL, REDIS_URL
 
 import pycomms
@@ -343,7 +343,7 @@ async def _link_closed(spec: Backend, run: Run, namespace: str) -> None:
     await _mid_session(spec, run, namespace, FaultProxy.cut)
 
 
-async def _mid_session(spec: Backend, run: Run, namespace: str, fault: Callable[[FaultProxy], None]) -> None:
+async def _mid_session(spec: Backend, run: Run, namespace: str, fault: Callable[[FaultProxy], object]) -> None:
     """Open one bus per operation through a proxy, check the link carries a request,
     break the link, run every operation at once, then clean up."""
     base = urlsplit(spec.base)

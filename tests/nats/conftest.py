@@ -1,7 +1,7 @@
 """Fixtures of the NATS backend's own tests (helpers live in nats_support.py).
 
 The CLI tests of tests/cli run here against ``nats://`` too (test_nats_cli.py), so
-their helpers' folder is put on the path, and so is tests/faults (its proxy and silent server)."""
+their helpers' folder is put on the path."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from nats_support import NATS_URL, drop_namespace, new_namespace, url_for
 from pycomms.testing import require_reachable
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "cli"))
-sys.path.insert(0, str(Path(__file__).parents[1] / "faults"))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -9,7 +9,7 @@ import logging
 import time
 
 import pytest
-from fault_support import FaultProxy, SilentServer, free_port
+from fault_proxy import FaultProxy, SilentServer, free_port
 from nats_support import NATS_URL, drop_namespace, new_namespace
 
 import pycomms
