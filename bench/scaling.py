@@ -64,6 +64,20 @@ class Progress:
         return (high[1] - low[1]) / max(high[0] - low[0], 1e-9)
 
 
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """User + system CPU time of the processes ``pids`` (Linux ``/proc``)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / tick
+
+
+async def worker_pids(bus: pycomms.Bus) -> list[int]:
+    return [n.pid for n in await bus.nodes() if "bench" in n.services]
+
+
 async def start_workers(url: str, workers: int) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable,
@@ -136,6 +150,8 @@ async def one_run(
                 proc = await start_workers(worker_url, workers)
                 started = published = time.perf_counter()
             else:
+                pids = await worker_pids(bus)
+                cpu_before = cpu_seconds(pids)
                 started = time.perf_counter()
                 await publish_all(publisher, payload[:events], publishers, 1)
                 published = time.perf_counter()
@@ -149,7 +165,12 @@ async def one_run(
             else:
                 rate = events / (tracker.finished_at - started)
                 side = events / max(published - started, 1e-9)
-                print(f"    workers={workers}: {rate:8.0f} events/s end to end (publish side {side:.0f}/s)", flush=True)
+                cpu_us = (cpu_seconds(pids) - cpu_before) / events * 1e6
+                print(
+                    f"    workers={workers}: {rate:8.0f} events/s end to end (publish side {side:.0f}/s; "
+                    f"workers' CPU {cpu_us:.0f} µs per event)",
+                    flush=True,
+                )
             return rate
         finally:
             await stop_workers(proc)
