@@ -24,6 +24,8 @@ MODULES: dict[str, str] = {
     "pyzmq": "bench.baselines.zmq_push",
     "nats-py": "bench.baselines.nats_raw",
     "faststream-nats": "bench.baselines.faststream_nats",
+    "aiomqtt": "bench.baselines.mqtt_raw",
+    "faststream-mqtt": "bench.baselines.faststream_mqtt",
 }
 
 BY_SCHEME: dict[str, tuple[str, ...]] = {
@@ -37,6 +39,8 @@ BY_SCHEME: dict[str, tuple[str, ...]] = {
     "tcp": ("asyncio-tcp", "asyncio-tcp-lean", "pyzmq"),
     "nats": ("nats-py", "faststream-nats"),
     "tls": ("nats-py", "faststream-nats"),
+    "mqtt": ("aiomqtt", "faststream-mqtt"),
+    "mqtts": ("aiomqtt", "faststream-mqtt"),
 }
 
 
