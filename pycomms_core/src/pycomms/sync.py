@@ -79,14 +79,12 @@ class _Runtime:
         # its wait for them (the loop's own shutdown_default_executor joins unbounded)
         self.executor = concurrent.futures.ThreadPoolExecutor(thread_name_prefix=f"pycomms-handler-{label}")
         self.loop.set_default_executor(self.executor)
-        self.ready = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"pycomms-sync-{label}", daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
         try:
-            self.loop.call_soon(self.ready.set)
             self.loop.run_forever()
         finally:
             try:
