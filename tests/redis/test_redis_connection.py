@@ -8,7 +8,8 @@ import time
 from urllib.parse import urlsplit
 
 import pytest
-from redis_support import REDIS_URL, PrivateRedis, StallingProxy, new_namespace, url_for
+from fault_proxy import FaultProxy
+from redis_support import REDIS_URL, PrivateRedis, new_namespace, url_for
 
 import pycomms
 from pycomms import Command, PublishError, Service
@@ -19,7 +20,7 @@ class Probe(Command, name="connection.probe"):
     n: int
 
 
-def _proxied(namespace: str, proxy: StallingProxy, **options: object) -> str:
+def _proxied(namespace: str, proxy: FaultProxy, **options: object) -> str:
     parts = urlsplit(REDIS_URL)
     userinfo = parts.netloc.rpartition("@")[0] + "@" if "@" in parts.netloc else ""
     base = f"redis://{userinfo}127.0.0.1:{proxy.port}{parts.path}"
@@ -41,8 +42,7 @@ def test_silent_dead_connection_is_detected_within_5s(namespace: str, caplog: py
         async def handle(probe: Probe) -> None:
             rec.add(probe.n, time.monotonic())
 
-        proxy = StallingProxy(_target_port())
-        await proxy.start()
+        proxy = FaultProxy(("127.0.0.1", _target_port())).start()
         try:
             async with (
                 pycomms.connect(_proxied(namespace, proxy), services=[svc]) as consumer,
@@ -50,7 +50,7 @@ def test_silent_dead_connection_is_detected_within_5s(namespace: str, caplog: py
             ):
                 await direct.send(Probe(n=1))
                 await rec.wait(1, 10)
-                proxy.stall()  # every connection the consumer holds goes silent
+                proxy.silence(new_links="forward")  # every connection the consumer holds goes silent
                 stalled = time.monotonic()
                 await direct.send(Probe(n=2))
                 await rec.wait(2, 15)
@@ -59,7 +59,7 @@ def test_silent_dead_connection_is_detected_within_5s(namespace: str, caplog: py
                 assert detected < 5.0 * scale(), f"handled {detected:.1f}s after the link went silent"
                 assert bus_nodes_contains(await direct.nodes(), consumer.node.id)
         finally:
-            await proxy.close()
+            proxy.stop()
 
     run_strict(scenario, 60)
 
@@ -68,12 +68,11 @@ def test_publish_on_a_silent_connection_fails_within_5s(namespace: str, caplog: 
     caplog.set_level(logging.ERROR, logger="pycomms.redis")
 
     async def scenario() -> None:
-        proxy = StallingProxy(_target_port())
-        await proxy.start()
+        proxy = FaultProxy(("127.0.0.1", _target_port())).start()
         try:
             async with pycomms.connect(_proxied(namespace, proxy, operation_timeout=2)) as bus:
                 await bus.send(Probe(n=1))
-                proxy.stall()
+                proxy.silence(new_links="forward")
                 started = time.monotonic()
                 with pytest.raises(PublishError, match=r"timed out after 2.0s \(operation_timeout\)"):
                     await bus.send(Probe(n=2))
@@ -81,7 +80,7 @@ def test_publish_on_a_silent_connection_fails_within_5s(namespace: str, caplog: 
                 print(f"\n[measured] publish on the silent link failed after {failed:.2f}s")
                 assert failed < 5.0 * scale()
         finally:
-            await proxy.close()
+            proxy.stop()
 
     run_strict(scenario, 60)
 

@@ -14,7 +14,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from redis_support import REDIS_URL, FaultProxy, SilentServer, free_port, url_for
+from fault_proxy import FaultProxy, SilentServer, free_port
+from redis_support import REDIS_URL, url_for
 
 import pycomms
 from pycomms import Command, ConnectError, Event, Message, OperationError, PublishError, Request, Service
@@ -128,9 +129,7 @@ def test_nothing_listening_fails_connect_at_once() -> None:
 @pytest.mark.parametrize("scheme", ["redis", "rediss"])
 def test_a_server_that_never_answers_fails_connect_within_connect_timeout(scheme: str) -> None:
     async def scenario() -> None:
-        server = SilentServer()
-        await server.start()
-        try:
+        with SilentServer() as server:
             url = f"{scheme}://user:s3cret@127.0.0.1:{server.port}/0?namespace=silent&connect_timeout=1"
             took, error = await _timed(pycomms.connect(url, aof_warning=False))
             _check(f"{scheme} connect, server never answers", took, error, ConnectError, f"127.0.0.1:{server.port}")
@@ -139,8 +138,6 @@ def test_a_server_that_never_answers_fails_connect_within_connect_timeout(scheme
             assert "s3cret" not in str(error)
             assert took < (1.0 + MARGIN) * scale()
             assert server.accepted >= 1
-        finally:
-            await server.close()
 
     run_strict(scenario, 30)
 
@@ -154,8 +151,7 @@ def test_every_call_has_a_deadline_when_the_link_fails_mid_session(
     caplog.set_level(logging.ERROR, logger="pycomms")
 
     async def scenario() -> None:
-        proxy = FaultProxy(urlsplit(REDIS_URL).port or 6379)
-        await proxy.start()
+        proxy = FaultProxy(("127.0.0.1", urlsplit(REDIS_URL).port or 6379)).start()
         server = f"127.0.0.1:{proxy.port}"
         url = _via(proxy.port, namespace, operation_timeout=OPERATION_TIMEOUT)
         try:
@@ -166,12 +162,12 @@ def test_every_call_has_a_deadline_when_the_link_fails_mid_session(
             if fault == "silent":
                 proxy.silence()
             else:
-                await proxy.cut(refuse=True)
+                proxy.cut(new_links="refuse", reset=True)
             await _calls_fail_in_time(client, server)
             await _close_in_time(f"{fault} link, client", client)
             await _close_in_time(f"{fault} link, worker with a service", worker)
         finally:
-            await proxy.close()
+            proxy.stop()
 
     run_strict(scenario, 60)
 
@@ -180,17 +176,16 @@ def test_a_closed_link_that_comes_back_is_used_again(namespace: str) -> None:
     """The connections are reset but the server is still there: calls carry on over new ones."""
 
     async def scenario() -> None:
-        proxy = FaultProxy(urlsplit(REDIS_URL).port or 6379)
-        await proxy.start()
+        proxy = FaultProxy(("127.0.0.1", urlsplit(REDIS_URL).port or 6379)).start()
         try:
             url = _via(proxy.port, namespace, operation_timeout=OPERATION_TIMEOUT)
             async with pycomms.connect(url, services=[_worker()]) as worker, pycomms.connect(url) as client:
                 assert (await client.request(Ask(n=1), timeout=10)).n == 1
-                await proxy.cut()
+                proxy.cut(new_links="forward", reset=True)
                 assert (await client.request(Ask(n=2), timeout=10)).n == 2
                 assert {n.id for n in await client.nodes()} >= {worker.node.id, client.node.id}
         finally:
-            await proxy.close()
+            proxy.stop()
 
     run_strict(scenario, 60)
 
@@ -224,8 +219,7 @@ def test_settles_on_a_silent_link_are_bounded_and_lose_nothing(
         async def fine(command: Slow) -> None:
             again.add(command.n)
 
-        proxy = FaultProxy(urlsplit(REDIS_URL).port or 6379)
-        await proxy.start()
+        proxy = FaultProxy(("127.0.0.1", urlsplit(REDIS_URL).port or 6379)).start()
         options = {"operation_timeout": OPERATION_TIMEOUT, "visibility_timeout": visibility}
         try:
             worker = await pycomms.connect(_via(proxy.port, namespace, **options), services=[silent_svc])
@@ -241,6 +235,6 @@ def test_settles_on_a_silent_link_are_bounded_and_lose_nothing(
                     print(f"\n[measured] both messages handled elsewhere {took:.2f}s after the silent worker closed")
                     assert sorted(again.items) == [1, 2]
         finally:
-            await proxy.close()
+            proxy.stop()
 
     run_strict(scenario, 60)

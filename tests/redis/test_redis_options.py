@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from redis_support import free_port
+from fault_proxy import free_port
 
 import pycomms
 import pycomms_redis

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from redis_support import PrivateRedis, free_port, new_namespace
+from fault_proxy import free_port
+from redis_support import PrivateRedis, new_namespace
 
 import pycomms
 from pycomms import ConnectError, Event, Service
