@@ -18,7 +18,6 @@ from typing import Any
 import nats
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
-from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
 
 from bench._impl import ALL_WORKLOADS
@@ -66,7 +65,7 @@ class NatsSession:
             room = await pool.wait_room()
             try:
                 msgs = await self._psub.fetch(room, timeout=1.0)
-            except NatsTimeout:
+            except TimeoutError:  # nats-py raises its own and asyncio's when nothing came
                 continue
             except NatsError:  # a 409 or a lost pull on a busy server: pull again, as a real consumer would
                 continue
