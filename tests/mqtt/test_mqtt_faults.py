@@ -19,15 +19,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fault_proxy import FaultProxy, SilentServer
 from mqtt_support import MOSQUITTO, PrivateMosquitto
 from mqtt_worker import Job
 
 import pycomms
 from pycomms import ConnectError, PublishError, Service
 from pycomms.testing import Recorder, eventually, run_strict, scale, unavailable
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "faults"))
-from fault_support import FaultProxy, SilentServer
 
 pytestmark = pytest.mark.faults
 AUTOSAVE = 1.0
