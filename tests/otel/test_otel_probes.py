@@ -144,3 +144,32 @@ def test_a_port_in_use_is_an_error_naming_it() -> None:
     assert done.returncode == 1
     assert f"error: --metrics-port {port}: cannot listen on 127.0.0.1:{port}" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_each_worker_of_pycomms_run_workers_serves_its_own_port() -> None:
+    """``--workers 2 --metrics-port N``: worker 1 on N, worker 2 on N + 1."""
+    with socket.socket() as first, socket.socket() as second:  # two free ports in a row
+        first.bind(("127.0.0.1", 0))
+        port = first.getsockname()[1]
+        try:
+            second.bind(("127.0.0.1", port + 1))
+        except OSError:
+            pytest.skip(f"port {port + 1} is taken; no two free ports in a row here")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent / "support")])}
+    url = "memory://workers"  # each worker its own in-process broker: readiness is all this test reads
+    command = [sys.executable, "-m", "pycomms", "run", "otel_app:services", "--url", url, "--workers", "2"]
+    command += ["--metrics-port", str(port), "--metrics-host", "127.0.0.1", "--grace", "1"]
+    supervisor = subprocess.Popen(command, env=env, stderr=subprocess.PIPE)
+    try:
+        for each in (port, port + 1):
+            wait_for(lambda each=each: get(each, "/readyz")[0] == 200, 60, f"worker readiness on port {each}")
+        bodies = {get(each, "/readyz")[2] for each in (port, port + 1)}
+        assert len(bodies) == 2, "the two ports answered for the same node"
+    finally:
+        supervisor.send_signal(signal.SIGTERM)
+        try:
+            _, stderr = supervisor.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            supervisor.kill()
+            _, stderr = supervisor.communicate()
+    assert b"cannot listen" not in stderr, stderr.decode()[-3000:]

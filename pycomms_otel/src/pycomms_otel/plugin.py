@@ -70,7 +70,8 @@ def pycomms_run_options(parser: argparse.ArgumentParser) -> None:
         "--metrics-port",
         type=int,
         metavar="PORT",
-        help="serve Prometheus /metrics, /healthz and /readyz over HTTP on PORT (pycomms-otel)",
+        help="serve Prometheus /metrics, /healthz and /readyz over HTTP on PORT (pycomms-otel); "
+        "with --workers K, worker i (from 1) on PORT+i-1",
     )
     parser.add_argument(
         "--metrics-host", default="0.0.0.0", help="address for --metrics-port (default: 0.0.0.0, every interface)"
@@ -84,6 +85,11 @@ def pycomms_run(args: argparse.Namespace) -> Callable[[Bus], AbstractAsyncContex
         return None
     if not 0 < port < 65536:
         raise pycomms.PyCommsError(f"--metrics-port must be a TCP port, 1 to 65535; got {port}")
+    index = getattr(args, "worker_index", None)  # worker i (from 1) of `pycomms run --workers K`: port + i - 1
+    if index:
+        port += int(index) - 1
+        if port > 65535:
+            raise pycomms.PyCommsError(f"--metrics-port {args.metrics_port} for worker {index} would be port {port}")
     from ._probes import serve_probes, setup_metrics
 
     setup_metrics()
