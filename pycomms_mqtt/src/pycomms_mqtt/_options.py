@@ -24,9 +24,9 @@ class MqttOptions(BaseModel):
     operation_timeout: float = Field(10.0, gt=0)
     """Deadline of every later call, waiting through a reconnection included."""
     heartbeat: float = Field(2.0, ge=1)
-    """MQTT keep-alive and presence refresh, in seconds: a silent link is dropped after
-    1.5 of them (by the broker, which then publishes the node's Last Will) and a node
-    that stops refreshing is hidden after 3."""
+    """Presence refresh, in seconds; the MQTT keep-alive is twice it, so the broker drops a
+    silent link (and publishes the node's Last Will) after 3 heartbeats, and a node that
+    stops refreshing is hidden after 3 too."""
     session_expiry: int = Field(7 * 86400, ge=60, le=0xFFFFFFFF)
     """How long the broker keeps a stopped service's session (its subscriptions and the
     messages queued for it), in seconds."""

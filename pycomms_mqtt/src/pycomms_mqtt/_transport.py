@@ -247,7 +247,7 @@ def _endpoint(config: BackendConfig, options: MqttOptions) -> Endpoint:
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,
         tls=tls,
-        keepalive=max(1, math.ceil(options.heartbeat)),
+        keepalive=math.ceil(2 * options.heartbeat),  # the broker drops a link silent for 1.5 keep-alives: 3 heartbeats
         connect_timeout=options.connect_timeout,
         operation_timeout=options.operation_timeout,
     )
