@@ -38,11 +38,16 @@ class Replier(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Binding:
-    """A handler ready to run: its type and its normalized, wrapped callable."""
+    """A handler ready to run: its type and its normalized, wrapped callable, and what
+    the pipeline checks per message, looked up once (``kind``, ``message_type``,
+    ``reply_type``: None unless a request type declares one)."""
 
     spec: HandlerSpec
     call: Handler
     needs_context: bool
+    kind: str
+    message_type: type[Any]
+    reply_type: type[Any] | None
 
 
 def bind(spec: HandlerSpec, middleware: Sequence[Middleware]) -> Binding:
@@ -69,7 +74,16 @@ def bind(spec: HandlerSpec, middleware: Sequence[Middleware]) -> Binding:
                 return await asyncio.to_thread(func, message)
 
     # without a ctx parameter or middleware nobody reads the Context: skip building it
-    return Binding(spec, compose(call, middleware), spec.takes_context or bool(middleware))
+    message_type = spec.message_type
+    reply_type = getattr(message_type, "reply_type", None)
+    return Binding(
+        spec,
+        compose(call, middleware),
+        spec.takes_context or bool(middleware),
+        message_type.kind,
+        message_type,
+        reply_type,
+    )
 
 
 class ServiceRunner:
@@ -98,6 +112,8 @@ class ServiceRunner:
         self._ready: collections.deque[Delivery] = collections.deque()
         self._sleepers: collections.deque[asyncio.Future[None]] = collections.deque()
         """Workers waiting for a delivery (a hand-off without asyncio.Queue's bookkeeping)."""
+        self._waking = 0
+        """Workers woken that have not run yet (see `_wake_one`)."""
         self._pending = 0  # buffered + running
         self._room = asyncio.Event()
         self._idle = asyncio.Event()
@@ -153,7 +169,7 @@ class ServiceRunner:
             log.exception("service %s: error while closing its receiver", self._service.name)
 
     async def _fetch(self) -> None:
-        ready, sleepers, limit, receiver = self._ready, self._sleepers, self._limit, self._receiver
+        ready, limit, receiver = self._ready, self._limit, self._receiver
         while True:
             while self._pending >= limit:
                 self._room.clear()
@@ -178,25 +194,28 @@ class ServiceRunner:
             self._pending += len(batch)
             self._idle.clear()
             ready.extend(batch)
-            wake = len(batch)
-            while wake and sleepers:
-                sleeper = sleepers.popleft()
-                if not sleeper.done():
-                    sleeper.set_result(None)
-                    wake -= 1
+            self._wake_one()
 
     async def _work(self) -> None:
         ready, sleepers = self._ready, self._sleepers
         loop = asyncio.get_running_loop()
+        me = asyncio.current_task()
+        assert me is not None
         while not self._stopping:
             if not ready:
                 sleeper = loop.create_future()
                 sleepers.append(sleeper)
-                await sleeper
+                try:
+                    await sleeper
+                finally:
+                    if sleeper.done() and not sleeper.cancelled():
+                        self._waking -= 1
                 continue
             delivery = ready.popleft()
+            if ready and not self._waking:
+                self._wake_one()  # to take the next one should this handler wait for something
             try:
-                await self._handle(delivery)
+                await self._handle(delivery, me)
             except asyncio.CancelledError:
                 raise
             except PyCommsError as exc:  # a settle the backend could not do (its lease will hand the message on)
@@ -207,9 +226,26 @@ class ServiceRunner:
                 self._pending -= 1
                 if not self._pending:
                     self._idle.set()
-                self._room.set()
+                if self._pending >= self._limit - 1:  # it was full: the fetcher may be waiting for room
+                    self._room.set()
 
-    async def _handle(self, delivery: Delivery) -> None:
+    def _wake_one(self) -> None:
+        """Wake a sleeping worker unless one is already on its way. Woken workers wake
+        the next while deliveries remain: handlers that never wait are all run by one
+        worker without a wake-up each, and every handler that does wait lets one more
+        worker start, up to the concurrency limit."""
+        if self._waking:
+            return
+        sleepers = self._sleepers
+        while sleepers:
+            sleeper = sleepers.popleft()
+            if not sleeper.done():
+                sleeper.set_result(None)
+                self._waking += 1
+                return
+
+    async def _handle(self, delivery: Delivery, me: asyncio.Task[None]) -> None:
+        """Run one delivery through the pipeline in worker task ``me``."""
         try:
             env = Envelope.decode(delivery.data, self._max_size)
         except EnvelopeError as exc:
@@ -221,12 +257,12 @@ class ServiceRunner:
                 delivery, env, "unknown_type", f"service {self._service.name!r} has no handler for {env.type!r}"
             )
             return
-        spec = binding.spec
-        if env.kind != spec.message_type.kind or (env.kind == "request" and not env.reply_to):
-            await self._dead(delivery, env, "malformed", _kind_mismatch(env, spec))
+        kind = env.kind
+        if kind != binding.kind or (kind == "request" and not env.reply_to):
+            await self._dead(delivery, env, "malformed", _kind_mismatch(env, binding.spec))
             return
-        try:
-            message = spec.message_type.model_validate(env.body)
+        try:  # what model_validate does, without its keyword handling
+            message = binding.message_type.__pydantic_validator__.validate_python(env.body)
         except ValidationError as exc:
             await self._dead(delivery, env, "invalid", str(exc))
             return
@@ -258,7 +294,7 @@ class ServiceRunner:
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
                 raise
-            if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+            if me.cancelling():
                 raise asyncio.CancelledError from exc
             if attempt >= self._retry.max_attempts:
                 await self._dead(delivery, env, "failed", _describe(exc))
@@ -266,13 +302,13 @@ class ServiceRunner:
                 log.debug("service %s: %s %s attempt %d failed: %r", self._service.name, env.type, env.id, attempt, exc)
                 await delivery.retry(self._retry.delay_for(attempt + 1))
             return
-        if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+        if me.cancelling():
             raise asyncio.CancelledError  # the handler swallowed our cancel: do not ack
-        if env.kind == "request" and env.reply_to:
-            reply_type = getattr(spec.message_type, "reply_type", None)
+        if kind == "request":  # its replyto was checked above
+            reply_type = binding.reply_type
             if reply_type is None or not isinstance(result, reply_type):
                 expected = getattr(reply_type, "__name__", "?")
-                error = f"handler {spec.name} returned {type(result).__name__}, expected {expected}"
+                error = f"handler {binding.spec.name} returned {type(result).__name__}, expected {expected}"
                 await self._dead(delivery, env, "failed", error)
                 return
             try:

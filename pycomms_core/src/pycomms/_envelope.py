@@ -124,8 +124,9 @@ class Envelope:
             attrs["replyto"] = self.reply_to
         if self.key is not None:
             attrs["partitionkey"] = self.key
-        for name, value in self.headers.items():
-            attrs.setdefault(name, value)  # PyComms' own attributes always win
+        if self.headers:
+            for name, value in self.headers.items():
+                attrs.setdefault(name, value)  # PyComms' own attributes always win
         return attrs
 
     def data(self) -> bytes:
@@ -135,9 +136,12 @@ class Envelope:
 
     def encode(self) -> bytes:
         """The envelope as one CloudEvents JSON document (structured mode); cached."""
-        if self._encoded is None:
-            self._encoded = b"".join((to_json(self.attributes())[:-1], b',"data":', self.data(), b"}"))
-        return self._encoded
+        encoded = self._encoded
+        if encoded is None:
+            body = self.body
+            data = body if type(body) is bytes else self.data()  # an outgoing body is JSON bytes already
+            encoded = self._encoded = b"".join((to_json(self.attributes())[:-1], b',"data":', data, b"}"))
+        return encoded
 
     def to_binary(self) -> tuple[dict[str, str], bytes]:
         """Binary mode: the attributes as strings, and the data. A transport's binding

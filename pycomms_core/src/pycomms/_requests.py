@@ -62,7 +62,8 @@ class Requests:
                 future.cancel()
             elif not future.cancelled():
                 future.exception()  # close may have failed it while we were still publishing
-        error_type = reply.headers.get(ERROR_HEADER) or reply.headers.get(_WIRE1_ERROR_HEADER)
+        headers = reply.headers  # an ordinary reply has none
+        error_type = (headers.get(ERROR_HEADER) or headers.get(_WIRE1_ERROR_HEADER)) if headers else None
         if error_type is not None:
             body = reply.body if isinstance(reply.body, dict) else {}
             raise RemoteError(
@@ -70,8 +71,8 @@ class Requests:
                 error_type=error_type,
                 reason=str(body.get("error", "")),
             )
-        try:
-            return reply_type.model_validate(reply.body)
+        try:  # what model_validate does, without its keyword handling
+            return reply_type.__pydantic_validator__.validate_python(reply.body)  # type: ignore[no-any-return]
         except ValidationError as exc:
             raise RemoteError(
                 f"reply to {env.type} is not a valid {reply_type.__name__}: {exc}", error_type="invalid_reply"

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 _RFC3339 = re.compile(r"(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(\.\d{1,9})?(?:([Zz])|([+-])(\d\d):(\d\d))")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_TENS: list[int] = [10**n for n in range(10)]
 
 _second: tuple[int, str] = (-1, "")  # (UNIX second, its "YYYY-MM-DDTHH:MM:SS"); each tuple replaced whole
 _formatted: tuple[int, str] = (-1, "")  # (UNIX millisecond, its timestamp)
@@ -42,11 +43,12 @@ def parse_time(text: str) -> float:
     last = _parsed
     if last[0] == text:
         return last[1]
-    if 20 < len(text) <= 30 and text[19] == "." and text[-1] == "Z" and text.isascii() and text[20:-1].isdigit():
+    if 21 < len(text) <= 30 and text[19] == "." and text[-1] == "Z" and text.isascii() and text[20:-1].isdigit():
         second = _parsed_second
         if second[0] != text[:19]:
             second = _parsed_second = (text[:19], int(_parse(text[:19] + "Z")))
-        when = second[1] + float("0" + text[19:-1])
+        digits = text[20:-1]
+        when = second[1] + int(digits) / _TENS[len(digits)]  # as exact as float("0." + digits): one rounding
     else:
         when = _parse(text)
     _parsed = (text, when)
