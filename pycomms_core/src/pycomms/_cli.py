@@ -19,7 +19,7 @@ from ._errors import PyCommsError
 from ._loading import load_attribute
 from ._plugins import plugin_manager
 from ._service import Service
-from ._supervisor import add_worker_options, supervise_if_asked, worker_name, worker_ready
+from ._supervisor import add_worker_options, catch_early_signals, supervise_if_asked, worker_name, worker_ready
 from .spi import Capabilities, SchemeInfo
 
 log = logging.getLogger("pycomms")
@@ -97,10 +97,15 @@ def _run(args: argparse.Namespace) -> int:
     attach = [a for a in plugin_manager().hook.pycomms_run(args=args) if a is not None]
 
     async def serve() -> None:
+        early = catch_early_signals()
         async with connect(args.url, services=services, name=name) as bus, contextlib.AsyncExitStack() as stack:
             for enter in attach:
                 await stack.enter_async_context(enter(bus))
             worker_ready(args)
+            if early:  # told to stop while starting: close as serve() would have
+                log.info("received %s while starting, closing gracefully (grace %.1fs)", early[0].name, args.grace)
+                await bus.close(grace=args.grace)
+                return
             await bus.serve(grace=args.grace)
 
     asyncio.run(serve())

@@ -349,6 +349,20 @@ def worker_name(args: argparse.Namespace, services: Sequence[Service]) -> str | 
     return f"{base}-w{args.worker_index}"
 
 
+def catch_early_signals() -> list[signal.Signals]:
+    """Record SIGINT/SIGTERM that arrive while ``run`` connects, before `Bus.serve`
+    installs its own handlers (which then replace these): without this, a worker told
+    to stop while it starts would be killed by the signal instead of closing."""
+    loop = asyncio.get_running_loop()
+    caught: list[signal.Signals] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, caught.append, sig)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass  # not the main thread, or not supported here
+    return caught
+
+
 def worker_ready(args: argparse.Namespace) -> None:
     """Tell the supervisor (if any) that this worker's bus is open and serving."""
     if args.ready_fd is None:
