@@ -4,11 +4,12 @@ Workload (a) of the harness in miniature: ``--publishers`` tasks publish ``--bat
 events at a time on a client bus, one service (concurrency ``--concurrency``) handles
 them on a server bus; or ``--requests`` round trips from ``--concurrency`` callers.
 Nothing is timed: it is for an instruction counter (repeatable on a busy machine) or a
-profiler. Count at two sizes and divide the difference, so setup and teardown cancel:
+profiler. Count a run without messages and one with N, and divide the difference by N, so
+setup and teardown cancel (docs/figures.md, "the core hot path"):
 
     valgrind --tool=callgrind --trace-children=yes --callgrind-out-file=/tmp/cg.%p \\
-        .venv/bin/python -m bench.hot_path --events 2000
-    (the same with --events 12000)   # instructions per event = (I2 - I1) / 10000
+        .venv/bin/python -m bench.hot_path                 # I0: setup and teardown only
+    (the same with --events 5000)   # instructions per event = (I1 - I0) / 5000
 
     .venv/bin/python -m bench.hot_path --requests 5000 --profile   # where the time goes
 
