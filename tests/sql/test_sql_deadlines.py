@@ -7,15 +7,14 @@ link closed mid-session. Every call ends with the documented error within its de
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import Awaitable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from fault_proxy import FaultProxy, SilentServer, free_port
 from sql_helpers import MYSQL_URL, POSTGRES_URL, drop_namespace, via, with_options
-from sql_proxy import LinkProxy, MuteServer
 
 import pycomms
 from pycomms import Command, Message, Request, Service
@@ -71,15 +70,9 @@ def _assert_one_line(error: BaseException) -> None:
     assert error.__suppress_context__
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_a_server_that_never_greets_is_a_connect_error_within_connect_timeout(server: str) -> None:
     async def main() -> None:
-        async with MuteServer() as mute:
+        with SilentServer() as mute:
             url = with_options(via(server, mute.port), connect_timeout=2)
             error = await timed(pycomms.connect(url), pycomms.ConnectError, 2 + MARGIN)
             assert mute.accepted >= 1
@@ -92,7 +85,7 @@ def test_a_server_that_never_greets_is_a_connect_error_within_connect_timeout(se
 
 def test_nothing_listening_is_one_connect_error_line_without_the_password(server: str) -> None:
     async def main() -> None:
-        scheme, _, rest = via(server, _free_port()).partition("://")
+        scheme, _, rest = via(server, free_port()).partition("://")
         user, _, hostpath = rest.partition("@")
         url = f"{scheme}://{user}:hunter2@{hostpath}"
         error = await timed(pycomms.connect(url), pycomms.ConnectError, 5)
@@ -118,7 +111,7 @@ def test_a_silent_link_fails_every_call_within_its_deadline_and_close_returns(
             handled.add(job.n)
             await release.wait()  # its ack goes into the silence
 
-        async with LinkProxy(urlsplit(server).port or 0) as proxy:
+        with FaultProxy(("127.0.0.1", urlsplit(server).port or 0)) as proxy:
             url = with_options(
                 via(server, proxy.port), namespace=proxied_namespace, operation_timeout=OPERATION_TIMEOUT, heartbeat=0.5
             )
@@ -161,20 +154,20 @@ def test_a_link_closed_mid_session_fails_calls_and_recovers_when_the_server_is_b
         async def chore(job: Chore) -> None:
             handled.add(job.n)
 
-        async with LinkProxy(urlsplit(server).port or 0) as proxy:
+        with FaultProxy(("127.0.0.1", urlsplit(server).port or 0)) as proxy:
             url = with_options(
                 via(server, proxy.port), namespace=proxied_namespace, operation_timeout=OPERATION_TIMEOUT, heartbeat=0.5
             )
             async with pycomms.connect(url, services=[svc]) as bus:
                 await bus.send(Chore(n=1))
                 await handled.wait(1, 20)
-                await proxy.cut(refuse=True)
+                proxy.cut(new_links="refuse", reset=True)
                 bound = OPERATION_TIMEOUT + MARGIN
                 error = await timed(bus.send(Chore(n=2)), pycomms.PublishError, bound)
                 assert f"send to 127.0.0.1:{proxy.port}" in str(error), str(error)
                 await timed(bus.nodes(), pycomms.OperationError, bound)
                 await timed(bus.dead_letters("chores"), pycomms.OperationError, bound)
-                await proxy.resume()
+                proxy.resume()
 
                 async def sent() -> bool:
                     try:

@@ -12,13 +12,14 @@ import asyncio
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fault_proxy import free_port
+from system_tools import sbin_tool
 
 import pycomms
 from pycomms import Event, Service
@@ -31,20 +32,14 @@ class Tick(Event, name="sqltest.tick"):
     n: int
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _as_postgres(*args: str) -> list[str]:
-    return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else list(args)
+    return [sbin_tool("runuser") or "runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else list(args)
 
 
 class Cluster:
     def __init__(self, root: Path) -> None:
         self.data = root / "data"
-        self.port = _free_port()
+        self.port = free_port()
         self.root = root
 
     def run(self, *args: str) -> None:
