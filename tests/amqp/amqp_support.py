@@ -1,12 +1,10 @@
-"""Helpers of the AMQP backend's own tests: the shared broker's URL, a TCP proxy that can
-cut connections, a private RabbitMQ node that can be killed, namespace clean-up."""
+"""Helpers of the AMQP backend's own tests: the shared broker's URL, a private RabbitMQ
+node that can be killed, namespace clean-up (network faults: tests/support/fault_proxy.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -16,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from shared_services import AMQP_URL, delete_amqp_namespaces
+from fault_proxy import free_port
+from shared_services import AMQP_URL, amqp_names
 
 RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 
@@ -62,178 +61,7 @@ async def drop_namespace(namespace: str, base: str = AMQP_URL) -> int:
 def leftovers(namespaces: list[str]) -> list[str]:
     """Queues and exchanges of ``namespaces`` on the shared local broker, as the local
     ``rabbitmqctl`` lists them (nothing when it cannot: not installed, another broker)."""
-    if not namespaces or shutil.which("rabbitmqctl") is None or broker_address()[1] != 5672:
-        return []
-    prefixes = tuple(f"pycomms.{ns}." for ns in namespaces)
-    names = []
-    for kind in ("queues", "exchanges"):
-        listing = subprocess.run(
-            ["rabbitmqctl", f"list_{kind}", "-q", "--no-table-headers", "name"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-        names += [n.strip() for n in listing.stdout.splitlines() if n.strip().startswith(prefixes)]
-    return sorted(names)
-
-
-def delete_namespaces(namespaces: list[str], url: str = AMQP_URL) -> None:
-    """Delete the queues and exchanges of ``namespaces`` (needs local ``rabbitmqctl``)."""
-    delete_amqp_namespaces(namespaces, url)
-
-
-Writer = asyncio.StreamWriter
-
-
-class Proxy:
-    """A TCP proxy in front of the broker whose connections a test can cut at will."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.port = 0
-        self.accepted = 0
-        self._server: asyncio.Server | None = None
-        self._pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
-        self._frozen: set[asyncio.StreamWriter] = set()
-        self._closing = asyncio.Event()
-        self._handlers: set[asyncio.Task[None]] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._accepting = True
-        self._new_connection = asyncio.Event()
-
-    async def start(self) -> Proxy:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    def url(self, base: str = AMQP_URL) -> str:
-        return url_at(self.port, base)
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._handlers.add(task)
-        try:
-            await self._forward(reader, writer)
-        finally:
-            self._handlers.discard(task)
-
-    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if not self._accepting:
-            writer.transport.abort()
-            return
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            writer.transport.abort()
-            return
-        self.accepted += 1
-        self._new_connection.set()
-        pair = (writer, up_writer)
-        self._pairs.add(pair)
-        pipes = [
-            asyncio.ensure_future(self._pipe(reader, up_writer, writer)),
-            asyncio.ensure_future(self._pipe(up_reader, writer, writer)),
-        ]
-        self._tasks.update(pipes)
-        try:
-            await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
-            if writer in self._frozen:
-                await self._closing.wait()  # a silent link: the client is never told
-        finally:
-            for task in pipes:
-                task.cancel()
-            await asyncio.gather(*pipes, return_exceptions=True)
-            self._tasks.difference_update(pipes)
-            self._pairs.discard(pair)
-            writer.transport.abort()
-            up_writer.transport.abort()
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, client: Writer) -> None:
-        with contextlib.suppress(ConnectionError, OSError):
-            while data := await reader.read(65536):
-                if client in self._frozen:
-                    continue  # a silent network: bytes vanish, nobody is told
-                writer.write(data)
-                await writer.drain()
-
-    def freeze(self) -> int:
-        """Silence every current connection without closing it (a half-open link)."""
-        self._frozen.update(client for client, _ in self._pairs)
-        return len(self._pairs)
-
-    def drop(self) -> int:
-        """Cut every proxied connection at once (both sides see a reset)."""
-        pairs = list(self._pairs)
-        for client, upstream in pairs:
-            client.transport.abort()
-            upstream.transport.abort()
-        return len(pairs)
-
-    async def reconnected(self, timeout: float = 30.0) -> None:
-        """Wait until a client connects through the proxy after this call."""
-        self._new_connection.clear()
-        async with asyncio.timeout(timeout):
-            await self._new_connection.wait()
-
-    def refuse(self, refuse: bool = True) -> None:
-        """Refuse (abort) new connections while ``refuse`` is true."""
-        self._accepting = not refuse
-
-    async def close(self) -> None:
-        self._closing.set()
-        self.drop()
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-        await asyncio.gather(*self._handlers, return_exceptions=True)
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-
-class SilentServer:
-    """Accepts TCP connections, reads what comes and never answers (a hung broker)."""
-
-    def __init__(self) -> None:
-        self.port = 0
-        self.accepted = 0
-        self._server: asyncio.Server | None = None
-        self._writers: list[asyncio.StreamWriter] = []
-        self._handlers: set[asyncio.Task[None]] = set()
-
-    async def start(self) -> SilentServer:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    def url(self, base: str = AMQP_URL) -> str:
-        return url_at(self.port, base)
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._handlers.add(task)
-        self.accepted += 1
-        self._writers.append(writer)
-        with contextlib.suppress(ConnectionError, OSError):
-            while await reader.read(65536):
-                pass
-
-    async def close(self) -> None:
-        for writer in self._writers:
-            writer.transport.abort()
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-        await asyncio.gather(*self._handlers, return_exceptions=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return sorted(amqp_names("queues", namespaces) + amqp_names("exchanges", namespaces))
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,12 @@ from amqp_support import (
     RABBITMQ_SERVER,
     PrivateBroker,
     broker_address,
-    delete_namespaces,
     drop_namespace,
     fresh_namespace,
     leftovers,
     reachable,
 )
+from shared_services import delete_amqp_namespaces
 
 from pycomms.testing import unavailable
 
@@ -50,7 +50,7 @@ def _nothing_left_behind() -> Iterator[None]:
     yield
     left = leftovers(_namespaces)
     if left:
-        delete_namespaces(_namespaces)
+        delete_amqp_namespaces(_namespaces)
         pytest.fail(f"drop_namespace() left {len(left)} object(s) of the tests' namespaces: {left[:10]}")
 
 

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 from amqp_messages import Job
-from amqp_support import Proxy, SilentServer, broker_address, free_port, url_for
+from amqp_support import broker_address, url_at, url_for
+from fault_proxy import FaultProxy, SilentServer, free_port
 
 import pycomms
 from pycomms import ConnectError, Event, OperationError, PublishError, Service
@@ -93,7 +94,7 @@ def test_server_that_never_answers_is_a_connect_error_within_connect_timeout(nam
     """TCP is accepted, the AMQP greeting (or the TLS handshake) never comes."""
 
     async def scenario() -> None:
-        server = await SilentServer().start()
+        server = SilentServer().start()
         try:
             url = url_for(namespace, f"{scheme}://guest:{SECRET}@127.0.0.1:{server.port}/", connect_timeout=1.0)
             exc, took = outcome = await timed(pycomms.connect(url))
@@ -103,7 +104,7 @@ def test_server_that_never_answers_is_a_connect_error_within_connect_timeout(nam
             assert server.accepted == 1
             assert SECRET not in str(exc)
         finally:
-            await server.close()
+            server.stop()
 
     run_strict(scenario, 30)
 
@@ -129,16 +130,15 @@ async def _operations_fail(bus: pycomms.Bus, where: str) -> None:
         assert "(operation_timeout)" in str(exc)
 
 
-Fault = Callable[[Proxy], None]
+Fault = Callable[[FaultProxy], None]
 
 
-def _silence(proxy: Proxy) -> None:
-    assert proxy.freeze()
+def _silence(proxy: FaultProxy) -> None:
+    assert proxy.silence(new_links="forward")
 
 
-def _cut(proxy: Proxy) -> None:
-    proxy.refuse()
-    assert proxy.drop()
+def _cut(proxy: FaultProxy) -> None:
+    assert proxy.cut(new_links="refuse", reset=True)
 
 
 @pytest.mark.parametrize(("fault", "state"), [(_silence, "connected"), (_cut, "reconnecting")], ids=["silent", "cut"])
@@ -148,9 +148,11 @@ def test_every_call_has_a_deadline_and_close_returns_by_itself(
     """Mid-session, the link goes silent (sockets stay open) or is cut (and stays down)."""
 
     async def scenario() -> None:
-        proxy = await Proxy(broker_address()).start()
+        proxy = FaultProxy(broker_address()).start()
         try:
-            url = url_for(namespace, proxy.url(), connect_timeout=CONNECT_TIMEOUT, operation_timeout=OPERATION_TIMEOUT)
+            url = url_for(
+                namespace, url_at(proxy.port), connect_timeout=CONNECT_TIMEOUT, operation_timeout=OPERATION_TIMEOUT
+            )
             bus = await pycomms.connect(url, services=[beeper()])
             await bus.publish(Beep(n=0))
             fault(proxy)
@@ -162,7 +164,7 @@ def test_every_call_has_a_deadline_and_close_returns_by_itself(
             assert took <= CLOSE_WITHIN + MARGIN, f"close(grace={GRACE}) took {took:.1f}s"
             assert bus.closed
         finally:
-            await proxy.close()
+            proxy.stop()
 
     caplog.set_level(logging.INFO)
     run_strict(scenario, 60)
@@ -171,9 +173,9 @@ def test_every_call_has_a_deadline_and_close_returns_by_itself(
 
 def test_drop_on_a_silent_link_is_an_operation_error(namespace: str) -> None:
     async def scenario() -> None:
-        proxy = await Proxy(broker_address()).start()
+        proxy = FaultProxy(broker_address()).start()
         try:
-            url = url_for(namespace, proxy.url(), operation_timeout=OPERATION_TIMEOUT)
+            url = url_for(namespace, url_at(proxy.port), operation_timeout=OPERATION_TIMEOUT)
             bus = await pycomms.connect(url)
             _silence(proxy)
             outcome = await timed(bus.drop_namespace(force=True))
@@ -181,7 +183,7 @@ def test_drop_on_a_silent_link_is_an_operation_error(namespace: str) -> None:
             _, took = await timed(bus.close(grace=0))
             assert took <= 2 * CLOSE_TIMEOUT + MARGIN
         finally:
-            await proxy.close()
+            proxy.stop()
 
     run_strict(scenario, 60)
 

@@ -5,7 +5,6 @@ leaves none of its queues or exchanges on the broker, as ``rabbitmqctl`` lists t
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections.abc import Callable
 
 import aio_pika
@@ -13,6 +12,7 @@ import pytest
 from amqp_messages import Job
 from amqp_support import broker_address, leftovers, url_for
 from shared_services import AMQP_URL
+from system_tools import sbin_tool
 
 import pycomms
 from pycomms import Event, Message, Reject, Request, RetryLater, Service
@@ -35,7 +35,7 @@ class Question(Request[Answer], name="amqp_drop.question"):
 @pytest.fixture
 def listing(shared_broker: None) -> Callable[[str], list[str]]:
     """What the shared broker holds of a namespace, as ``rabbitmqctl`` lists it."""
-    if shutil.which("rabbitmqctl") is None or broker_address()[1] != 5672:
+    if sbin_tool("rabbitmqctl") is None or broker_address()[1] != 5672:
         unavailable("rabbitmqctl of the local shared RabbitMQ (port 5672) is needed to list its queues")
     return lambda namespace: leftovers([namespace])
 

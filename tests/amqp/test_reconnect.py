@@ -8,7 +8,8 @@ import time
 
 import aio_pika
 import pytest
-from amqp_support import AMQP_URL, Proxy, broker_address, url_for
+from amqp_support import AMQP_URL, broker_address, url_at, url_for
+from fault_proxy import FaultProxy
 
 import pycomms
 from pycomms import Command, Event, Message, Request, Service
@@ -51,7 +52,7 @@ def test_fifty_connection_drops_lose_nothing(namespace: str) -> None:
     consumer per queue, every confirmed message handled (duplicates allowed: at-least-once)."""
 
     async def scenario() -> None:
-        proxy = await Proxy(broker_address()).start()
+        proxy = FaultProxy(broker_address()).start()
         rec = Recorder()
         svc = Service("flaky", concurrency=8)
 
@@ -66,7 +67,7 @@ def test_fifty_connection_drops_lose_nothing(namespace: str) -> None:
         confirmed: set[tuple[str, int]] = set()
         try:
             async with (
-                pycomms.connect(url_for(namespace, proxy.url(), publish_timeout=20), services=[svc]) as bus,
+                pycomms.connect(url_for(namespace, url_at(proxy.port), publish_timeout=20), services=[svc]) as bus,
                 pycomms.connect(url_for(namespace)) as direct,
             ):
                 stop = asyncio.Event()
@@ -91,9 +92,8 @@ def test_fifty_connection_drops_lose_nothing(namespace: str) -> None:
 
                 publishers = [asyncio.create_task(publish_through_proxy()), asyncio.create_task(publish_directly())]
                 for drop in range(50):
-                    reconnected = asyncio.ensure_future(proxy.reconnected(30 * scale()))
-                    await asyncio.sleep(0)
-                    assert proxy.drop(), "the bus had no connection to cut"
+                    reconnected = proxy.next_link(30 * scale())
+                    assert proxy.cut(new_links="forward", reset=True), "the bus had no connection to cut"
                     await reconnected
                     if drop % 5 == 4:
                         await asyncio.sleep(0.01)  # cut the next one while the topology is restored
@@ -113,7 +113,7 @@ def test_fifty_connection_drops_lose_nothing(namespace: str) -> None:
                 await eventually(one_consumer_each, 10, "exactly one consumer per queue")
                 assert len(confirmed) > 100
         finally:
-            await proxy.close()
+            proxy.stop()
         missing = confirmed - set(rec.counts)
         assert not missing, f"{len(missing)} confirmed messages never handled, e.g. {sorted(missing)[:5]}"
 
@@ -125,8 +125,8 @@ def test_stale_delivery_settles_nothing(namespace: str) -> None:
     raise nor settle; the message comes back after the reconnection."""
 
     async def scenario() -> None:
-        proxy = await Proxy(broker_address()).start()
-        url = url_for(namespace, proxy.url())
+        proxy = FaultProxy(broker_address()).start()
+        url = url_for(namespace, url_at(proxy.port))
         transport = AmqpTransport(BackendConfig(url=url, scheme="amqp", namespace=namespace))
         node = NodeInfo(id="stale0000000001", name="stale")
         try:
@@ -136,9 +136,8 @@ def test_stale_delivery_settles_nothing(namespace: str) -> None:
             await transport.publish([envelope])
             (first,) = await receiver.receive(4)
             assert first.attempt == 1
-            reconnected = asyncio.ensure_future(proxy.reconnected(30 * scale()))
-            await asyncio.sleep(0)
-            proxy.drop()
+            reconnected = proxy.next_link(30 * scale())
+            proxy.cut(new_links="forward", reset=True)
             await reconnected
             async with asyncio.timeout(30 * scale()):
                 (again,) = await receiver.receive(4)
@@ -152,23 +151,22 @@ def test_stale_delivery_settles_nothing(namespace: str) -> None:
             await receiver.close()
         finally:
             await transport.close()
-            await proxy.close()
+            proxy.stop()
 
     run_strict(scenario, 60)
 
 
 def test_publish_raises_within_timeout_while_broker_unreachable(namespace: str) -> None:
     async def scenario() -> None:
-        proxy = await Proxy(broker_address()).start()
+        proxy = FaultProxy(broker_address()).start()
         try:
-            async with pycomms.connect(url_for(namespace, proxy.url(), operation_timeout=1.0)) as bus:
-                proxy.refuse()
-                proxy.drop()
+            async with pycomms.connect(url_for(namespace, url_at(proxy.port), operation_timeout=1.0)) as bus:
+                proxy.cut(new_links="refuse", reset=True)
                 started = time.monotonic()
                 with pytest.raises(pycomms.PublishError, match="operation_timeout"):
                     await bus.publish(Tick(n=1))
                 assert time.monotonic() - started < 5 * scale()
-                proxy.refuse(False)
+                proxy.resume()
                 async with asyncio.timeout(30 * scale()):
                     while True:  # back once the proxy lets it reconnect
                         try:
@@ -177,7 +175,7 @@ def test_publish_raises_within_timeout_while_broker_unreachable(namespace: str) 
                         except pycomms.PublishError:
                             continue
         finally:
-            await proxy.close()
+            proxy.stop()
 
     run_strict(scenario, 60)
 
@@ -219,7 +217,7 @@ def test_silent_connection_is_detected_by_heartbeats_and_replaced(namespace: str
     broker still holds the old connection, and consuming and request/reply work again."""
 
     async def scenario() -> None:
-        proxy = await Proxy(broker_address()).start()
+        proxy = FaultProxy(broker_address()).start()
         rec = Recorder()
         svc = Service("quiet")
 
@@ -232,11 +230,10 @@ def test_silent_connection_is_detected_by_heartbeats_and_replaced(namespace: str
             return Echoed(n=request.n)
 
         try:
-            url = url_for(namespace, proxy.url(), heartbeat=1)
+            url = url_for(namespace, url_at(proxy.port), heartbeat=1)
             async with pycomms.connect(url, services=[svc]) as bus, pycomms.connect(url_for(namespace)) as direct:
-                reconnected = asyncio.ensure_future(proxy.reconnected(30 * scale()))
-                await asyncio.sleep(0)
-                assert proxy.freeze()
+                reconnected = proxy.next_link(30 * scale())
+                assert proxy.silence(new_links="forward")
                 await reconnected
                 await direct.publish(Tick(n=1))
                 await rec.wait(1, 30)
@@ -247,7 +244,7 @@ def test_silent_connection_is_detected_by_heartbeats_and_replaced(namespace: str
 
                 await eventually(sees_itself, 10, "the reconnected node in presence")
         finally:
-            await proxy.close()
+            proxy.stop()
         rec.assert_exactly_once([1])
 
     run_strict(scenario, 90)
