@@ -37,8 +37,8 @@ class GetConfig(Request[Config], name="device.get_config"):
     device: str
 
 
-def doc_line(program: str) -> str:
-    lines = [line for line in DOC.read_text().splitlines() if line.startswith(f"{program} ")]
+def doc_line(program: str, containing: str = "") -> str:
+    lines = [line for line in DOC.read_text().splitlines() if line.startswith(f"{program} ") and containing in line]
     assert len(lines) == 1, f"expected one {program} line in {DOC.name}, found {len(lines)}"
     return lines[0]
 
@@ -79,11 +79,24 @@ def test_device_publishes_a_reading(namespace: str) -> None:
     async def scenario() -> None:
         readings = Recorder()
         async with pycomms.connect(url_of(namespace), services=[fleet(readings)]):
-            proc = await shell(doc_line("mosquitto_pub"), namespace)
+            proc = await shell(doc_line("mosquitto_pub", "cloudevents+json"), namespace)
             _, err = await asyncio.wait_for(proc.communicate(), 20)
             assert proc.returncode == 0, err.decode()
             await readings.wait(1, 20)
         readings.assert_exactly_once([("device-7", 21.5)])
+
+    run_strict(scenario, 60)
+
+
+def test_device_publishes_a_reading_in_binary_mode(namespace: str) -> None:
+    async def scenario() -> None:
+        readings = Recorder()
+        async with pycomms.connect(url_of(namespace), services=[fleet(readings)]):
+            proc = await shell(doc_line("mosquitto_pub", "user-property specversion"), namespace)
+            _, err = await asyncio.wait_for(proc.communicate(), 20)
+            assert proc.returncode == 0, err.decode()
+            await readings.wait(1, 20)
+        readings.assert_exactly_once([("device-7", 22.0)])
 
     run_strict(scenario, 60)
 

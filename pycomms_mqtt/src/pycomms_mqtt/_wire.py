@@ -100,13 +100,12 @@ def incoming(message: aiomqtt.Message, max_size: int, own_replies: str) -> Incom
     due = _int(user.pop(DUE, None), 0) / 1000
     data = payload
     envelope: Envelope | None = None
-    from_binary = getattr(Envelope, "from_binary", None)  # core's binary mode (issue 13), where present
-    if from_binary is not None and "specversion" in user and content_type != STRUCTURED and len(payload) <= max_size:
+    if "specversion" in user and content_type != STRUCTURED and len(payload) <= max_size:
         attributes = dict(user)
         if content_type:
             attributes.setdefault("datacontenttype", content_type)
         try:
-            envelope = from_binary(attributes, payload, max_size)
+            envelope = Envelope.from_binary(attributes, payload, max_size)
             data = envelope.encode()
         except EnvelopeError:
             pass  # the core decodes the payload again and dead-letters it with the reason
