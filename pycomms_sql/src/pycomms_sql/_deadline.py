@@ -70,7 +70,8 @@ async def within(seconds: float, work: Coroutine[Any, Any, T]) -> T:
 async def _stop(task: asyncio.Task[Any]) -> None:
     """Cancel ``task`` until it ends, for at most `ABANDON_AFTER` seconds; keep a
     reference to one that did not end, so it is never destroyed while pending."""
-    if task.done():
+    if task.done():  # it ended as the caller was cancelled: take its outcome all the same
+        _settled(task)
         return
     _abandoned.add(task)
     task.add_done_callback(_settled)
