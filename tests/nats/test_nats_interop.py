@@ -1,16 +1,17 @@
-"""docs/interop/nats.md, followed by a "foreign" program written with plain nats-py
-(no PyComms): it publishes an event, sends a command, makes a request and reads the
-reply, consumes events as a durable subscriber and as a passing observer, and leaves
+"""docs/interop/nats.md, followed by a "foreign" program written with plain nats-py and
+the CloudEvents SDK (PyPI ``cloudevents``; no PyComms): it publishes an event, sends a
+command, makes a request and reads the reply, consumes events as a durable subscriber and as a passing observer, and leaves
 nothing behind, beside a PyComms service on the same namespace."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from typing import Any
 
 import nats
+from cloudevents.core.formats.json import JSONFormat
+from cloudevents.core.v1.event import CloudEvent
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats_support import NATS_URL, url_for
 
@@ -39,9 +40,19 @@ HEADERS = {"Content-Type": "application/cloudevents+json"}
 
 
 def cloudevent(type_name: str, kind: str, data: dict[str, Any], **extra: str) -> tuple[str, bytes]:
-    event_id = uuid.uuid4().hex
-    body = {"specversion": "1.0", "id": event_id, "source": "/foreign", "type": type_name, "kind": kind, "data": data}
-    return event_id, json.dumps({**body, **extra}).encode()
+    """An event as the SDK writes it in structured mode, PyComms' attributes as extensions."""
+    event = CloudEvent(
+        attributes={"id": uuid.uuid4().hex, "source": "/foreign", "type": type_name, "kind": kind, **extra},
+        data=data,
+    )
+    return event.get_id(), JSONFormat().write(event)
+
+
+def read(data: bytes) -> CloudEvent:
+    """What PyComms sent, read by the SDK."""
+    event = JSONFormat().read(CloudEvent, data)
+    assert isinstance(event, CloudEvent)
+    return event
 
 
 def test_a_foreign_nats_client_takes_part(namespace: str) -> None:
@@ -102,9 +113,10 @@ def test_a_foreign_nats_client_takes_part(namespace: str) -> None:
                 replies = await nc.subscribe(f"{prefix}.r.{me}")
                 request_id, request = cloudevent("interop.ask", "request", {"n": 21}, replyto=me)
                 await js.publish(f"{prefix}.c.interop.ask", request, headers={**HEADERS, "Nats-Msg-Id": request_id})
-                reply = json.loads((await replies.next_msg(timeout=10 * scale())).data)
-                assert (reply["kind"], reply["type"], reply["causationid"]) == ("reply", "interop.answer", request_id)
-                assert reply["data"] == {"doubled": 42}
+                reply = read((await replies.next_msg(timeout=10 * scale())).data)
+                assert (reply.get_extension("kind"), reply.get_type()) == ("reply", "interop.answer")
+                assert reply.get_extension("causationid") == request_id
+                assert reply.get_data() == {"doubled": 42}
                 await replies.unsubscribe()
 
                 # a PyComms publish reaches the PyComms service, the durable subscriber and the observer too
@@ -114,11 +126,13 @@ def test_a_foreign_nats_client_takes_part(namespace: str) -> None:
                     for got in await audit.fetch(2 - len(audited), timeout=10 * scale()):
                         assert got.headers is not None
                         assert got.headers["Content-Type"] == "application/cloudevents+json"
-                        audited.append(json.loads(got.data)["data"]["order_id"])
+                        data = read(got.data).get_data()
+                        assert isinstance(data, dict)
+                        audited.append(data["order_id"])
                         await got.ack()
                 assert audited == [1, 2], "the durable subscriber gets the foreign and the PyComms event"
-                seen = [json.loads(await asyncio.wait_for(observed.get(), 10 * scale())) for _ in range(2)]
-                assert [e["data"]["order_id"] for e in seen] == [1, 2]
+                seen = [read(await asyncio.wait_for(observed.get(), 10 * scale())) for _ in range(2)]
+                assert [e.get_data() for e in seen] == [{"order_id": 1}, {"order_id": 2}]
                 await rec.wait(3, 10)
 
                 # leave nothing behind
