@@ -1,7 +1,7 @@
 """docs/interop/nats.md, followed by a "foreign" program written with plain nats-py and
 the CloudEvents SDK (PyPI ``cloudevents``; no PyComms): it publishes an event, sends a
-command, makes a request and reads the reply, consumes events as a durable subscriber and as a passing observer, and leaves
-nothing behind, beside a PyComms service on the same namespace."""
+command, makes a request and reads the reply, consumes events as a durable subscriber
+and as a passing observer, and leaves nothing behind, beside a PyComms service on the same namespace."""
 
 from __future__ import annotations
 
