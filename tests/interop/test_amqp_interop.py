@@ -6,7 +6,6 @@ SDKs both ways, structured mode and binary mode (``ce-`` headers)."""
 from __future__ import annotations
 
 import datetime
-import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +23,7 @@ from interop_support import (
 )
 from interop_worker import Announce
 from shared_services import AMQP_URL, delete_amqp_namespaces
+from system_tools import sbin_tool
 
 import pycomms
 import pycomms.sync
@@ -37,7 +37,7 @@ TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 @pytest.fixture(autouse=True)
 def _rabbitmq() -> None:
     require_reachable(AMQP_URL, 5672)
-    if shutil.which("rabbitmqctl") is None or (urlsplit(AMQP_URL).port or 5672) != 5672:
+    if sbin_tool("rabbitmqctl") is None or (urlsplit(AMQP_URL).port or 5672) != 5672:
         unavailable("these tests look at the broker with the local rabbitmqctl (the local default node only)")
 
 
@@ -48,7 +48,7 @@ def bus_url(namespace: str, queue_type: str = "classic") -> str:
 def rabbitmqctl(*args: str) -> list[list[str]]:
     """The rows ``rabbitmqctl list_...`` prints (about 2 s a call: used sparingly)."""
     listing = subprocess.run(
-        ["rabbitmqctl", *args[:1], "-q", "--no-table-headers", *args[1:]],
+        [sbin_tool("rabbitmqctl") or "rabbitmqctl", *args[:1], "-q", "--no-table-headers", *args[1:]],
         capture_output=True,
         text=True,
         timeout=60,

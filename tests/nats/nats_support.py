@@ -13,11 +13,14 @@ import time
 import uuid
 from pathlib import Path
 
+from fault_proxy import free_port
+from system_tools import sbin_tool
+
 from pycomms import connect
 from pycomms.testing import run_strict, scale, unavailable
 
 NATS_URL = os.environ.get("PYCOMMS_TEST_NATS_URL", "nats://127.0.0.1:4222")
-NATS_SERVER = os.environ.get("PYCOMMS_TEST_NATS_SERVER", "/usr/sbin/nats-server")
+NATS_SERVER = os.environ.get("PYCOMMS_TEST_NATS_SERVER") or sbin_tool("nats-server") or "/usr/sbin/nats-server"
 
 
 def new_namespace() -> str:
@@ -35,12 +38,6 @@ def drop_namespace(url: str) -> None:
         await bus.drop_namespace(force=True)
 
     run_strict(drop, 60)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_port(port: int, timeout: float = 20.0) -> None:
