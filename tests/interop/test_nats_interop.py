@@ -1,0 +1,111 @@
+"""A foreign program on nats://: the Node.js client of examples/interop (nats.js v2 with
+JetStream, and npm cloudevents in structured mode), written from docs/interop/nats.md,
+against a real ``pycomms run`` worker on the shared NATS server: the CloudEvents SDK both
+ways."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+
+import pytest
+from interop_support import (
+    BackgroundClient,
+    Worker,
+    check_dead_letters,
+    dead_letters,
+    run_clients_at_once,
+    with_option,
+)
+from interop_worker import Announce
+
+import pycomms
+from pycomms.testing import require_reachable
+
+NATS_URL = os.environ.get("PYCOMMS_TEST_NATS_URL", "nats://127.0.0.1:4222")
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+@pytest.fixture(autouse=True)
+def _nats_server() -> None:
+    require_reachable(NATS_URL, 4222)
+
+
+def bus_url(namespace: str) -> str:
+    return with_option(NATS_URL, "namespace", namespace)
+
+
+def drop(namespace: str) -> None:
+    async def go() -> None:
+        bus = await pycomms.connect(bus_url(namespace))
+        await bus.drop_namespace(force=True)
+
+    asyncio.run(go())
+
+
+def announce(namespace: str, count: int, text: str) -> None:
+    async def go() -> None:
+        async with pycomms.connect(bus_url(namespace)) as bus:
+            await bus.send(Announce(count=count, text=text))
+
+    asyncio.run(go())
+
+
+def test_foreign_events_commands_requests_and_bad_input(namespace: str, start_worker: Callable[[str], Worker]) -> None:
+    worker = start_worker(bus_url(namespace))
+    try:
+        # independent programs at once: the bad input arrives among the good traffic
+        burst, ship, quote, refused, bad = run_clients_at_once(
+            "node",
+            "nats",
+            NATS_URL,
+            namespace,
+            ("publish", "300"),
+            ("send", "7"),
+            ("request", "mug", "3"),
+            ("request", "nope", "1"),
+            ("bad",),
+        )
+        assert burst == [{"published": 300, "stored": 300}]
+        assert ship == [{"sent": 7}]
+        assert [(r["type"], r["kind"], r["data"], r["pycommserror"]) for r in quote] == [
+            ("interop.quote", "reply", {"sku": "mug", "qty": 3, "cents": 750}, None)
+        ]
+        assert [(r["type"], r["kind"], r["data"], r["pycommserror"]) for r in refused] == [
+            ("pycomms.error", "reply", {"error": "no price for 'nope'"}, "rejected")
+        ]
+        assert [line.get("bad") for line in bad] == ["not json", "numeric time", "invalid data", None]
+
+        # 300 events and the good one sent after the bad input, each handled exactly
+        # once, the SDK's extension attribute a header
+        handled = worker.wait_for("order_placed", 301)
+        assert sorted(r["data"]["order_id"] for r in handled) == [*range(300), 1000]
+        assert len({r["id"] for r in handled}) == 301
+        burst_records = [r for r in handled if r["data"]["order_id"] < 300]
+        assert all(r["headers"] == {"traceparent": TRACEPARENT} and r["attempt"] == 1 for r in burst_records)
+        assert [r["data"] for r in worker.wait_for("ship", 1)] == [{"order_id": 7, "carrier": "post"}]
+
+        check_dead_letters(dead_letters(bus_url(namespace), 4))
+        # exactly once: nothing more arrived while the rest ran
+        assert len(worker.records("order_placed")) == 301
+    finally:
+        worker.stop()
+        drop(namespace)
+
+
+def test_pycomms_events_to_a_passing_observer(namespace: str, start_worker: Callable[[str], Worker]) -> None:
+    worker = start_worker(bus_url(namespace))
+    try:
+        observer = BackgroundClient("node", "nats", NATS_URL, namespace, "observe", "4")
+        assert observer.next_line() == {"ready": True}
+        announce(namespace, 4, "watched")
+        seen = observer.finish().check().lines
+        assert [(e["type"], e["kind"], e["data"]) for e in seen] == [
+            ("interop.notice", "event", {"seq": n, "text": "watched"}) for n in range(4)
+        ]
+        # PyComms' own service got its copy too
+        assert sorted(r["data"]["seq"] for r in worker.wait_for("notice", 4)) == [0, 1, 2, 3]
+    finally:
+        worker.stop()
+        drop(namespace)
