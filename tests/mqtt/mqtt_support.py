@@ -4,20 +4,16 @@ broker on 1883."""
 
 from __future__ import annotations
 
-import shutil
 import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+from fault_proxy import free_port
+from system_tools import sbin_tool
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+MOSQUITTO = sbin_tool("mosquitto") or "/usr/sbin/mosquitto"
 
 
 class PrivateMosquitto:
