@@ -39,7 +39,7 @@ function event(type, kind, data, extensions = {}) {
 
 function readEvent(payload) {
   if (payload.length > MAX_EVENT) throw new Error(`event of ${payload.length} bytes, over the ${MAX_EVENT} allowed`);
-  return new CloudEvent(JSON.parse(payload.toString("utf8")), false);
+  return new CloudEvent(JSON.parse(payload.toString("utf8")), true); // validated: PyComms sends a valid CloudEvent
 }
 
 const print = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
