@@ -9,12 +9,14 @@ import asyncio
 import os
 from collections.abc import Callable
 
+import nats
 import pytest
 from interop_support import (
     BackgroundClient,
     Worker,
     check_dead_letters,
     dead_letters,
+    run_client,
     run_clients_at_once,
     with_option,
 )
@@ -94,9 +96,46 @@ def test_foreign_events_commands_requests_and_bad_input(namespace: str, start_wo
         drop(namespace)
 
 
-def test_pycomms_events_to_a_passing_observer(namespace: str, start_worker: Callable[[str], Worker]) -> None:
+def consumer_names(namespace: str) -> set[str]:
+    """The durable consumers of the namespace's events stream."""
+
+    async def go() -> set[str]:
+        nc = await nats.connect(NATS_URL)
+        try:
+            infos = await nc.jetstream().consumers_info(f"PYCOMMS_{namespace}_EVENTS")
+            return {info.name for info in infos}
+        finally:
+            await nc.close()
+
+    return asyncio.run(go())
+
+
+def test_pycomms_events_to_a_durable_subscriber_and_an_observer(
+    namespace: str, start_worker: Callable[[str], Worker]
+) -> None:
     worker = start_worker(bus_url(namespace))
     try:
+        sub = BackgroundClient("node", "nats", NATS_URL, namespace, "subscribe", "audit", "3")
+        assert sub.next_line() == {"ready": True}
+        announce(namespace, 3, "first")
+        first = sub.finish().check().lines
+        assert [(e["type"], e["kind"], e["data"]) for e in first] == [
+            ("interop.notice", "event", {"seq": n, "text": "first"}) for n in range(3)
+        ]
+
+        # published while the subscriber is down: kept for it, and PyComms' own service
+        # got its own copy of all five
+        announce(namespace, 2, "while down")
+        assert len(worker.wait_for("notice", 5)) == 5
+        again = run_client("node", "nats", NATS_URL, namespace, "subscribe", "audit", "2").check().lines
+        assert [e["data"] for e in again[1:]] == [{"seq": n, "text": "while down"} for n in range(2)]
+
+        assert "audit" in consumer_names(namespace)
+        run_client("node", "nats", NATS_URL, namespace, "unsubscribe", "audit").check()
+        assert "audit" not in consumer_names(namespace)
+
+        # a passing observer (a plain subscription) sees what is published while it runs
+        before = consumer_names(namespace)
         observer = BackgroundClient("node", "nats", NATS_URL, namespace, "observe", "4")
         assert observer.next_line() == {"ready": True}
         announce(namespace, 4, "watched")
@@ -104,8 +143,8 @@ def test_pycomms_events_to_a_passing_observer(namespace: str, start_worker: Call
         assert [(e["type"], e["kind"], e["data"]) for e in seen] == [
             ("interop.notice", "event", {"seq": n, "text": "watched"}) for n in range(4)
         ]
-        # PyComms' own service got its copy too
-        assert sorted(r["data"]["seq"] for r in worker.wait_for("notice", 4)) == [0, 1, 2, 3]
+        assert sorted(r["data"]["seq"] for r in worker.wait_for("notice", 9)[5:]) == [0, 1, 2, 3]
+        assert consumer_names(namespace) == before  # it created nothing on the server
     finally:
         worker.stop()
         drop(namespace)

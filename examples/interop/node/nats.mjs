@@ -8,6 +8,8 @@
 //   send ORDER_ID          send an interop.ship command
 //   request SKU QTY        ask interop.get_quote and print the reply
 //   bad                    publish three bad events, then a good one (order_id 1000)
+//   subscribe GROUP COUNT  durable subscriber GROUP of interop.notice (a durable pull consumer): read COUNT events
+//   unsubscribe GROUP      delete the durable consumer GROUP
 //   observe COUNT          passing observer of interop.notice (a plain subscription): read COUNT events
 //
 // It prints one JSON object a line for what it received, and {"ready": true} once a
@@ -17,7 +19,7 @@
 
 import { randomBytes } from "node:crypto";
 import { CloudEvent } from "cloudevents";
-import { connect, headers } from "nats";
+import { AckPolicy, DeliverPolicy, connect, headers, nanos } from "nats";
 
 const SOURCE = "/interop/node-nats";
 const NOTICE = "interop.notice";
@@ -116,6 +118,38 @@ async function bad(js) {
   print({ published: 1 });
 }
 
+/** The events stream of the namespace: PYCOMMS_<ns>_EVENTS. */
+const eventsStream = () => `PYCOMMS_${nsToken(NS)}_EVENTS`;
+
+async function subscribe(nc, js, group, count) {
+  const jsm = await nc.jetstreamManager();
+  // the same configuration again is accepted: a second run resumes the consumer
+  await jsm.consumers.add(eventsStream(), {
+    durable_name: group,
+    filter_subject: subject("e", NOTICE),
+    deliver_policy: DeliverPolicy.New,
+    ack_policy: AckPolicy.Explicit,
+    ack_wait: nanos(30000),
+    max_deliver: -1,
+  });
+  print({ ready: true });
+  const consumer = await js.consumers.get(eventsStream(), group);
+  const messages = await consumer.consume({ max_messages: Math.min(count, 16) }); // pull no more than it will ack
+  let seen = 0;
+  for await (const m of messages) {
+    show(readEvent(m.data), { seq: m.seq });
+    await m.ackAck(); // acknowledged once handled, and the server said so
+    seen += 1;
+    if (seen === count) break;
+  }
+  messages.stop();
+}
+
+async function unsubscribe(nc, group) {
+  const jsm = await nc.jetstreamManager();
+  print({ deleted: await jsm.consumers.delete(eventsStream(), group) });
+}
+
 async function observe(nc, count) {
   const sub = nc.subscribe(subject("e", NOTICE), { max: count });
   await nc.flush();
@@ -125,7 +159,7 @@ async function observe(nc, count) {
 
 async function main() {
   const [action, ...args] = process.argv.slice(2);
-  const actions = ["publish", "send", "request", "bad", "observe"];
+  const actions = ["publish", "send", "request", "bad", "subscribe", "unsubscribe", "observe"];
   if (!actions.includes(action)) {
     process.stderr.write(`unknown action ${JSON.stringify(action)}; expected one of ${actions.join(", ")}\n`);
     return 2;
@@ -138,6 +172,8 @@ async function main() {
       case "send": await send(js, Number(args[0])); return 0;
       case "request": return await request(nc, js, args[0], Number(args[1]));
       case "bad": await bad(js); return 0;
+      case "subscribe": await subscribe(nc, js, args[0], Number(args[1])); return 0;
+      case "unsubscribe": await unsubscribe(nc, args[0]); return 0;
       case "observe": await observe(nc, Number(args[0])); return 0;
     }
   } finally {
