@@ -14,6 +14,7 @@ from interop_support import (
     Worker,
     check_dead_letters,
     dead_letters,
+    run_client,
     run_clients_at_once,
     with_option,
 )
@@ -97,9 +98,29 @@ def test_foreign_events_commands_requests_and_bad_input(namespace: str, start_wo
         drop(namespace)
 
 
-def test_pycomms_events_to_a_passing_observer(namespace: str, start_worker: Callable[[str], Worker]) -> None:
+def test_pycomms_events_to_a_durable_subscriber_and_an_observer(
+    namespace: str, start_worker: Callable[[str], Worker]
+) -> None:
     worker = start_worker(bus_url(namespace))
     try:
+        sub = BackgroundClient("node", "mqtt", MQTT_URL, namespace, "subscribe", "audit", "3")
+        assert sub.next_line() == {"ready": True}
+        announce(namespace, 3, "first")
+        first = sub.finish().check().lines
+        assert [(e["type"], e["kind"], e["data"]) for e in first] == [
+            ("interop.notice", "event", {"seq": n, "text": "first"}) for n in range(3)
+        ]
+
+        # published while the subscriber is down: kept in its session, and PyComms' own
+        # service got its own copy of all five
+        announce(namespace, 2, "while down")
+        assert len(worker.wait_for("notice", 5)) == 5
+        again = run_client("node", "mqtt", MQTT_URL, namespace, "subscribe", "audit", "2").check().lines
+        # (its resumed session may deliver them before its subscription is renewed)
+        assert [e["data"] for e in again if "data" in e] == [{"seq": n, "text": "while down"} for n in range(2)]
+        run_client("node", "mqtt", MQTT_URL, namespace, "unsubscribe", "audit").check()
+
+        # a passing observer sees what is published while it runs
         observer = BackgroundClient("node", "mqtt", MQTT_URL, namespace, "observe", "4")
         assert observer.next_line() == {"ready": True}
         announce(namespace, 4, "watched")
@@ -107,8 +128,7 @@ def test_pycomms_events_to_a_passing_observer(namespace: str, start_worker: Call
         assert [(e["type"], e["kind"], e["data"]) for e in seen] == [
             ("interop.notice", "event", {"seq": n, "text": "watched"}) for n in range(4)
         ]
-        # PyComms' own service got its copy too
-        assert sorted(r["data"]["seq"] for r in worker.wait_for("notice", 4)) == [0, 1, 2, 3]
+        assert sorted(r["data"]["seq"] for r in worker.wait_for("notice", 9)[5:]) == [0, 1, 2, 3]
     finally:
         worker.stop()
         drop(namespace)

@@ -9,6 +9,8 @@
 //   request SKU QTY        ask interop.get_quote (PyComms' way: `replyto`) and print the reply
 //   request5 SKU QTY       the same with MQTT 5 request/response (Response Topic, Correlation Data)
 //   bad                    publish three bad events, then a good one (order_id 1000)
+//   subscribe GROUP COUNT  durable subscriber GROUP of interop.notice (a persistent session): read COUNT events
+//   unsubscribe GROUP      end the durable subscriber GROUP's session
 //   observe COUNT          passing observer of interop.notice: read COUNT events
 //
 // It prints one JSON object a line for what it received, and {"ready": true} once a
@@ -133,6 +135,49 @@ async function bad(client) {
   print({ published: 1 });
 }
 
+/** Connected (MQTT 5); `handle(packet)` set before any message can arrive. */
+function open(url, options, handle) {
+  const client = mqtt.connect(url, { protocolVersion: 5, reconnectPeriod: 0, connectTimeout: 10000, ...options });
+  if (handle) client.handleMessage = handle;
+  return new Promise((resolve, reject) => {
+    client.once("connect", () => resolve(client));
+    client.once("error", reject);
+  });
+}
+
+/** The durable subscriber's client id: fixed, so its session is found again. */
+const durableId = (group) => `interop-node-${NS}-${group}`;
+
+async function subscribe(url, group, count) {
+  const from = topic("e", NOTICE);
+  let seen = 0;
+  let finished;
+  const done = new Promise((resolve) => (finished = resolve));
+  // the PUBACK goes out only once `callback` is called: after handling; what comes
+  // past COUNT is left unacknowledged, and comes back when the session is resumed
+  const handle = (packet, callback) => {
+    if (packet.topic !== from || seen === count) return;
+    show(readEvent(packet.payload), { dup: packet.dup });
+    seen += 1;
+    callback();
+    if (seen === count) finished();
+  };
+  const client = await open(url, { clientId: durableId(group), clean: false, properties: { sessionExpiryInterval: 86400 } }, handle);
+  try {
+    await client.subscribeAsync(`$share/${group}/${from}`, { qos: 1 });
+    print({ ready: true });
+    await done;
+  } finally {
+    await client.endAsync();
+  }
+}
+
+async function unsubscribe(url, group) {
+  const client = await open(url, { clientId: durableId(group), clean: true, properties: { sessionExpiryInterval: 0 } });
+  await client.endAsync();
+  print({ ended: group });
+}
+
 async function observe(client, count) {
   const from = topic("e", NOTICE);
   let seen = 0;
@@ -151,13 +196,22 @@ async function observe(client, count) {
 
 async function main() {
   const [action, ...args] = process.argv.slice(2);
-  const actions = ["publish", "send", "request", "request5", "bad", "observe"];
+  const actions = ["publish", "send", "request", "request5", "bad", "subscribe", "unsubscribe", "observe"];
   if (!actions.includes(action)) {
     process.stderr.write(`unknown action ${JSON.stringify(action)}; expected one of ${actions.join(", ")}\n`);
     return 2;
   }
+  const url = process.env.INTEROP_URL ?? "mqtt://127.0.0.1:1883";
+  if (action === "subscribe") {
+    await subscribe(url, args[0], Number(args[1]));
+    return 0;
+  }
+  if (action === "unsubscribe") {
+    await unsubscribe(url, args[0]);
+    return 0;
+  }
   // a passing client: Clean Start 1, Session Expiry 0, nothing kept for it on the broker
-  const client = await mqtt.connectAsync(process.env.INTEROP_URL ?? "mqtt://127.0.0.1:1883", {
+  const client = await mqtt.connectAsync(url, {
     protocolVersion: 5,
     clean: true,
     properties: { sessionExpiryInterval: 0 },
