@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from interop_worker import Announce
 
 import pycomms
 from pycomms.testing import unavailable
@@ -269,3 +270,48 @@ def check_dead_letters(dead: list[pycomms.DeadLetter]) -> None:
     assert "RFC 3339" in errors["malformed", "interop.order_placed"]
     assert "order_id" in errors["invalid", "interop.order_placed"]
     assert errors["rejected", "interop.get_quote"] == "no price for 'nope'"
+
+
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+"""The W3C trace context the clients' burst carries as a CloudEvents extension attribute."""
+
+
+def drop_namespace(url: str) -> None:
+    """Drop the namespace of ``url``, with whatever a test left in it."""
+
+    async def go() -> None:
+        bus = await pycomms.connect(url)
+        await bus.drop_namespace(force=True)
+
+    asyncio.run(go())
+
+
+def announce(url: str, count: int, text: str) -> None:
+    """Have the worker on ``url`` publish ``count`` notices (the events a foreign consumer gets)."""
+
+    async def go() -> None:
+        async with pycomms.connect(url) as bus:
+            await bus.send(Announce(count=count, text=text))
+
+    asyncio.run(go())
+
+
+def check_replies(quote: list[dict[str, Any]], refused: list[dict[str, Any]]) -> None:
+    """A typed reply to ``request mug 3``, an error reply to ``request nope 1``."""
+    assert [(r["type"], r["kind"], r["data"], r["pycommserror"]) for r in quote] == [
+        ("interop.quote", "reply", {"sku": "mug", "qty": 3, "cents": 750}, None)
+    ]
+    assert [(r["type"], r["kind"], r["data"], r["pycommserror"]) for r in refused] == [
+        ("pycomms.error", "reply", {"error": "no price for 'nope'"}, "rejected")
+    ]
+
+
+def check_handled(worker: Worker) -> None:
+    """The 300 events of ``publish 300`` and the good one ``bad`` sends after its bad input,
+    each handled exactly once, the SDK's extension attribute a header; the command of ``send 7``."""
+    handled = worker.wait_for("order_placed", 301)
+    assert sorted(r["data"]["order_id"] for r in handled) == [*range(300), 1000]
+    assert len({r["id"] for r in handled}) == 301
+    burst_records = [r for r in handled if r["data"]["order_id"] < 300]
+    assert all(r["headers"] == {"traceparent": TRACEPARENT} and r["attempt"] == 1 for r in burst_records)
+    assert [r["data"] for r in worker.wait_for("ship", 1)] == [{"order_id": 7, "carrier": "post"}]

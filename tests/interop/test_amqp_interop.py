@@ -14,9 +14,11 @@ from urllib.parse import urlsplit
 import pytest
 from interop_support import (
     LANGUAGES,
+    TRACEPARENT,
     BackgroundClient,
     Worker,
     check_dead_letters,
+    check_replies,
     run_client,
     run_clients_at_once,
     with_option,
@@ -30,8 +32,6 @@ import pycomms.sync
 from pycomms.sync import Bus as SyncBus
 from pycomms.testing import require_reachable, unavailable
 from pycomms_amqp._binary import binary_attributes
-
-TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
 @pytest.fixture(autouse=True)
@@ -112,12 +112,7 @@ def test_foreign_events_commands_requests_and_bad_input(
         )
         assert burst == [{"published": 300}]
         assert ship == [{"sent": 7}]
-        assert [(r["type"], r["kind"], r["data"], r["pycommserror"]) for r in quote] == [
-            ("interop.quote", "reply", {"sku": "mug", "qty": 3, "cents": 750}, None)
-        ]
-        assert [(r["type"], r["kind"], r["data"], r["pycommserror"]) for r in refused] == [
-            ("pycomms.error", "reply", {"error": "no price for 'nope'"}, "rejected")
-        ]
+        check_replies(quote, refused)
         assert [line.get("bad") for line in bad] == ["not json", "numeric time", "invalid data", None]
         assert binary == [{"published": 3}]
 

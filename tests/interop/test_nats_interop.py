@@ -14,19 +14,20 @@ import pytest
 from interop_support import (
     BackgroundClient,
     Worker,
+    announce,
     check_dead_letters,
+    check_handled,
+    check_replies,
     dead_letters,
+    drop_namespace,
     run_client,
     run_clients_at_once,
     with_option,
 )
-from interop_worker import Announce
 
-import pycomms
 from pycomms.testing import require_reachable
 
 NATS_URL = os.environ.get("PYCOMMS_TEST_NATS_URL", "nats://127.0.0.1:4222")
-TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
 @pytest.fixture(autouse=True)
@@ -39,19 +40,7 @@ def bus_url(namespace: str) -> str:
 
 
 def drop(namespace: str) -> None:
-    async def go() -> None:
-        bus = await pycomms.connect(bus_url(namespace))
-        await bus.drop_namespace(force=True)
-
-    asyncio.run(go())
-
-
-def announce(namespace: str, count: int, text: str) -> None:
-    async def go() -> None:
-        async with pycomms.connect(bus_url(namespace)) as bus:
-            await bus.send(Announce(count=count, text=text))
-
-    asyncio.run(go())
+    drop_namespace(bus_url(namespace))
 
 
 def test_foreign_events_commands_requests_and_bad_input(namespace: str, start_worker: Callable[[str], Worker]) -> None:
@@ -71,22 +60,10 @@ def test_foreign_events_commands_requests_and_bad_input(namespace: str, start_wo
         )
         assert burst == [{"published": 300, "stored": 300}]
         assert ship == [{"sent": 7}]
-        assert [(r["type"], r["kind"], r["data"], r["pycommserror"]) for r in quote] == [
-            ("interop.quote", "reply", {"sku": "mug", "qty": 3, "cents": 750}, None)
-        ]
-        assert [(r["type"], r["kind"], r["data"], r["pycommserror"]) for r in refused] == [
-            ("pycomms.error", "reply", {"error": "no price for 'nope'"}, "rejected")
-        ]
+        check_replies(quote, refused)
         assert [line.get("bad") for line in bad] == ["not json", "numeric time", "invalid data", None]
 
-        # 300 events and the good one sent after the bad input, each handled exactly
-        # once, the SDK's extension attribute a header
-        handled = worker.wait_for("order_placed", 301)
-        assert sorted(r["data"]["order_id"] for r in handled) == [*range(300), 1000]
-        assert len({r["id"] for r in handled}) == 301
-        burst_records = [r for r in handled if r["data"]["order_id"] < 300]
-        assert all(r["headers"] == {"traceparent": TRACEPARENT} and r["attempt"] == 1 for r in burst_records)
-        assert [r["data"] for r in worker.wait_for("ship", 1)] == [{"order_id": 7, "carrier": "post"}]
+        check_handled(worker)
 
         check_dead_letters(dead_letters(bus_url(namespace), 4))
         # exactly once: nothing more arrived while the rest ran
@@ -117,7 +94,7 @@ def test_pycomms_events_to_a_durable_subscriber_and_an_observer(
     try:
         sub = BackgroundClient("node", "nats", NATS_URL, namespace, "subscribe", "audit", "3")
         assert sub.next_line() == {"ready": True}
-        announce(namespace, 3, "first")
+        announce(bus_url(namespace), 3, "first")
         first = sub.finish().check().lines
         assert [(e["type"], e["kind"], e["data"]) for e in first] == [
             ("interop.notice", "event", {"seq": n, "text": "first"}) for n in range(3)
@@ -125,7 +102,7 @@ def test_pycomms_events_to_a_durable_subscriber_and_an_observer(
 
         # published while the subscriber is down: kept for it, and PyComms' own service
         # got its own copy of all five
-        announce(namespace, 2, "while down")
+        announce(bus_url(namespace), 2, "while down")
         assert len(worker.wait_for("notice", 5)) == 5
         again = run_client("node", "nats", NATS_URL, namespace, "subscribe", "audit", "2").check().lines
         assert [e["data"] for e in again[1:]] == [{"seq": n, "text": "while down"} for n in range(2)]
@@ -138,7 +115,7 @@ def test_pycomms_events_to_a_durable_subscriber_and_an_observer(
         before = consumer_names(namespace)
         observer = BackgroundClient("node", "nats", NATS_URL, namespace, "observe", "4")
         assert observer.next_line() == {"ready": True}
-        announce(namespace, 4, "watched")
+        announce(bus_url(namespace), 4, "watched")
         seen = observer.finish().check().lines
         assert [(e["type"], e["kind"], e["data"]) for e in seen] == [
             ("interop.notice", "event", {"seq": n, "text": "watched"}) for n in range(4)
