@@ -83,6 +83,9 @@ def test_a_conversation_is_one_trace_of_producer_consumer_client_server_spans(co
     assert attrs["messaging.consumer.group.name"] == "shop"
     assert len(str(attrs["messaging.message.id"])) == 32
     assert (publish.attributes or {})["messaging.operation.type"] == "send"
+    for producer, consumer in [(publish, placed), (send, charged)]:
+        sent_id = (producer.attributes or {})["messaging.message.id"]
+        assert sent_id == (consumer.attributes or {})["messaging.message.id"], producer.name
     assert all(s.status.status_code is StatusCode.UNSET for s in chain)
 
 
@@ -211,6 +214,11 @@ def test_a_batch_links_one_create_span_per_message_and_baggage_travels(collector
     processed = [s for s in collector.spans() if s.name == "process otel.order_placed"]
     assert len(processed) == 3
     assert {s.parent.span_id for s in processed if s.parent} == create_ids  # each its own creation context
+    message_ids = {s.context.span_id: (s.attributes or {})["messaging.message.id"] for s in creates if s.context}
+    for handled in processed:
+        assert handled.parent is not None
+        assert message_ids[handled.parent.span_id] == (handled.attributes or {})["messaging.message.id"]
+    assert "messaging.message.id" not in (publish.attributes or {})
     checkout = collector.span("checkout")
     assert checkout.context is not None
     assert {s.parent.span_id for s in [publish, *creates] if s.parent} == {checkout.context.span_id}

@@ -334,7 +334,7 @@ class Bus:
         correlation_id: str | None,
         causation_id: str | None,
         connection: Any = None,
-    ) -> None:
+    ) -> Sequence[Envelope]:
         if self._state is BusState.CLOSED:
             raise BusClosed("the bus is closed")
         size, node = self._config.max_message_size, self.node.id
@@ -343,6 +343,7 @@ class Bus:
             await self._publish_in(connection, envelopes)
         elif envelopes:
             await self._publish(envelopes)
+        return envelopes
 
     async def _publish_in(self, connection: Any, envelopes: Sequence[Envelope]) -> None:
         transport = self._transport

@@ -13,7 +13,7 @@ from .spi import NodeInfo
 
 R = TypeVar("R", bound=Message)
 
-Emit = Callable[[Kind, Iterable[Message], str | None, dict[str, str] | None, str | None, str | None], Awaitable[None]]
+Emit = Callable[[Kind, Iterable[Message], str | None, dict[str, str] | None, str | None, str | None], Awaitable[object]]
 """``emit(kind, messages, key, headers, correlation_id, causation_id)``: publish or send."""
 Ask = Callable[[Any, float, dict[str, str] | None, str | None, str | None], Awaitable[Any]]
 """``ask(request, timeout, headers, correlation_id, causation_id)``: the typed reply."""

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from ._context import Context
-    from ._envelope import Kind
+    from ._envelope import Envelope, Kind
     from ._messages import Message, Request
     from .spi import NodeInfo
 
@@ -27,8 +27,10 @@ def compose(handler: Handler, middleware: Iterable[Middleware]) -> Handler:
 class Emit(Protocol):
     """How a bus hands out events (``kind`` "event") and commands ("command"):
     ``emit(kind, messages, key, headers, correlation_id, causation_id, connection)``;
-    returns once the backend accepted every message. ``headers``: one dict for every
-    message, or a list of one dict per message (in order)."""
+    returns once the backend accepted every message, with the envelopes it handed
+    over, in the messages' order (read-only: e.g. their ``id`` for a span; a wrapper
+    returns what its inner emit returned). ``headers``: one dict for every message,
+    or a list of one dict per message (in order)."""
 
     def __call__(
         self,
@@ -40,7 +42,7 @@ class Emit(Protocol):
         causation_id: str | None,
         connection: Any = None,
         /,
-    ) -> Awaitable[None]: ...
+    ) -> Awaitable[Sequence[Envelope]]: ...
 
 
 class Ask(Protocol):

@@ -90,9 +90,12 @@ def pycomms_emit_middleware(node: NodeInfo, system: str) -> EmitMiddleware | Non
     the inner emit with its own ``headers``: a dict for every message (the caller's
     headers plus its own, e.g. ``traceparent``), or a list of one dict per message
     (e.g. a creation context each); header names are carried as CloudEvents extension
-    attributes, so they must be lowercase letters and digits. Called once per bus
-    when it is built; the wrapped emit then runs per call without pluggy involved.
-    Without any implementation the bus's path is untouched.
+    attributes, so they must be lowercase letters and digits. The emit returns the
+    envelopes it handed over, in the messages' order (their ``id`` is the message
+    id, e.g. ``messaging.message.id``); a wrapper returns what its inner emit
+    returned. Called once per bus when it is built; the wrapped emit then runs per
+    call without pluggy involved. Without any implementation the bus's path is
+    untouched.
     """
     raise NotImplementedError
 

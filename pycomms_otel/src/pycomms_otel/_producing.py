@@ -9,11 +9,11 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from opentelemetry import propagate, trace
-from opentelemetry.trace import Link, SpanKind, Status, StatusCode, set_span_in_context
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, set_span_in_context
 
 from pycomms import Message, Request
 from pycomms.hookspecs import AskMiddleware, EmitMiddleware
-from pycomms.spi import NodeInfo
+from pycomms.spi import Envelope, NodeInfo
 
 from ._telemetry import (
     BATCH_COUNT,
@@ -21,6 +21,7 @@ from ._telemetry import (
     CONVERSATION_ID,
     DESTINATION,
     ERROR_TYPE,
+    MESSAGE_ID,
     NO_SPAN,
     OPERATION_NAME,
     OPERATION_TYPE,
@@ -88,20 +89,21 @@ def emit_middleware(t: Telemetry, node: NodeInfo, system: str) -> EmitMiddleware
     tracer, setter, inject, record = t.tracer, SETTER, propagate.inject, t.operation_duration.record
     producer, tracing = SpanKind.PRODUCER, t.tracing()
 
-    def creations(batch: Sequence[Message], headers: Any) -> tuple[list[dict[str, str]], list[Link]]:
-        """A ``create <type>`` span per message, ended at once, its context in that
-        message's headers; the links to them for the batch's send span."""
-        carried, links = [], []
+    def creations(batch: Sequence[Message], headers: Any) -> tuple[list[dict[str, str]], list[Link], list[Span]]:
+        """A ``create <type>`` span per message, its context in that message's
+        headers; the links to them for the batch's send span. The caller ends them
+        once the emit returned the messages' ids."""
+        carried, links, creates = [], [], []
         for n, message in enumerate(batch):
             create = tracer.start_span(
                 f"create {message.type_name}", kind=producer, attributes=operations.create(message.type_name)
             )
-            create.end()
+            creates.append(create)
             one = dict(_nth(headers, n) or {})
             inject(one, context=set_span_in_context(create), setter=setter)
             carried.append(one)
             links.append(Link(create.get_span_context()))
-        return carried, links
+        return carried, links, creates
 
     def wrap(inner: Any) -> Any:
         async def emit(
@@ -113,7 +115,7 @@ def emit_middleware(t: Telemetry, node: NodeInfo, system: str) -> EmitMiddleware
             causation_id: str | None,
             connection: Any = None,
             /,
-        ) -> None:
+        ) -> Sequence[Envelope]:
             if not t.on:
                 return await inner(kind, messages, key, headers, correlation_id, causation_id, connection)  # type: ignore[no-any-return]
             batch = messages if isinstance(messages, tuple | list) else tuple(messages)
@@ -132,8 +134,9 @@ def emit_middleware(t: Telemetry, node: NodeInfo, system: str) -> EmitMiddleware
             start = time.perf_counter()
             carried: dict[str, str] | list[dict[str, str]] | None = headers
             links: list[Link] | None = None
+            creates: list[Span] = []
             if tracing and len(batch) > 1:  # a creation context per message, linked from the send span
-                carried, links = creations(batch, headers)
+                carried, links, creates = creations(batch, headers)
             scope = (
                 tracer.start_as_current_span(
                     name,
@@ -151,16 +154,22 @@ def emit_middleware(t: Telemetry, node: NodeInfo, system: str) -> EmitMiddleware
                     carried = dict(_nth(headers, 0) or {})
                     inject(carried, setter=setter)
                 try:
-                    await inner(kind, batch, key, carried, correlation_id, causation_id, connection)
+                    envelopes: Sequence[Envelope] = await inner(
+                        kind, batch, key, carried, correlation_id, causation_id, connection
+                    )
                 except BaseException as exc:
+                    for create in creates:
+                        create.end()
                     failure = _failed(span, exc)
                     _, _, metric, sent = operations.get(kind, destination, failure)
                     sent[0] += len(batch)
                     record(time.perf_counter() - start, metric)
                     raise
+                if tracing:
+                    _name_messages(span, creates, envelopes)
             sent[0] += len(batch)
             record(time.perf_counter() - start, metric)
-            return None
+            return envelopes
 
         return emit
 
@@ -215,6 +224,21 @@ def ask_middleware(t: Telemetry, node: NodeInfo, system: str) -> AskMiddleware:
         return ask
 
     return wrap
+
+
+def _name_messages(span: Span, creates: list[Span], envelopes: Sequence[Envelope]) -> None:
+    """``messaging.message.id`` on the span of each message: the send span of a
+    single message, else each message's create span, which then ends (an ended
+    span takes no attribute)."""
+    envelopes = envelopes or ()  # tolerate a foreign wrapper that returns nothing
+    if not creates:
+        if len(envelopes) == 1:
+            span.set_attribute(MESSAGE_ID, envelopes[0].id)
+        return
+    for n, create in enumerate(creates):
+        if n < len(envelopes):
+            create.set_attribute(MESSAGE_ID, envelopes[n].id)
+        create.end()
 
 
 def _nth(headers: dict[str, str] | list[dict[str, str]] | None, n: int) -> dict[str, str] | None:
