@@ -132,6 +132,12 @@ def test_one_trace_across_two_processes(scheme: str, collector: Collector, tmp_p
     assert {s["attributes"]["messaging.system"] for s in chain} == {system}
     assert chain[1]["attributes"]["messaging.consumer.group.name"] == "back"
     assert chain[3]["attributes"]["messaging.consumer.group.name"] == "front"
+    for side in chain[4:]:  # the reply: sent back by the worker's SERVER span, received by this CLIENT span
+        replies = [e for e in side["events"] if e["name"] == "pycomms.reply"]
+        assert [e["attributes"]["pycomms.reply.type"] for e in replies] == ["otel.price"], side["name"]
+    for producer, consumer in itertools.pairwise(chain[:4]):
+        if producer["kind"] == "PRODUCER":
+            assert producer["attributes"]["messaging.message.id"] == consumer["attributes"]["messaging.message.id"]
 
 
 async def drop(url: str) -> None:

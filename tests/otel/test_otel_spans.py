@@ -87,6 +87,9 @@ def test_a_conversation_is_one_trace_of_producer_consumer_client_server_spans(co
         sent_id = (producer.attributes or {})["messaging.message.id"]
         assert sent_id == (consumer.attributes or {})["messaging.message.id"], producer.name
     assert all(s.status.status_code is StatusCode.UNSET for s in chain)
+    for side in (request, priced):  # the reply: handed back by the SERVER span, received by the CLIENT span
+        [reply] = [e for e in side.events if e.name == "pycomms.reply"]
+        assert (reply.attributes or {})["pycomms.reply.type"] == "otel.price"
 
 
 def test_retries_and_dead_letters_are_span_events_with_attempt_and_error(collector: Collector) -> None:

@@ -29,6 +29,8 @@ from ._telemetry import (
     NO_SPAN,
     OPERATION_NAME,
     OPERATION_TYPE,
+    REPLY_EVENT,
+    REPLY_TYPE,
     RETRY_DELAY,
     RETRY_EVENT,
     SYSTEM,
@@ -44,6 +46,7 @@ def handler_middleware(t: Telemetry, service: Service, system: str) -> Middlewar
     per_type: dict[str, tuple[str, SpanKind, dict[str, Any], list[int]]] = {}
     tracer, extract, attach, detach = t.tracer, propagate.extract, otel_context.attach, otel_context.detach
     record, tracing = t.process_duration.record, t.tracing()
+    server = SpanKind.SERVER
 
     def facts(message: Message) -> tuple[str, SpanKind, dict[str, Any], list[int]]:
         """Span name and kind, metric attributes, consumed cell: once per type."""
@@ -78,6 +81,8 @@ def handler_middleware(t: Telemetry, service: Service, system: str) -> Middlewar
                 with scope as span:
                     try:
                         result = await handler(message, ctx)
+                        if tracing and kind is server:  # the core sends it as soon as this returns
+                            span.add_event(REPLY_EVENT, {REPLY_TYPE: _type_name(result)})
                     except BaseException as exc:
                         failure: str | None = error_type(exc)
                         if isinstance(exc, Exception):
@@ -94,6 +99,11 @@ def handler_middleware(t: Telemetry, service: Service, system: str) -> Middlewar
         return handle
 
     return wrap
+
+
+def _type_name(reply: Any) -> str:
+    """The message type name of a handler's reply (a wrong one is the core's to refuse)."""
+    return str(getattr(reply, "type_name", None) or type(reply).__name__)
 
 
 def _failed(

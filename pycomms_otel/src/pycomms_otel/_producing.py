@@ -25,6 +25,8 @@ from ._telemetry import (
     NO_SPAN,
     OPERATION_NAME,
     OPERATION_TYPE,
+    REPLY_EVENT,
+    REPLY_TYPE,
     SETTER,
     SYSTEM,
     Telemetry,
@@ -211,6 +213,8 @@ def ask_middleware(t: Telemetry, node: NodeInfo, system: str) -> AskMiddleware:
                     inject(carried, setter=setter)
                 try:
                     reply = await inner(request, timeout, carried, correlation_id, causation_id)
+                    if tracing:
+                        span.add_event(REPLY_EVENT, {REPLY_TYPE: reply.type_name})
                 except BaseException as exc:
                     failure = _failed(span, exc)
                     _, _, metric, sent = operations.get("request", request.type_name, failure)

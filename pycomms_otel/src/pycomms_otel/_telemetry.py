@@ -31,8 +31,10 @@ ERROR_TYPE = "error.type"
 ATTEMPT = "pycomms.attempt"
 RETRY_DELAY = "pycomms.retry.delay"
 DEAD_LETTER_REASON = "pycomms.dead_letter.reason"
+REPLY_TYPE = "pycomms.reply.type"
 RETRY_EVENT = "pycomms.retry"
 DEAD_LETTER_EVENT = "pycomms.dead_letter"
+REPLY_EVENT = "pycomms.reply"
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 """The histogram boundaries the messaging conventions recommend, in seconds."""
