@@ -1,10 +1,12 @@
 """The second process of the cross-process trace tests.
 
-    python otel_worker.py URL SPANS_FILE
+    python otel_worker.py URL SPANS_FILE [failing]
 
 Instruments PyComms with the SDK's in-memory span exporter, serves service ``back``
 (``OrderPlaced`` -> sends ``Charge``; answers ``GetPrice``), prints ``ready NODE_ID``,
 and on SIGTERM closes the bus and writes its finished spans to SPANS_FILE as JSON.
+With ``failing`` it serves ``flaky`` instead (``OrderPlaced`` always fails: one retry,
+then the dead letters) and ``poison`` (``Charge`` is rejected at once).
 """
 
 from __future__ import annotations
@@ -19,11 +21,26 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from otel_messages import Charge, GetPrice, OrderPlaced, Price, dump_spans
 
 import pycomms
-from pycomms import Context, Service
+from pycomms import Context, Reject, Retry, Service
 from pycomms_otel import PyCommsInstrumentor
 
 
-async def main(url: str, spans_file: Path) -> None:
+def failing_services() -> list[Service]:
+    flaky = Service("flaky", retry=Retry(max_attempts=2, delay=0.05, jitter=0))
+    poison = Service("poison")
+
+    @flaky.on
+    async def fail(event: OrderPlaced) -> None:
+        raise ValueError(f"order {event.order} is broken")
+
+    @poison.on
+    async def refuse(command: Charge) -> None:
+        raise Reject("never valid")
+
+    return [flaky, poison]
+
+
+async def main(url: str, spans_file: Path, failing: bool) -> None:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -38,11 +55,11 @@ async def main(url: str, spans_file: Path) -> None:
     async def price(request: GetPrice) -> Price:
         return Price(cents=100 * request.order)
 
-    async with pycomms.connect(url, services=[back]) as bus:
+    async with pycomms.connect(url, services=failing_services() if failing else [back]) as bus:
         print(f"ready {bus.node.id}", flush=True)
         await bus.serve(grace=5.0)
     dump_spans(list(exporter.get_finished_spans()), spans_file)
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], Path(sys.argv[2])))
+    asyncio.run(main(sys.argv[1], Path(sys.argv[2]), sys.argv[3:] == ["failing"]))

@@ -57,13 +57,14 @@ def with_namespace(base: str, namespace: str) -> str:
     return f"{base}{'&' if '?' in base else '?'}namespace={namespace}"
 
 
-async def start_worker(url: str, spans_file: Path) -> tuple[asyncio.subprocess.Process, str]:
+async def start_worker(url: str, spans_file: Path, *mode: str) -> tuple[asyncio.subprocess.Process, str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent / "support")])}
     worker = await asyncio.create_subprocess_exec(
         sys.executable,
         str(HERE / "otel_worker.py"),
         url,
         str(spans_file),
+        *mode,
         stdout=asyncio.subprocess.PIPE,
         env=env,
     )
@@ -74,14 +75,20 @@ async def start_worker(url: str, spans_file: Path) -> tuple[asyncio.subprocess.P
     return worker, line.split()[1]
 
 
-@pytest.mark.parametrize("scheme", list(BACKENDS))
-def test_one_trace_across_two_processes(scheme: str, collector: Collector, tmp_path: Path) -> None:
-    base, port, system = BACKENDS[scheme]
+def backend_url(scheme: str, tmp_path: Path) -> str:
+    """A fresh namespace on ``scheme``'s backend; skipped (failed with CI=true) when unreachable."""
+    base, port, _ = BACKENDS[scheme]
     if scheme in DISTRIBUTIONS and not installed(scheme):
         pytest.skip(f"{DISTRIBUTIONS[scheme]} is not installed")
     if port:
         require_reachable(base, port)
-    url = with_namespace(base.format(tmp=tmp_path), f"t{uuid.uuid4().hex[:12]}")
+    return with_namespace(base.format(tmp=tmp_path), f"t{uuid.uuid4().hex[:12]}")
+
+
+@pytest.mark.parametrize("scheme", list(BACKENDS))
+def test_one_trace_across_two_processes(scheme: str, collector: Collector, tmp_path: Path) -> None:
+    system = BACKENDS[scheme][2]
+    url = backend_url(scheme, tmp_path)
     spans_file = tmp_path / "worker_spans.json"
     front = Service("front")
 
@@ -107,10 +114,7 @@ def test_one_trace_across_two_processes(scheme: str, collector: Collector, tmp_p
                 async with asyncio.timeout(20):
                     cents = await priced
         finally:
-            if worker.returncode is None:
-                worker.send_signal(signal.SIGTERM)
-            async with asyncio.timeout(20):
-                await worker.wait()
+            await stop_worker(worker)
         await drop(url)
         return cents
 
@@ -138,6 +142,78 @@ def test_one_trace_across_two_processes(scheme: str, collector: Collector, tmp_p
     for producer, consumer in itertools.pairwise(chain[:4]):
         if producer["kind"] == "PRODUCER":
             assert producer["attributes"]["messaging.message.id"] == consumer["attributes"]["messaging.message.id"]
+
+
+@pytest.mark.parametrize("scheme", list(BACKENDS))
+def test_retries_and_dead_letters_in_another_process_are_events_of_one_trace(
+    scheme: str, collector: Collector, tmp_path: Path
+) -> None:
+    """The worker fails ``OrderPlaced`` twice (a retry, then the dead letters) and
+    rejects ``Charge``: each attempt is a CONSUMER span, child of this process's
+    PRODUCER span, with the retry or dead-letter event naming attempt and error."""
+    url = backend_url(scheme, tmp_path)
+    spans_file = tmp_path / "worker_spans.json"
+
+    async def scenario() -> None:
+        worker, worker_id = await start_worker(url, spans_file, "failing")
+        try:
+            async with pycomms.connect(url) as bus:
+
+                async def worker_present() -> bool:
+                    return worker_id in {node.id for node in await bus.nodes()}
+
+                await eventually(worker_present, 20, "the worker to be present")
+                await bus.publish(OrderPlaced(order=5))
+                await bus.send(Charge(order=6))
+
+                async def both_dead() -> bool:
+                    return all([await bus.dead_letters("flaky"), await bus.dead_letters("poison")])
+
+                await eventually(both_dead, 30, "a dead letter in each of the worker's services")
+        finally:
+            await stop_worker(worker)
+        await drop(url)
+
+    run_strict(scenario, 60)
+    publish = span_record(collector.span("publish otel.order_placed"))
+    send = span_record(collector.span("send otel.charge"))
+    worker_spans = json.loads(spans_file.read_text())
+    attempts = sorted(
+        (s for s in worker_spans if s["name"] == "process otel.order_placed"),
+        key=lambda s: s["attributes"]["pycomms.attempt"],
+    )
+    assert [s["attributes"]["pycomms.attempt"] for s in attempts] == [1, 2]
+    for attempt in attempts:
+        assert (attempt["trace_id"], attempt["parent"]) == (publish["trace_id"], publish["span_id"])
+        assert attempt["status"] == "ERROR"
+        assert attempt["attributes"]["error.type"] == "ValueError"
+    first, last = ([(e["name"], e["attributes"]) for e in a["events"] if e["name"] != "exception"] for a in attempts)
+    assert [(name, attrs["pycomms.attempt"], attrs["error.type"]) for name, attrs in first] == [
+        ("pycomms.retry", 1, "ValueError")
+    ]
+    assert "order 5 is broken" in str(first[0][1]["exception.message"])
+    assert [(name, attrs["pycomms.attempt"], attrs["pycomms.dead_letter.reason"]) for name, attrs in last] == [
+        ("pycomms.dead_letter", 2, "failed")
+    ]
+    [refused] = [s for s in worker_spans if s["name"] == "process otel.charge"]
+    assert (refused["trace_id"], refused["parent"]) == (send["trace_id"], send["span_id"])
+    reasons = [
+        e["attributes"]["pycomms.dead_letter.reason"] for e in refused["events"] if e["name"] == "pycomms.dead_letter"
+    ]
+    assert reasons == ["rejected"]
+
+
+async def stop_worker(worker: asyncio.subprocess.Process) -> None:
+    """SIGTERM (the worker closes its bus and writes its spans); killed if it hangs."""
+    if worker.returncode is None:
+        worker.send_signal(signal.SIGTERM)
+    try:
+        async with asyncio.timeout(20):
+            await worker.wait()
+    except TimeoutError:
+        worker.kill()
+        await worker.wait()
+        raise
 
 
 async def drop(url: str) -> None:
