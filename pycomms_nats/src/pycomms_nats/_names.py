@@ -7,6 +7,7 @@ the token is a valid stream and bucket name and two namespaces never share one.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ def namespace_token(namespace: str) -> str:
     return namespace.replace("_", "__").replace(".", "_d")
 
 
+@functools.lru_cache(maxsize=4096)
 def subject_token(name: str) -> str:
     """A message type or service name as subject tokens.
 

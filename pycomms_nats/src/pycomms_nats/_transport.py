@@ -80,6 +80,7 @@ class NatsTransport:
             replies(msg.data)
 
         async def set_up() -> None:
+            await self._publisher.start()
             await self._ensure_streams()
             await presence.setup()
             await presence.announce()
