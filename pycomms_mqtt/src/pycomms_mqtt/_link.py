@@ -5,7 +5,8 @@ aiomqtt is used through its public API except where it does not expose what PyCo
 needs, which is done on its paho client: manual acknowledgement (``manual_ack_set``/``ack``,
 aiomqtt issue #345, so a PUBACK leaves only after the handler settled), publishing with
 the PUBACK's reason code (aiomqtt drops it: 0x10 says no subscriber matched, which
-parks a command) and closing the socket of a connect that passed its deadline.
+parks a command), closing the socket of a connect that passed its deadline, and moving
+packets on the hot path (_paho_io.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiomqtt
+from paho.mqtt.client import MQTTMessage
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -26,10 +28,11 @@ from pycomms import ConnectError, PublishError
 from pycomms.spi import stop_tasks
 
 from ._errors import DRIVER_ERRORS, TAKEN_OVER, describe, reason_code
+from ._paho_io import Inbox, Writer
 
 log = logging.getLogger("pycomms.mqtt")
 
-MessageSink = Callable[[aiomqtt.Message, int], None]
+MessageSink = Callable[[MQTTMessage, int], None]
 """Called with each incoming message and the generation of the connection it came on."""
 
 
@@ -84,7 +87,6 @@ class Link:
         self._on_resubscribed = on_resubscribed
         self._client: aiomqtt.Client | None = None
         self._up = asyncio.Event()
-        self._lost = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
         self._acked: dict[int, asyncio.Future[int]] = {}
@@ -97,11 +99,11 @@ class Link:
 
     async def start(self) -> None:
         """Connect for the first time (``connect_timeout``), then keep connected."""
-        client = await self._connect()
-        self._attach(client)
+        client, inbox = await self._connect()
+        self._attach(client, inbox)
         self._task = asyncio.get_running_loop().create_task(self._run(client), name=f"mqtt {self.session.client_id}")
 
-    async def _connect(self) -> aiomqtt.Client:
+    async def _connect(self) -> tuple[aiomqtt.Client, Inbox]:
         ep, session = self.endpoint, self.session
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         if session.persistent:
@@ -123,6 +125,10 @@ class Link:
             properties=props,
         )
         client._client.on_publish = self._on_publish  # private: see the module docstring
+        inbox = Inbox(self._on_message or _drop, self.generation + 1)
+        client._client.on_message = inbox.on_message  # private: see the module docstring
+        if not logging.getLogger("mqtt").isEnabledFor(logging.DEBUG):
+            client._client.disable_logger()  # paho builds a log record's arguments per packet
         if session.manual_ack:
             client._client.manual_ack_set(True)  # private: see the module docstring
         resumed = _watch_session_present(client)
@@ -139,6 +145,7 @@ class Link:
         except DRIVER_ERRORS as exc:
             _abandon(client)
             raise ConnectError(f"{what} failed: {describe(exc)}") from None
+        Writer(client, asyncio.get_running_loop()).install()
         if session.subscriptions:
             subscribing = self._subscribe(client)
             if resumed():
@@ -154,7 +161,7 @@ class Link:
                 except DRIVER_ERRORS as exc:
                     _abandon(client)
                     raise ConnectError(f"mqtt: subscribe on {ep.address} failed: {describe(exc)}") from None
-        return client
+        return client, inbox
 
     async def _resubscribe(self, subscribing: Awaitable[None]) -> None:
         await subscribing
@@ -170,16 +177,18 @@ class Link:
         if not task.cancelled() and task.exception() is not None:
             log.warning("mqtt: subscribing %s again failed: %s", self.session.client_id, describe(task.exception()))  # type: ignore[arg-type]
 
-    def _attach(self, client: aiomqtt.Client) -> None:
+    def _attach(self, client: aiomqtt.Client, inbox: Inbox) -> None:
         self._client = client
-        self.generation += 1
-        self._lost = asyncio.Event()
+        self.generation = inbox.generation
         self._up.set()
+        inbox.open()
 
     def _detach(self) -> None:
-        self._acked.clear()  # their publishers see the link lost and send again
+        acked, self._acked = self._acked, {}
+        for future in acked.values():  # their publishers send again on the next connection
+            if not future.done():
+                future.set_exception(aiomqtt.MqttError("connection lost before PUBACK"))
         self._up.clear()
-        self._lost.set()
         self._client = None
 
     async def _run(self, client: aiomqtt.Client | None) -> None:
@@ -187,20 +196,18 @@ class Link:
         while not self._closing:
             if client is None:
                 try:
-                    client = await self._connect()
+                    client, inbox = await self._connect()
                 except ConnectError as exc:
                     log.warning("%s; retrying in %.1fs", exc, delay)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 2.0)
                     continue
                 log.info("mqtt: %s connected again to %s", self.session.client_id, self.endpoint.address)
-                self._attach(client)
+                self._attach(client, inbox)
                 delay = 0.1
-            generation = self.generation
             try:
-                async for message in client.messages:
-                    if self._on_message is not None:
-                        self._on_message(message, generation)
+                async for _ in client.messages:  # none: they go through the Inbox; this ends with the connection
+                    pass
             except aiomqtt.MqttError as exc:
                 self._detach()
                 if reason_code(exc.__cause__ or exc) == TAKEN_OVER:
@@ -212,13 +219,13 @@ class Link:
                     log.warning("mqtt: lost %s (%s); reconnecting", self.endpoint.address, describe(exc))
             client = None
 
-    async def ready(self, deadline: float) -> tuple[aiomqtt.Client, asyncio.Event]:
-        """The connected client and the event set when it is lost, waiting until ``deadline``."""
+    async def ready(self, deadline: float) -> aiomqtt.Client:
+        """The connected client, waiting until ``deadline``."""
         loop = asyncio.get_running_loop()
         while True:
             client = self._client
             if client is not None and self._up.is_set():
-                return client, self._lost
+                return client
             if self._closing:
                 raise aiomqtt.MqttError("link closed")
             remaining = deadline - loop.time()
@@ -246,24 +253,22 @@ class Link:
         last = "no connection"
         while True:
             try:
-                client, lost = await self.ready(deadline)
+                client = self._client
+                if client is None or not self._up.is_set():
+                    client = await self.ready(deadline)
                 info = client._client.publish(
                     topic, payload, 1, retain, properties
                 )  # private: see the module docstring
                 if info.rc != 0:
                     raise aiomqtt.MqttCodeError(info.rc, "could not publish")
-                acked = self._acked.setdefault(info.mid, loop.create_future())
-                watching = loop.create_task(lost.wait())
+                acked: asyncio.Future[int] = loop.create_future()
+                self._acked[info.mid] = acked
                 try:
                     async with asyncio.timeout_at(deadline):
-                        await asyncio.wait((acked, watching), return_when=asyncio.FIRST_COMPLETED)
+                        return await acked
                 finally:
-                    watching.cancel()
                     if self._acked.get(info.mid) is acked:
                         del self._acked[info.mid]
-                if acked.done():
-                    return acked.result()
-                last = "connection lost before PUBACK"
             except TimeoutError:
                 raise PublishError(
                     f"mqtt: {what} on {ep.address} timed out after {ep.operation_timeout}s (operation_timeout); {last}"
@@ -322,6 +327,10 @@ def _watch_session_present(client: aiomqtt.Client) -> Callable[[], bool]:
 
     paho.on_connect = on_connect
     return lambda: present[0]
+
+
+def _drop(message: MQTTMessage, generation: int) -> None:
+    """The sink of a link that consumes nothing."""
 
 
 def _abandon(client: aiomqtt.Client) -> None:

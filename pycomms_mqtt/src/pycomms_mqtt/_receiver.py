@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-import aiomqtt
+from paho.mqtt.client import MQTTMessage
 
 from pycomms.spi import DeadLetter, Subscription
 
@@ -167,7 +167,7 @@ class MqttReceiver:
 
         self._switching = asyncio.get_running_loop().create_task(switch())
 
-    def _on_message(self, message: aiomqtt.Message, generation: int) -> None:
+    def _on_message(self, message: MQTTMessage, generation: int) -> None:
         got = incoming(message, self.owner.max_size, self.owner.topics.reply(""))
         delivery = MqttDelivery(self, generation, message.mid, got.data, got.attempt)
         wait = got.due - time.time()

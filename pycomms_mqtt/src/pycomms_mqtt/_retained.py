@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-import aiomqtt
+from paho.mqtt.client import MQTTMessage
 
 from pycomms import ConnectError, OperationError
 from pycomms.spi import new_id
@@ -27,8 +27,8 @@ async def read_retained(endpoint: Endpoint, topics: Topics, filters: Sequence[st
     found: dict[str, bytes] = {}
     done = asyncio.Event()
 
-    def collect(message: aiomqtt.Message, generation: int) -> None:
-        topic = message.topic.value
+    def collect(message: MQTTMessage, generation: int) -> None:
+        topic = message.topic
         if topic == sync:
             done.set()
         elif message.retain and isinstance(message.payload, bytes) and message.payload:

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import aiomqtt
+from paho.mqtt.client import MQTTMessage
 from pydantic_core import from_json, to_json
 
 from pycomms import ConfigError, OperationError, PublishError
@@ -54,9 +55,8 @@ class MqttTransport:
         self._node = node
         presence = self.topics.node(node.id)
 
-        def on_reply(message: aiomqtt.Message, generation: int) -> None:
-            if isinstance(message.payload, bytes):
-                replies(message.payload)
+        def on_reply(message: MQTTMessage, generation: int) -> None:
+            replies(bytes(message.payload))
 
         session = Session(
             f"{self.topics.root}/node/{node.id}",
@@ -90,7 +90,10 @@ class MqttTransport:
 
     async def publish(self, envelopes: Sequence[Envelope]) -> None:
         link = self._publisher()
-        await asyncio.gather(*(self._publish_one(link, env) for env in envelopes))
+        if len(envelopes) == 1:
+            await self._publish_one(link, envelopes[0])
+        else:
+            await asyncio.gather(*(self._publish_one(link, env) for env in envelopes))
 
     async def _publish_one(self, link: Link, env: Envelope) -> None:
         if env.kind == "event":

@@ -17,7 +17,7 @@ import base64
 import time
 from dataclasses import dataclass
 
-import aiomqtt
+from paho.mqtt.client import MQTTMessage
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -82,11 +82,11 @@ class Incoming:
     due: float
 
 
-def incoming(message: aiomqtt.Message, max_size: int, own_replies: str) -> Incoming:
+def incoming(message: MQTTMessage, max_size: int, own_replies: str) -> Incoming:
     """Read a received message (either binding mode) into envelope bytes and delivery
     facts. Anything PyComms cannot read is passed on as it came, for the core to
     dead-letter with its reason."""
-    payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
+    payload = bytes(message.payload)
     props = message.properties
     user: dict[str, str] = {}
     content_type = None

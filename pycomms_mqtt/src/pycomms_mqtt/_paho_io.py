@@ -1,0 +1,164 @@
+"""How a link moves packets through paho underneath aiomqtt, on the hot path.
+
+aiomqtt hands each outgoing paho packet to the event loop with ``call_soon_threadsafe``
+(a write to the loop's self-pipe) and an ``add_writer``/``remove_writer`` pair, so every
+packet costs two epoll changes and a ``send`` of its own; and each incoming message goes
+through an ``asyncio.Queue`` read by a task made for that one message. At a few thousand
+messages a second that was most of what PyComms spent over the broker. Here, once the
+connection is up:
+
+- what paho queued during one loop iteration leaves in one ``send`` (`Writer`): runs of
+  QoS 1 PUBLISH and PUBACK packets, after whose writing paho does nothing, are joined; a
+  full socket buffer arms a writer until it drains;
+- incoming messages go from paho's ``on_message`` straight to the link (`Inbox`), held
+  back until the link has attached the connection, as aiomqtt's queue held them;
+- the socket has ``TCP_NODELAY``: a PUBACK must not wait for Nagle behind the previous one.
+
+Everything else (connect, subscribe, disconnect, errors) stays aiomqtt's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import aiomqtt
+from paho.mqtt.client import MQTTMessage
+from paho.mqtt.enums import MQTTErrorCode
+
+PUBLISH = 0x30
+PUBACK = 0x40
+
+log = logging.getLogger("pycomms.mqtt")
+
+
+def joinable(packet: dict[str, Any]) -> bool:
+    """A packet paho does nothing with once written, and not begun yet."""
+    kind: int = packet["command"] & 0xF0
+    return packet["pos"] == 0 and (kind == PUBACK or (kind == PUBLISH and packet["qos"] > 0))
+
+
+def coalesce(queue: deque[Any]) -> None:
+    """Join runs of `joinable` packets of paho's outgoing queue into one packet each."""
+    if len(queue) < 2:
+        return
+    out: list[dict[str, Any]] = []
+    run: list[dict[str, Any]] = []
+
+    def end_run() -> None:
+        if len(run) > 1:
+            data = b"".join(packet["packet"] for packet in run)
+            out.append(
+                {"command": PUBACK, "mid": 0, "qos": 1, "pos": 0, "to_process": len(data), "packet": data, "info": None}
+            )
+        else:
+            out.extend(run)
+        run.clear()
+
+    for packet in queue:
+        if joinable(packet):
+            run.append(packet)
+        else:
+            end_run()
+            out.append(packet)
+    end_run()
+    queue.clear()
+    queue.extend(out)
+
+
+class Writer:
+    """Writes paho's outgoing packets once per loop iteration (see the module docstring)."""
+
+    def __init__(self, client: aiomqtt.Client, loop: asyncio.AbstractEventLoop) -> None:
+        self._client = client
+        self._paho = client._client  # private: see _link.py's docstring
+        self._loop = loop
+        self._thread = threading.get_ident()
+        self._scheduled = False
+        self._armed: int | None = None
+
+    def install(self) -> None:
+        """Take over writing from aiomqtt (the connection is up; called on the loop)."""
+        paho = self._paho
+        paho.on_socket_register_write = self._want_write
+        paho.on_socket_unregister_write = self._wrote
+        sock = paho.socket()
+        if isinstance(sock, socket.socket):  # an ssl.SSLSocket is one too
+            with contextlib.suppress(OSError, ValueError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if sock is not None:
+            self._loop.remove_writer(sock.fileno())  # aiomqtt's, should it still have one
+        self._schedule()
+
+    def _want_write(self, client: object, userdata: object, sock: object) -> None:
+        if threading.get_ident() == self._thread:
+            self._schedule()
+        else:
+            self._loop.call_soon_threadsafe(self._schedule)
+
+    def _wrote(self, client: object, userdata: object, sock: object) -> None:
+        self._disarm()
+
+    def _schedule(self) -> None:
+        if not self._scheduled and self._armed is None:
+            self._scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        paho = self._paho
+        try:
+            coalesce(paho._out_packet)  # private: see _link.py's docstring
+            rc = paho.loop_write()
+            if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and paho.want_write():
+                self._arm()
+        except Exception as exc:  # what aiomqtt's writer does: the connection is broken
+            self._disarm()
+            disconnected: asyncio.Future[None] = self._client._disconnected  # private: see _link.py's docstring
+            if not disconnected.done():
+                disconnected.set_exception(exc)
+
+    def _arm(self) -> None:
+        sock = self._paho.socket()
+        if sock is not None and self._armed is None:
+            self._armed = sock.fileno()
+            self._loop.add_writer(self._armed, self._writable)
+
+    def _writable(self) -> None:
+        self._disarm()
+        self._flush()
+
+    def _disarm(self) -> None:
+        if self._armed is not None:
+            with contextlib.suppress(ValueError, OSError):
+                self._loop.remove_writer(self._armed)
+            self._armed = None
+
+
+class Inbox:
+    """paho's ``on_message`` for a link: each message to ``sink`` with the generation of
+    its connection, the ones that came before the link attached it held until then."""
+
+    def __init__(self, sink: Callable[[MQTTMessage, int], None], generation: int) -> None:
+        self._sink = sink
+        self.generation = generation
+        self._held: list[MQTTMessage] | None = []
+
+    def on_message(self, client: object, userdata: object, message: MQTTMessage) -> None:
+        held = self._held
+        if held is not None:
+            held.append(message)
+        else:
+            self._sink(message, self.generation)
+
+    def open(self) -> None:
+        """The link attached this connection: pass on what was held, then everything."""
+        held, self._held = self._held or [], None
+        for message in held:
+            self._sink(message, self.generation)
