@@ -176,6 +176,24 @@ class AmqpTransport:
         """Delete dead letters (all, or those with ``ids``)."""
         return await self._store().purge(service, ids)
 
+    async def backlog(self, service: str) -> int | None:
+        """Ready messages in the queues ``service`` consumes on this bus (a passive
+        declare of each: the broker's ``message_count``; unacknowledged deliveries and
+        delayed retries are not in it); ``None`` for a service this bus does not serve."""
+        queues = [q for r in self._receivers if r.subscription.service == service for q in r.queues]
+        if not queues or self._link is None or not self._link.connected or self._dropped:
+            return None  # not serving it, or not connected now (closed, or reconnecting)
+        link = self._link
+        what = f"amqp: backlog of service {service!r} on {link.where}"
+        try:
+            async with asyncio.timeout(self.options.operation_timeout):
+                with map_amqp_errors(OperationError, what):
+                    channel = await link.admin()
+                    declared = [await channel.declare_queue(q, passive=True) for q in queues]
+        except TimeoutError:
+            raise timed_out(OperationError, what, self.options.operation_timeout, "operation_timeout") from None
+        return sum(q.declaration_result.message_count or 0 for q in declared)
+
     async def drop_namespace(self) -> int:
         """Delete every queue and exchange of the namespace, within ``operation_timeout``:
         the queues its registry recorded, this node's own reply and presence queues, the

@@ -270,6 +270,12 @@ class MemoryTransport:
             del _brokers[self._key]  # buses still open (forced drop) keep the old one; new buses start empty
         return removed
 
+    async def backlog(self, service: str) -> int | None:
+        if self._node is None or self._node.id not in self._broker.nodes:
+            return None  # not open, or closed
+        queue = self._broker.queues.get(service)
+        return len(queue.items) if queue is not None else None
+
     async def close(self) -> None:
         for receiver in self._receivers:
             await receiver.close()

@@ -51,6 +51,7 @@ __all__ = [
     "STRUCTURED_CONTENT_TYPE",
     "WIRE_VERSION",
     "BackendConfig",
+    "BacklogTransport",
     "Capabilities",
     "DeadLetter",
     "Delivery",
@@ -388,6 +389,21 @@ class TransactionalTransport(Transport, Protocol):
         """Write ``envelopes`` with ``connection`` (the caller's open transaction) so
         they are delivered if and only if that transaction commits. Raises
         `TypeError` for a connection the backend cannot use, `PublishError` else."""
+
+
+@runtime_checkable
+class BacklogTransport(Transport, Protocol):
+    """A transport that can tell cheaply how many messages wait for a service (the
+    ``pycomms.backlog`` gauge of pycomms-otel). Optional: a transport without it
+    reports nothing, which means "cannot tell cheaply"."""
+
+    async def backlog(self, service: str) -> int | None:
+        """How many messages for ``service`` are ready and not yet taken by any
+        instance (neither those being handled nor delayed retries are counted), from
+        one cheap backend query: it runs once per metrics collection, never per
+        message, and must not scan. ``None`` when the backend cannot tell now (e.g.
+        ``service`` is not served by this bus, or the bus is closed). Raises
+        `OperationError`."""
 
 
 async def stop_tasks(

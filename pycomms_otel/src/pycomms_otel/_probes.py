@@ -122,4 +122,9 @@ async def _route(bus: Bus, method: str, path: str) -> tuple[int, str, bytes]:
         return (200 if ready else 503), text, (why + "\n").encode()
     from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+    from . import _state
+
+    telemetry = _state.active()
+    if telemetry is not None:
+        await telemetry.backlog.refresh()  # the gauge's callback runs on this loop: it cannot wait
     return 200, CONTENT_TYPE_LATEST, generate_latest(REGISTRY)

@@ -4,6 +4,7 @@ instruments does not pay for loading it."""
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -15,3 +16,21 @@ current: list[Telemetry] = []
 
 def active() -> Telemetry | None:
     return current[0] if current else None
+
+
+class _Built(threading.local):
+    transport: object = None
+
+
+_built = _Built()
+
+
+def built(transport: object) -> None:
+    """Keep the transport `pycomms.connect` just built, for the bus it builds next
+    in this thread (`take_built`, when the bus asks for its middleware)."""
+    _built.transport = transport
+
+
+def take_built() -> object:
+    transport, _built.transport = _built.transport, None
+    return transport

@@ -11,6 +11,7 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.propagators.textmap import Setter
 
+from ._backlog import Backlogs
 from ._version import __version__
 
 SCOPE = "pycomms_otel"
@@ -110,6 +111,13 @@ class Telemetry:
             callbacks=[self.consumed.observe],
             unit="{message}",
             description="Messages handed to a handler (every attempt).",
+        )
+        self.backlog = Backlogs()
+        meter.create_observable_gauge(
+            "pycomms.backlog",
+            callbacks=[self.backlog.observe],
+            unit="{message}",
+            description="Messages ready for a service, not yet taken by an instance (where the backend can tell).",
         )
         meter.create_observable_up_down_counter(
             "pycomms.handlers.active",

@@ -7,13 +7,13 @@ was built: an installed but unused pycomms-otel costs neither imports nor calls.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING
 
 import pycomms
 from pycomms.hookspecs import AskMiddleware, EmitMiddleware, Middleware
-from pycomms.spi import DeadLetter, NodeInfo
+from pycomms.spi import BackendConfig, DeadLetter, NodeInfo, Transport
 
 from . import _state
 
@@ -21,14 +21,29 @@ if TYPE_CHECKING:
     from pycomms import Bus, Service
 
 
+@pycomms.hookimpl(wrapper=True)
+def pycomms_transport(config: BackendConfig) -> Generator[None, Transport | None, Transport | None]:
+    """Sees the transport the backend's plugin built (for the backlog gauge)."""
+    transport = yield
+    telemetry = _state.active()
+    metering = telemetry is not None and telemetry.on and telemetry.metering()
+    _state.built(transport if metering else None)  # always replaced: a failed bus leaves none behind
+    return transport
+
+
 @pycomms.hookimpl
 def pycomms_emit_middleware(node: NodeInfo, system: str) -> EmitMiddleware | None:
+    """Besides the wrapper: the bus is being built on the transport just seen, so
+    its services' backlog is watched from here."""
+    transport = _state.take_built()
     telemetry = _state.active()
     if telemetry is None or not telemetry.live():
         return None
     from ._producing import emit_middleware
-    from ._telemetry import messaging_system
+    from ._telemetry import SYSTEM, messaging_system
 
+    if transport is not None:
+        telemetry.backlog.watch(transport, node.services, {SYSTEM: messaging_system(system)})
     return emit_middleware(telemetry, node, messaging_system(system))
 
 

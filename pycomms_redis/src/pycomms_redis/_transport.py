@@ -272,6 +272,27 @@ class RedisTransport:
 
         return await self._deadlines.call(f"purge({service!r}) on", delete)
 
+    async def backlog(self, service: str) -> int | None:
+        """Entries of the streams ``service`` reads on this bus not yet delivered to its
+        consumer group (``XINFO GROUPS`` ``lag``, one pipelined round trip; pending
+        deliveries and delayed retries are not counted); ``None`` for a service this
+        bus does not serve, or when Redis cannot tell (``lag`` is nil after some
+        deletions; servers before 7.0 have none)."""
+        streams = [name for r in self._receivers if r._service == service for name in r._streams]
+        if not streams or self._closed:
+            return None
+        group = service.encode()
+
+        async def count() -> int | None:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for stream in streams:
+                    pipe.xinfo_groups(stream)
+                replies = await pipe.execute()
+            lags = [g.get("lag") for groups in replies for g in groups if g.get("name") in (group, service)]
+            return None if not lags or None in lags else sum(lags)
+
+        return await self._deadlines.call(f"backlog({service!r}) on", count)
+
     async def drop_namespace(self) -> int:
         """Delete every key under the namespace's prefix (`pycomms_redis._keys`): found
         with ``SCAN MATCH``, removed with ``UNLINK``. The presence heartbeat stops first,
