@@ -116,6 +116,12 @@ def test_metrics_health_and_readiness_over_http(private_redis: tuple[str, subpro
         ):
             assert name in text, f"{name} missing from /metrics"
         assert 'messaging_consumer_group_name="billing"' in text
+
+        def backlogs() -> dict[str, float]:
+            lines = [ln for ln in get(port, "/metrics")[2].splitlines() if ln.startswith("pycomms_backlog{")]
+            return {ln.split('group_name="', 1)[1].split('"', 1)[0]: float(ln.rsplit(" ", 1)[1]) for ln in lines}
+
+        wait_for(lambda: backlogs() == {"shop": 0.0, "billing": 0.0}, 20, "pycomms_backlog 0 for both services")
         assert get(port, "/nothing")[0] == 404
         assert get(port, "/metrics", method="POST")[0] == 405
 
