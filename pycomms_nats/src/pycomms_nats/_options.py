@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pycomms import spi
 
@@ -45,13 +48,35 @@ class NatsOptions(BaseModel):
     """Most JetStream publishes awaiting their acknowledgement per ``publish`` call."""
     token: str | None = None
     user_credentials: str | None = None
-    """Path of a ``.creds`` file (JWT and NKey seed)."""
+    """Path of a ``.creds`` file (the user's JWT and NKey seed, as ``nsc`` writes it)."""
     nkeys_seed: str | None = None
-    """Path of an NKey seed file."""
+    """Path of a file holding an NKey user seed (``SU...``); never the seed itself."""
     tls_ca_file: str | None = None
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
     tls_verify: bool = True
+
+    @field_validator("nkeys_seed")
+    @classmethod
+    def _seed_file(cls, path: str | None) -> str | None:
+        if path is None:
+            return None
+        if _SEED_LIKE.fullmatch(path.strip()):
+            raise ValueError("this looks like a seed, not the path of a file holding it: never put a seed in a URL")
+        text = _read_key_file(path)
+        if not _SEED.fullmatch(text.strip()):
+            raise ValueError(f"{path} does not hold an NKey user seed (one line, 'SU' and 56 more characters)")
+        return os.path.expanduser(path)
+
+    @field_validator("user_credentials")
+    @classmethod
+    def _creds_file(cls, path: str | None) -> str | None:
+        if path is None:
+            return None
+        text = _read_key_file(path)
+        if "BEGIN NATS USER JWT" not in text or "BEGIN USER NKEY SEED" not in text:
+            raise ValueError(f"{path} is not a NATS credentials file (a user JWT and an NKey seed, as nsc writes them)")
+        return os.path.expanduser(path)
 
     @model_validator(mode="after")
     def _lease_above_renewal(self) -> NatsOptions:
@@ -60,6 +85,21 @@ class NatsOptions(BaseModel):
                 f"fetch_wait ({self.fetch_wait}) must be below visibility_timeout ({self.visibility_timeout})"
             )
         return self
+
+
+_SEED = re.compile(r"SU[A-Z2-7]{56}")
+_SEED_LIKE = re.compile(r"S[A-Z2-7]{40,}")
+
+
+def _read_key_file(path: str) -> str:
+    """The text of an NKey seed or credentials file; its content is never put in an error."""
+    if importlib.util.find_spec("nkeys") is None:
+        raise ValueError("NKey authentication needs the 'nkeys' package: pip install 'nats-py[nkeys]'")
+    try:
+        with open(os.path.expanduser(path), "rb") as file:
+            return file.read(64 * 1024).decode("ascii", "replace")
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
 
 
 def parse_options(options: dict[str, Any]) -> NatsOptions:
