@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -568,3 +569,36 @@ def test_close_gets_past_a_receiver_that_swallows_a_cancellation() -> None:
         assert probe(bus).swallow_cancels == 0
 
     run_strict(scenario, 10)
+
+
+@pytest.mark.parametrize("stage", ["publishing", "awaiting_reply"])
+def test_outside_cancel_in_the_step_the_deadline_passes_stays_a_cancel(stage: str) -> None:
+    """The request's deadline and someone else's cancel land in one loop step: the
+    caller sees CancelledError (the deadline gives up its own cancellation only)."""
+
+    async def scenario() -> None:
+        async with opened(new_url()) as bus:  # nobody handles Ask: only the deadline ends it
+            transport = probe(bus)
+            gate = Gate()
+            if stage == "publishing":
+                transport.publish_before = gate
+            caller = asyncio.create_task(bus.request(Ask(n=1), timeout=0.05))
+            if stage == "publishing":
+                await gate.reached()
+            else:
+                await asyncio.sleep(0)  # the request is published (memory never suspends) and waits
+                assert bus._requests.pending == 1
+                assert bus._publishing == 0
+            # a timer due after the deadline's: in the next step both run, the deadline first
+            asyncio.get_running_loop().call_later(0.06, caller.cancel)
+            time.sleep(0.1)  # noqa: ASYNC251 - blocks the loop on purpose: both are due when it next runs
+            with pytest.raises(asyncio.CancelledError):
+                await caller
+            assert bus._requests.pending == 0
+            assert bus._publishing == 0
+            transport.publish_before = None
+            gate.open()
+            with pytest.raises(pycomms.RequestTimeout):
+                await bus.request(Ask(n=2), timeout=0.05)
+
+    run_strict(scenario, 5)

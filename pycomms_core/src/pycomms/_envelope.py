@@ -57,17 +57,30 @@ RESERVED_ATTRIBUTES: frozenset[str] = frozenset(
 def new_id() -> str:
     """A unique, time-sortable id (32 hex digits): 12 of milliseconds, 8 random per
     process (re-drawn after fork), 12 of a counter starting at a random value."""
-    return f"{int(time.time() * 1000):012x}{_ID_PREFIX[0]}{next(_ID_COUNTER) & 0xFFFFFFFFFFFF:012x}"
+    return new_id_at(time.time())
+
+
+def new_id_at(now: float) -> str:
+    """`new_id` for a message stamped ``now`` (UNIX seconds), so one clock read serves both."""
+    global _id_head
+    milli = int(now * 1000)
+    head = _id_head
+    if head[0] != milli:  # ids made within one millisecond share their first 20 digits
+        head = _id_head = (milli, f"{milli:012x}{_ID_PREFIX[0]}")
+    return f"{head[1]}{next(_ID_COUNTER) & 0xFFFFFFFFFFFF:012x}"
 
 
 def _reseed_ids() -> None:
-    global _ID_COUNTER
+    global _ID_COUNTER, _id_head
     _ID_PREFIX[0] = os.urandom(4).hex()
     _ID_COUNTER = itertools.count(int.from_bytes(os.urandom(5), "big"))
+    _id_head = (-1, "")
 
 
 _ID_PREFIX = [""]
 _ID_COUNTER = itertools.count()
+_id_head: tuple[int, str] = (-1, "")
+"""(millisecond, its 12 digits and the process's 8); replaced whole."""
 _reseed_ids()
 os.register_at_fork(after_in_child=_reseed_ids)
 
@@ -140,8 +153,32 @@ class Envelope:
         if encoded is None:
             body = self.body
             data = body if type(body) is bytes else self.data()  # an outgoing body is JSON bytes already
-            encoded = self._encoded = b"".join((to_json(self.attributes())[:-1], b',"data":', data, b"}"))
+            head = self._head() if not self.headers and self.time and self.content_type == CONTENT_TYPE else None
+            if head is None:
+                head = to_json(self.attributes())[:-1]
+            encoded = self._encoded = b"".join((head, b',"data":', data, b"}"))
         return encoded
+
+    def _head(self) -> bytes | None:
+        """`encode`'s attributes, byte for byte what ``to_json(self.attributes())`` gives
+        less its closing brace, built from a cached part per (source, type, kind); None
+        for an id that would need escaping (never one of `new_id`'s)."""
+        id_ = self.id
+        if not (id_.isascii() and id_.isalnum()):
+            return None
+        middle = _HEADS.get((self.source, self.type, self.kind))
+        if middle is None:
+            middle = _head_middle(self.source, self.type, self.kind)
+        text = f'{{"specversion":"1.0","id":"{id_}{middle}{format_time(self.time)}"'
+        if self.correlation_id is not None:
+            text += ',"correlationid":' + to_json(self.correlation_id).decode()
+        if self.causation_id is not None:
+            text += ',"causationid":' + to_json(self.causation_id).decode()
+        if self.reply_to is not None:
+            text += ',"replyto":' + to_json(self.reply_to).decode()
+        if self.key is not None:
+            text += ',"partitionkey":' + to_json(self.key).decode()
+        return text.encode()
 
     def to_binary(self) -> tuple[dict[str, str], bytes]:
         """Binary mode: the attributes as strings, and the data. A transport's binding
@@ -187,6 +224,20 @@ class Envelope:
             except ValueError as exc:
                 raise EnvelopeError("malformed", f"data is not JSON: {exc}") from None
         return _from_cloudevent(cls, raw)
+
+
+_HEADS: dict[tuple[str, str, str], str] = {}
+"""``","source":...,"time":"`` per (source, type, kind), JSON-escaped (see `Envelope._head`)."""
+
+
+def _head_middle(source: str, type_: str, kind: str) -> str:
+    if len(_HEADS) >= 4096:  # bounded: a node sees few sources and types, a relay may see many
+        _HEADS.clear()
+    middle = _HEADS[source, type_, kind] = (
+        f'","source":{to_json(source).decode()},"type":{to_json(type_).decode()},"kind":{to_json(kind).decode()},'
+        f'"datacontenttype":"{CONTENT_TYPE}","time":"'
+    )
+    return middle
 
 
 _READS = f"this node reads CloudEvents {SPEC_VERSION} (PyComms wire {WIRE_VERSION}) and PyComms wire 1"
