@@ -116,3 +116,26 @@ def test_decode_gives_back_every_field_on_the_fast_and_the_checked_path(fields: 
 def test_an_integer_time_takes_the_checked_path() -> None:
     raw = b'{"v":1,"id":"i","type":"t","kind":"event","source":"n","time":7,"body":null}'
     assert Envelope.decode(raw).time == 7.0
+
+
+_TEXT = st.text(min_size=1, max_size=12)
+
+
+@given(
+    id_=st.one_of(st.just(new_id()), _TEXT),
+    source=_TEXT,
+    type_=_TEXT,
+    kind=st.sampled_from(["event", "command", "request", "reply"]),
+    when=st.floats(min_value=0.001, max_value=4e9),
+    optional=st.lists(st.one_of(st.none(), _TEXT), min_size=4, max_size=4),
+)
+def test_encode_is_the_json_of_the_attributes(
+    id_: str, source: str, type_: str, kind: str, when: float, optional: list[str | None]
+) -> None:
+    """`encode`'s formatted attributes (cached per source, type and kind) are byte for
+    byte the JSON of `attributes()`, escapes included."""
+    correlation, causation, reply_to, key = optional
+    env = Envelope(id_, type_, kind, source, b'{"n":1}', when, correlation, causation, reply_to, key)  # type: ignore[arg-type]
+    expected = json.dumps({**env.attributes(), "data": {"n": 1}}, ensure_ascii=False, separators=(",", ":"))
+    assert env.encode() == expected.encode()
+    assert Envelope.decode(env.encode()).attributes() == env.attributes()
