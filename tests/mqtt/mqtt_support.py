@@ -17,10 +17,11 @@ MOSQUITTO = sbin_tool("mosquitto") or "/usr/sbin/mosquitto"
 
 
 class PrivateMosquitto:
-    """``persistence true`` with ``autosave_interval`` seconds between snapshots, and no
+    """``persistence true`` with ``autosave_interval`` seconds between snapshots (or, with
+    ``autosave_on_changes``, a snapshot after every ``autosave_interval`` changes), and no
     queue bound (``max_queued_messages 0``), as docs/backends/mqtt.md advises."""
 
-    def __init__(self, directory: Path, *, autosave_interval: int = 1) -> None:
+    def __init__(self, directory: Path, *, autosave_interval: int = 1, autosave_on_changes: bool = False) -> None:
         self.directory = directory
         self.port = free_port()
         self.conf = directory / "mosquitto.conf"
@@ -32,6 +33,7 @@ class PrivateMosquitto:
             "persistence true\n"
             f"persistence_location {directory}/\n"
             f"autosave_interval {autosave_interval}\n"
+            f"autosave_on_changes {str(autosave_on_changes).lower()}\n"
             "max_queued_messages 0\n"
             f"log_dest file {self.log}\n"
         )

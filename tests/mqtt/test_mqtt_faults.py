@@ -1,12 +1,15 @@
 """Faults on a private Mosquitto (own port, ``persistence true``, ``autosave_interval 1``,
 no queue bound; never the shared broker): a broker SIGKILL and restart during 10,000
-QoS 1 sends, a consumer killed mid-handler, and a link that goes silent.
+QoS 1 sends (and during 3,000 with ``autosave_on_changes true``), a consumer killed
+mid-handler, and a link that goes silent.
 
-What is promised (docs/backends/mqtt.md): every `send()` that returned was PUBACKed by
-the broker; a SIGKILLed Mosquitto loses what it acknowledged after its last snapshot
-(``autosave_interval``), nothing else; a killed consumer's unsettled delivery waits in
-its session and goes to the next instance that takes the slot; on a silent link every
-call fails within its deadline, naming the backend and host:port, and close is bounded.
+What is promised (docs/backends/mqtt.md, "Durability"): messages are as durable as the
+broker's persistence settings. Every `send()` that returned was PUBACKed by the broker; a
+SIGKILLed Mosquitto that snapshots by time loses what it acknowledged after its last
+snapshot, nothing older; one that snapshots after every change loses nothing
+acknowledged. A killed consumer's unsettled delivery waits in its session and goes to
+the next instance that takes the slot; on a silent link every call fails within its
+deadline, naming the backend and host:port, and close is bounded.
 """
 
 from __future__ import annotations
@@ -43,52 +46,80 @@ def broker(tmp_path: Path) -> Iterator[PrivateMosquitto]:
     server.stop()
 
 
-def test_broker_killed_during_10000_sends(broker: PrivateMosquitto) -> None:
-    """Lost: only messages the broker acknowledged within its last autosave interval
-    before the SIGKILL. Every send after the restart arrives."""
-    total = 10_000
+async def _kill_during_sends(broker: PrivateMosquitto, total: int) -> tuple[dict[int, float], set[int], float]:
+    """``total`` sends from 32 senders to a running consumer; the broker SIGKILLed and
+    restarted once a third are sent. Returns when each number sent after the restart was
+    handled: (send time by number, numbers handled, time of the kill)."""
     sent_at: dict[int, float] = {}
+    handled = Recorder()
+    url = f"{broker.url}?namespace=kill&operation_timeout=30"
+    sink = Service("sink", concurrency=64)
+
+    @sink.on
+    async def handle(job: Job) -> None:
+        handled.add(job.n)
+
+    async with pycomms.connect(url, services=[sink]) as consumer, pycomms.connect(url) as producer:
+        await asyncio.sleep(AUTOSAVE * 2)  # the session itself must be in a snapshot first
+        numbers = iter(range(total))
+
+        async def sender() -> None:
+            for n in numbers:
+                await producer.send(Job(n=n))
+                sent_at[n] = time.monotonic()
+
+        senders = [asyncio.create_task(sender()) for _ in range(32)]
+        await eventually(lambda: _true(len(sent_at) >= total // 3), 60, "a third sent")
+        killed_at = time.monotonic()
+        broker.kill()
+        await asyncio.sleep(0.5)
+        broker.start()
+        await asyncio.gather(*senders)
+        after = [n for n, t in sent_at.items() if t > killed_at + 0.5]
+        try:
+            await eventually(lambda: _true(set(after) <= set(handled.items)), 120, "every send after restart")
+        finally:
+            print(f"\nhandled {len(handled.items)}, after-restart sends {len(after)}")
+        await asyncio.sleep(AUTOSAVE)  # room for redeliveries of the snapshot
+        assert consumer.closed is False
+    distinct = set(handled.items)
+    print(f"\nsent {len(sent_at)}, handled {len(distinct)} ({len(handled.items)} with duplicates)", end=", ")
+    print(f"lost {len(set(sent_at) - distinct)}")
+    assert len(sent_at) == total, "a send() failed"
+    return sent_at, set(handled.items), killed_at
+
+
+def test_broker_killed_during_10000_sends(broker: PrivateMosquitto) -> None:
+    """Snapshots every ``autosave_interval`` seconds: lost are only messages the broker
+    acknowledged within its last interval before the SIGKILL. Every send after the
+    restart arrives."""
 
     async def scenario() -> None:
-        handled = Recorder()
-        url = f"{broker.url}?namespace=kill&operation_timeout=30"
-        sink = Service("sink", concurrency=64)
-
-        @sink.on
-        async def handle(job: Job) -> None:
-            handled.add(job.n)
-
-        async with pycomms.connect(url, services=[sink]) as consumer, pycomms.connect(url) as producer:
-            await asyncio.sleep(AUTOSAVE * 2)  # the session itself must be in a snapshot first
-            numbers = iter(range(total))
-
-            async def sender() -> None:
-                for n in numbers:
-                    await producer.send(Job(n=n))
-                    sent_at[n] = time.monotonic()
-
-            senders = [asyncio.create_task(sender()) for _ in range(32)]
-            await eventually(lambda: _true(len(sent_at) >= total // 3), 60, "a third sent")
-            killed_at = time.monotonic()
-            broker.kill()
-            await asyncio.sleep(0.5)
-            broker.start()
-            await asyncio.gather(*senders)
-            after = [n for n, t in sent_at.items() if t > killed_at + 0.5]
-            try:
-                await eventually(lambda: _true(set(after) <= set(handled.items)), 120, "every send after restart")
-            finally:
-                print(f"\nhandled {len(handled.items)}, after-restart sends {len(after)}")
-            await asyncio.sleep(AUTOSAVE)  # room for redeliveries of the snapshot
-            assert consumer.closed is False
-        lost = sorted(set(sent_at) - set(handled.items))
+        sent_at, handled, killed_at = await _kill_during_sends(broker, 10_000)
+        lost = sorted(set(sent_at) - handled)
         window = [n for n in lost if sent_at[n] < killed_at - AUTOSAVE - 1.0]
-        distinct = len(set(handled.items))
-        print(f"\nsent {len(sent_at)}, handled {distinct} distinct ({len(handled.items)} in all), lost {len(lost)}")
-        assert len(sent_at) == total, "a send() failed"
         assert window == [], f"lost messages acknowledged long before the kill: {window[:10]}"
 
     run_strict(scenario, 240)
+
+
+def test_broker_killed_with_autosave_on_changes(tmp_path: Path) -> None:
+    """``autosave_on_changes true`` with ``autosave_interval 1``: a snapshot after every
+    change, so a SIGKILL loses nothing the broker acknowledged."""
+    if not os.path.exists(MOSQUITTO):
+        unavailable(f"mosquitto not found at {MOSQUITTO}")
+    broker = PrivateMosquitto(tmp_path, autosave_interval=1, autosave_on_changes=True)
+    broker.start()
+
+    async def scenario() -> None:
+        sent_at, handled, _ = await _kill_during_sends(broker, 3_000)
+        lost = sorted(set(sent_at) - handled)
+        assert lost == [], f"{len(lost)} acknowledged sends lost: {lost[:10]}"
+
+    try:
+        run_strict(scenario, 240)
+    finally:
+        broker.stop()
 
 
 def _true(value: bool) -> asyncio.Future[bool]:

@@ -37,9 +37,24 @@ def _plain() -> Properties:
     return props
 
 
-PLAIN = _plain()
-"""The properties of an ordinary message, built once (paho's Properties are costly to build
-and are only read when a packet is packed)."""
+class _Packed(Properties):
+    """Properties packed once: paho packs a message's properties again for every PUBLISH
+    it writes, and its packing is slow pure Python."""
+
+    def __init__(self, source: Properties) -> None:
+        super().__init__(source.packetType)  # type: ignore[no-untyped-call]
+        self.__dict__.update(source.__dict__)
+        packed = source.pack()  # type: ignore[no-untyped-call]
+        object.__setattr__(self, "_packed", packed)  # Properties' __setattr__ takes property names only
+
+    def pack(self) -> bytes:
+        packed: bytes = self.__dict__["_packed"]
+        return packed
+
+
+PLAIN = _Packed(_plain())
+"""The properties of an ordinary message, built and packed once (paho's Properties are
+costly to build and are only read when a packet is packed)."""
 
 
 def properties(
