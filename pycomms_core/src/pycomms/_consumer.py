@@ -247,7 +247,9 @@ class ServiceRunner:
     async def _handle(self, delivery: Delivery, me: asyncio.Task[None]) -> None:
         """Run one delivery through the pipeline in worker task ``me``."""
         try:
-            env = Envelope.decode(delivery.data, self._max_size)
+            # memory:// hands over the envelope it was given (`MemoryDelivery.decoded`)
+            decoded = getattr(delivery, "decoded", None)
+            env = Envelope.decode(delivery.data, self._max_size) if decoded is None else decoded(self._max_size)
         except EnvelopeError as exc:
             await self._dead(delivery, None, exc.reason, exc.detail)
             return

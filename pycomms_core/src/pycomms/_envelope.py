@@ -67,7 +67,7 @@ def new_id_at(now: float) -> str:
     head = _id_head
     if head[0] != milli:  # ids made within one millisecond share their first 20 digits
         head = _id_head = (milli, f"{milli:012x}{_ID_PREFIX[0]}")
-    return f"{head[1]}{next(_ID_COUNTER) & 0xFFFFFFFFFFFF:012x}"
+    return head[1] + hex(next(_ID_COUNTER) & 0xFFFFFFFFFFFF | 0x1000000000000)[3:]  # 12 digits, zero-padded
 
 
 def _reseed_ids() -> None:

@@ -14,6 +14,9 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from pydantic_core import from_json
+
+from ._envelope import EnvelopeError
 from ._errors import ConfigError, PublishError
 from .hookspecs import hookimpl
 from .spi import BackendConfig, Capabilities, DeadLetter, Envelope, NodeInfo, ReplySink, SchemeInfo, Subscription
@@ -33,6 +36,9 @@ CAPABILITIES = Capabilities(
 class _Item:
     data: bytes
     attempt: int
+    envelope: Envelope | None = None
+    """The envelope ``data`` encodes, when a bus of this process published it (see
+    `MemoryDelivery.decoded`); None for bytes from elsewhere (replayed, or put by tests)."""
 
 
 class _Queue:
@@ -108,15 +114,16 @@ class _Broker:
 
     def route(self, env: Envelope) -> None:
         data = env.encode()
+        sent = env if type(env.body) is bytes else None  # else not built by `outgoing`: receivers decode
         if env.kind == "event":
             for service in self.event_subscribers.get(env.type, ()):
-                self.queues[service].put(_Item(data, 1))
+                self.queues[service].put(_Item(data, 1, sent))
         elif env.kind in ("command", "request"):
             owner = self.command_owner.get(env.type)
             if owner is None:
-                self.unrouted[env.type].append(_Item(data, 1))
+                self.unrouted[env.type].append(_Item(data, 1, sent))
             else:
-                self.queues[owner].put(_Item(data, 1))
+                self.queues[owner].put(_Item(data, 1, sent))
         else:
             raise PublishError(f"unknown envelope kind {env.kind!r}")
 
@@ -125,13 +132,38 @@ _brokers: dict[tuple[str, str], _Broker] = {}
 
 
 class MemoryDelivery:
-    __slots__ = ("_receiver", "_token", "attempt", "data")
+    __slots__ = ("_envelope", "_receiver", "_token", "attempt", "data")
 
     def __init__(self, receiver: MemoryReceiver, item: _Item, token: int) -> None:
         self._receiver = receiver
         self._token = token
+        self._envelope = item.envelope
         self.data = item.data
         self.attempt = item.attempt
+
+    def decoded(self, max_size: int) -> Envelope:
+        """What ``Envelope.decode(self.data, max_size)`` gives, without parsing and
+        checking again the attributes this process built: only the body is parsed from
+        its JSON (a handler never shares the publisher's objects) and the headers are
+        copied. Raises `EnvelopeError` as decode does (too large)."""
+        sent = self._envelope
+        if sent is None:
+            return Envelope.decode(self.data, max_size)
+        if len(self.data) > max_size:
+            raise EnvelopeError("too_large", f"{len(self.data)} bytes exceeds the limit of {max_size} bytes")
+        return Envelope(
+            sent.id,
+            sent.type,
+            sent.kind,
+            sent.source,
+            from_json(sent.body),
+            sent.time,
+            sent.correlation_id,
+            sent.causation_id,
+            sent.reply_to,
+            sent.key,
+            dict(sent.headers) if sent.headers else {},
+        )
 
     def _settle(self) -> bool:
         return self._receiver._leases.pop(self._token, None) is not None
@@ -141,7 +173,7 @@ class MemoryDelivery:
 
     async def retry(self, delay: float) -> None:
         if self._settle():
-            self._receiver._queue.put_later(_Item(self.data, self.attempt + 1), delay)
+            self._receiver._queue.put_later(_Item(self.data, self.attempt + 1, self._envelope), delay)
 
     async def dead_letter(self, letter: DeadLetter) -> None:
         if self._settle():
@@ -199,7 +231,7 @@ class MemoryReceiver:
             self._broker.unsubscribe(self._ephemeral)  # an observer's messages go with it
             return
         for item in leases.values():
-            self._queue.put(_Item(item.data, item.attempt + 1))
+            self._queue.put(_Item(item.data, item.attempt + 1, item.envelope))
 
 
 def _wake_next(queue: _Queue) -> None:

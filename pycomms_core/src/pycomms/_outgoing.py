@@ -87,4 +87,6 @@ def outgoing_all(
     if isinstance(headers, list):
         pairs = zip(messages, headers, strict=True)
         return [outgoing(source, max_size, kind, m, key, h, correlation_id, causation_id) for m, h in pairs]
+    if type(messages) is tuple and len(messages) == 1:  # publish() of one: no comprehension's frame
+        return [outgoing(source, max_size, kind, messages[0], key, headers, correlation_id, causation_id)]
     return [outgoing(source, max_size, kind, m, key, headers, correlation_id, causation_id) for m in messages]
