@@ -4,8 +4,9 @@
     python pycomms_otel/tools/dashboard_run.py render SAMPLES.jsonl OUT.html
 
 ``record`` starts ``pycomms run otel_app:services --metrics-port`` (tests/otel/otel_app.py)
-on URL, publishes orders at a changing rate (every tenth charge fails: retries, dead
-letters), and scrapes ``/metrics`` once a second into SAMPLES (one JSON line each).
+on URL, publishes orders at a changing rate with one burst of `BURST` at once (every
+tenth charge fails: retries, dead letters; the burst makes a backlog), and scrapes
+``/metrics`` once a second into SAMPLES (one JSON line each).
 ``render`` computes each panel of the dashboard JSON the way its PromQL does (``rate``
 over 10 s, ``histogram_quantile`` interpolating inside the bucket) and writes an HTML
 page of SVG charts; headless Chromium then takes the screenshot. Grafana is not used:
@@ -31,6 +32,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 WINDOW = 10.0
+BURST = 3000
 Series = dict[str, list[tuple[float, float]]]
 
 
@@ -75,7 +77,12 @@ async def _drive(url: str, out: Path, seconds: float, port: int) -> None:
 
         async def load() -> None:
             nonlocal order
+            burst_at = seconds * 0.75
             while (elapsed := time.monotonic() - start) < seconds:
+                if elapsed >= burst_at:
+                    burst_at = float("inf")
+                    await bus.publish(*(OrderPlaced(order=order + n) for n in range(1, BURST + 1)))
+                    order += BURST
                 rate = 40 if elapsed < seconds / 3 else (160 if elapsed < 2 * seconds / 3 else 80)
                 order += 1
                 await bus.publish(OrderPlaced(order=order))
@@ -199,6 +206,7 @@ def panels(rows: list[Any]) -> list[tuple[str, str, Series]]:
         ),
         ("short", "", _gauge(rows, "pycomms_handlers_active", group)),
         ("short", "", _gauge(rows, "pycomms_messages_dead_lettered_total", (*group, "pycomms_dead_letter_reason"))),
+        ("short", "", _gauge(rows, "pycomms_backlog", group)),
     ]
 
 
@@ -265,7 +273,7 @@ def render(samples: Path, out: Path) -> None:
         ".legend i{display:inline-block;width:12px;height:3px;margin:0 5px 3px 0;vertical-align:middle}"
         "</style><h1>PyComms <small>docs/dashboards/pycomms.json, panels computed from /metrics scraped every 1 s "
         f"during a {rows[-1][0]:.0f} s run of pycomms run on redis://, fed orders by another process "
-        "at a rising, then falling rate; "
+        f"at a rising, then falling rate, with a burst of {BURST} orders at once at 3/4 of the run; "
         "every tenth charge fails (rate window 10 s; drawn by "
         "pycomms_otel/tools/dashboard_run.py, not Grafana)</small></h1><div class=grid>" + "".join(cells) + "</div>"
     )
