@@ -3,12 +3,18 @@
 Handles `BenchEvent` like the main harness's service, and reports what it handled to
 the measuring process in `Tally` events: one per flush (every `FLUSH_EVERY` seconds or
 `FLUSH_AT` events), so the report costs well under 1% of the traffic.
+
+``$BENCH_WORK_US`` (default 0): microseconds of CPU work per event, done in the handler
+on the event loop as a handler's own computation would be (``--work-us`` of
+``python -m bench.scaling``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
+import time
 
 from bench._messages import BenchEvent
 from pycomms import Context, Event, Service
@@ -21,6 +27,7 @@ class Tally(Event, name="bench.tally"):
     seqs: list[int]
 
 
+WORK_S = int(os.environ.get("BENCH_WORK_US", "0")) / 1e6
 service = Service("bench", concurrency=64)
 _pending: list[int] = []
 _reporter: list[asyncio.Task[None]] = []
@@ -28,9 +35,18 @@ _reporter: list[asyncio.Task[None]] = []
 
 @service.on(BenchEvent)
 async def on_event(event: BenchEvent, ctx: Context) -> None:
+    if WORK_S:
+        busy(WORK_S)
     _pending.append(event.seq)
     if not _reporter:
         _reporter.append(asyncio.get_running_loop().create_task(_report(ctx)))
+
+
+def busy(seconds: float) -> None:
+    """Spend ``seconds`` of CPU (a handler's computation: the loop is held meanwhile)."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
 
 
 async def _report(ctx: Context) -> None:

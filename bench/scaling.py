@@ -9,6 +9,10 @@ events, each published alone by one of ``--publishers`` tasks; the run ends when
 workers have reported (`Tally` events) every sequence number once. The rate is events
 over the time from the first publish to the last report. The median run of each N is
 reported, with the ratio to the first N.
+
+``--work-us US`` gives the handler US microseconds of CPU work per event (default 0:
+workload (a)'s handler, which does nothing). With nothing to do, a consumer is rarely
+what limits the rate; with work, it is, and that is what ``--workers`` is for.
 """
 
 from __future__ import annotations
@@ -78,7 +82,7 @@ async def worker_pids(bus: pycomms.Bus) -> list[int]:
     return [n.pid for n in await bus.nodes() if "bench" in n.services]
 
 
-async def start_workers(url: str, workers: int) -> asyncio.subprocess.Process:
+async def start_workers(url: str, workers: int, work_us: int) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -95,6 +99,7 @@ async def start_workers(url: str, workers: int) -> asyncio.subprocess.Process:
         "5",
         cwd=ROOT,
         stdin=asyncio.subprocess.DEVNULL,
+        env={**os.environ, "BENCH_WORK_US": str(work_us)},
     )
 
 
@@ -113,7 +118,7 @@ async def await_workers(bus: pycomms.Bus, proc: asyncio.subprocess.Process, work
 
 
 async def one_run(
-    url: str, workers: int, mode: str, events: int, publishers: int, warmup: int, timeout: float
+    url: str, workers: int, mode: str, events: int, publishers: int, warmup: int, timeout: float, work_us: int
 ) -> float:
     """Events per second handled by ``workers`` worker processes (raises on any loss).
 
@@ -135,7 +140,7 @@ async def one_run(
     worker_url = f"{url}{'&' if '?' in url else '?'}namespace={namespace}"
     async with pycomms.connect(url, services=[tally], name="bench-publisher", namespace=namespace) as bus:
         publisher = BusPublisher(bus)
-        proc = await start_workers(worker_url, workers)
+        proc = await start_workers(worker_url, workers, work_us)
         try:
             await await_workers(bus, proc, workers)
             tracker.reset(warmup)
@@ -147,7 +152,7 @@ async def one_run(
             if mode == "backlog":
                 await stop_workers(proc)
                 await publish_all(publisher, payload[:events], publishers, 1)
-                proc = await start_workers(worker_url, workers)
+                proc = await start_workers(worker_url, workers, work_us)
                 started = published = time.perf_counter()
             else:
                 pids = await worker_pids(bus)
@@ -189,18 +194,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=1_000)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--timeout", type=float, default=180.0)
+    p.add_argument("--work-us", type=int, default=0, help="CPU microseconds of work per event in the handler")
     args = p.parse_args(argv)
     counts = [int(n) for n in args.workers.split(",")]
     print(
         f"bench.scaling {redact_url(args.url)}: {args.mode}, workers {counts}, events={args.events} "
-        f"publishers={args.publishers} repeat={args.repeat}, {os.cpu_count()} cores",
+        f"publishers={args.publishers} repeat={args.repeat} work-us={args.work_us}, {os.cpu_count()} cores",
         flush=True,
     )
     rates: dict[int, list[float]] = {n: [] for n in counts}
     for round_index in range(args.repeat):
         print(f"  round {round_index + 1}/{args.repeat}", flush=True)
         for n in counts:
-            rate = asyncio.run(one_run(args.url, n, args.mode, args.events, args.publishers, args.warmup, args.timeout))
+            rate = asyncio.run(
+                one_run(args.url, n, args.mode, args.events, args.publishers, args.warmup, args.timeout, args.work_us)
+            )
             rates[n].append(rate)
     reference = statistics.median(rates[counts[0]])
     print("\n| workers | median events/s | runs | ratio to " + f"{counts[0]} |")
