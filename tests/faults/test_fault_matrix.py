@@ -53,7 +53,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from fault_proxy import FaultProxy, SilentServer, free_port
-from shared_services import AMQP_URL, MYSQL_URL, POSTGRES_URL, REDIS_URL
+from shared_services import AMQP_URL, MYSQL_URL, NATS_URL, POSTGRES_URL, REDIS_URL
 
 import pycomms
 from pycomms import (
@@ -159,6 +159,7 @@ BACKENDS = {
     "amqp": Backend(AMQP_URL, 5672, ("amqp",), password_ok=False),
     "postgresql": Backend(POSTGRES_URL, 5432, ("postgres",)),
     "mariadb": Backend(MYSQL_URL, 3306, ("mysql", "mariadb"), password_ok=False),
+    "nats": Backend(NATS_URL, 4222, ("nats",)),
 }
 
 BUS_OPERATIONS = ("publish", "send", "request", "nodes", "dead_letters", "replay", "purge", "close")

@@ -20,6 +20,7 @@ REDIS_URL = os.environ.get("PYCOMMS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 AMQP_URL = os.environ.get("PYCOMMS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 POSTGRES_URL = os.environ.get("PYCOMMS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 MYSQL_URL = os.environ.get("PYCOMMS_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
+NATS_URL = os.environ.get("PYCOMMS_TEST_NATS_URL", "nats://127.0.0.1:4222")
 
 
 def amqp_names(kind: Literal["queues", "exchanges"], namespaces: list[str], url: str = AMQP_URL) -> list[str]:

@@ -231,6 +231,11 @@ class _ClosingTcpTransport(TcpTransport):
         if self._bare_io_writer is not None:
             self._opened.append(self._bare_io_writer)
 
+    def __bool__(self) -> bool:
+        # nats-py replaces a transport that is falsy (TcpTransport's is until its first
+        # connect) with a plain TcpTransport of its own: this one must be kept.
+        return True
+
     def abort(self) -> None:
         """Abort every socket this transport opened (the current one too)."""
         writers = [*self._opened, self._io_writer, self._bare_io_writer]
