@@ -152,15 +152,23 @@ def test_a_port_in_use_is_an_error_naming_it() -> None:
     assert "Traceback" not in done.stderr
 
 
+def two_free_ports() -> int:
+    """N such that N and N + 1 are both free (a few draws: ephemeral ports are random)."""
+    for _ in range(100):
+        with socket.socket() as first, socket.socket() as second:
+            first.bind(("127.0.0.1", 0))
+            port = int(first.getsockname()[1])
+            try:
+                second.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no two free loopback ports in a row in 100 draws")
+
+
 def test_each_worker_of_pycomms_run_workers_serves_its_own_port() -> None:
     """``--workers 2 --metrics-port N``: worker 1 on N, worker 2 on N + 1."""
-    with socket.socket() as first, socket.socket() as second:  # two free ports in a row
-        first.bind(("127.0.0.1", 0))
-        port = first.getsockname()[1]
-        try:
-            second.bind(("127.0.0.1", port + 1))
-        except OSError:
-            pytest.skip(f"port {port + 1} is taken; no two free ports in a row here")
+    port = two_free_ports()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent / "support")])}
     url = "memory://workers"  # each worker its own in-process broker: readiness is all this test reads
     command = [sys.executable, "-m", "pycomms", "run", "otel_app:services", "--url", url, "--workers", "2"]
