@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from fault_proxy import free_port
@@ -19,16 +20,25 @@ MOSQUITTO = sbin_tool("mosquitto") or "/usr/sbin/mosquitto"
 class PrivateMosquitto:
     """``persistence true`` with ``autosave_interval`` seconds between snapshots (or, with
     ``autosave_on_changes``, a snapshot after every ``autosave_interval`` changes), and no
-    queue bound (``max_queued_messages 0``), as docs/backends/mqtt.md advises."""
+    queue bound (``max_queued_messages 0``), as docs/backends/mqtt.md advises.
+    ``listener_options``: lines for its listener (e.g. ``certfile``, for TLS)."""
 
-    def __init__(self, directory: Path, *, autosave_interval: int = 1, autosave_on_changes: bool = False) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        autosave_interval: int = 1,
+        autosave_on_changes: bool = False,
+        listener_options: Sequence[str] = (),
+    ) -> None:
         self.directory = directory
         self.port = free_port()
         self.conf = directory / "mosquitto.conf"
         self.log = directory / "mosquitto.log"
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
+            + "".join(f"{line}\n" for line in listener_options)
+            + "allow_anonymous true\n"
             "user root\n"  # started as root, Mosquitto would switch to its own user, who cannot write here
             "persistence true\n"
             f"persistence_location {directory}/\n"

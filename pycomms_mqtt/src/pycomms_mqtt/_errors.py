@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 from contextlib import AbstractContextManager
 from urllib.parse import urlsplit
 
@@ -33,6 +34,8 @@ def describe(exc: BaseException) -> str:
     for _ in range(5):
         if seen is None:
             break
+        if isinstance(seen, ssl.SSLError):  # an OSError whose errno is the library's, not the system's
+            return f"{type(seen).__name__}: {seen.args[-1] if seen.args else seen}"[:500]
         if isinstance(seen, OSError) and seen.errno:
             return f"{type(seen).__name__}: {os.strerror(seen.errno)}"
         seen = seen.__cause__ or seen.__context__

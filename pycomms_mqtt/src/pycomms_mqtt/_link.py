@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiomqtt
-from paho.mqtt.client import MQTTMessage
+from paho.mqtt.client import MQTT_LOG_ERR, MQTTMessage
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -132,19 +132,21 @@ class Link:
         if session.manual_ack:
             client._client.manual_ack_set(True)  # private: see the module docstring
         resumed = _watch_session_present(client)
+        errors = _watch_errors(client)
         what = f"mqtt: connect to {ep.address}"
         try:
             async with asyncio.timeout(ep.connect_timeout):
                 await client.__aenter__()
         except TimeoutError:
             _abandon(client)
-            raise ConnectError(f"{what} timed out after {ep.connect_timeout}s (connect_timeout)") from None
+            raise ConnectError(f"{what} timed out after {ep.connect_timeout}s (connect_timeout){errors()}") from None
         except asyncio.CancelledError:
             _abandon(client)
             raise
         except DRIVER_ERRORS as exc:
             _abandon(client)
             raise ConnectError(f"{what} failed: {describe(exc)}") from None
+        client._client.on_log = None  # private: see the module docstring
         Writer(client, asyncio.get_running_loop()).install()
         if session.subscriptions:
             subscribing = self._subscribe(client)
@@ -327,6 +329,21 @@ def _watch_session_present(client: aiomqtt.Client) -> Callable[[], bool]:
 
     paho.on_connect = on_connect
     return lambda: present[0]
+
+
+def _watch_errors(client: aiomqtt.Client) -> Callable[[], str]:
+    """What paho reported as an error while connecting (aiomqtt ignores a link lost before
+    CONNACK and waits out its deadline), e.g. the TLS alert of a server that wants a client
+    certificate: ``"; <the last error>"`` or ``""``. Only while connecting: paho formats
+    every log line for ``on_log``."""
+    seen: list[str] = []
+
+    def on_log(client: object, userdata: object, level: int, text: str) -> None:
+        if level == MQTT_LOG_ERR:
+            seen.append(text[:300])
+
+    client._client.on_log = on_log  # private: see the module docstring
+    return lambda: f"; {seen[-1]}" if seen else ""
 
 
 def _drop(message: MQTTMessage, generation: int) -> None:

@@ -266,4 +266,17 @@ def _tls(options: MqttOptions) -> ssl.SSLContext:
     if not options.tls_verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
+    context.sslsocket_class = _ClosingSSLSocket
     return context
+
+
+class _ClosingSSLSocket(ssl.SSLSocket):
+    """Closes itself when its handshake fails: paho drops the socket of a failed TLS
+    handshake without closing it (a ResourceWarning and an open file per refused connect)."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        try:
+            super().do_handshake(block)
+        except BaseException:
+            self.close()
+            raise
