@@ -18,7 +18,7 @@ from nats.errors import Error as NatsError
 from nats.js.errors import Error as JsError
 
 from pycomms import ConfigError, ConnectError, OperationError, PyCommsError
-from pycomms.spi import BackendConfig, describe_error, map_errors, stop_tasks
+from pycomms.spi import BackendConfig, describe_error, stop_tasks
 
 from ._options import NatsOptions
 
@@ -196,8 +196,12 @@ class Link:
         limit = self._options.operation_timeout if timeout is None else timeout
         try:
             async with asyncio.timeout(limit):
-                with map_errors(error, f"nats: {what} on {self.server}", catch=DRIVER_ERRORS):
+                try:
                     return await step()
+                except PyCommsError:
+                    raise
+                except DRIVER_ERRORS as exc:  # the message is built here only: replies take this path
+                    raise error(f"nats: {what} on {self.server} failed: {describe_error(exc)}") from exc
         except TimeoutError:
             raise error(f"nats: {what} on {self.server} timed out after {limit:g}s") from None
 

@@ -3,9 +3,10 @@ per consumer at a time, all answered on one inbox of this receiver.
 
 NATS 2.9 gives a consumer one filter subject, so a service reading several message
 types has several consumers; `receive` asks each idle one for a share of the free
-handler slots (at least one), so it never holds more than ``max_messages`` plus one
-message per extra consumer. Every delivery not yet settled, handed out or waiting,
-keeps its lease with ``+WPI`` (in progress) every third of ``ack_wait``.
+handler slots (at least one; one only for a consumer whose last request expired empty),
+so it never holds more than ``max_messages`` plus one message per extra consumer.
+Every delivery not yet settled, handed out or waiting, keeps its lease with ``+WPI``
+(in progress) every third of ``ack_wait``.
 """
 
 from __future__ import annotations
@@ -53,6 +54,11 @@ class Pull:
     """Loop time after which an open request counts as lost (a reconnect drops it)."""
     rare: bool = False
     """Carries little (the replay subject): asks for one message at a time."""
+    got: int = 0
+    """Messages the open (or last) request brought."""
+    cold: bool = False
+    """Its last request expired without a message: it asks for one at a time until one
+    comes, leaving the free slots to the consumers that have work."""
 
 
 class NatsDelivery:
@@ -179,12 +185,16 @@ class NatsReceiver:
         if status is not None or not msg.reply:
             if status != "100":  # 404/408/409: this request is over
                 pull.left = 0
+                if status == "408":  # expired
+                    pull.cold = pull.got == 0
                 if status == "409" and "Deleted" in headers.get("Description", ""):
                     log.warning("consumer %s of service %s was deleted", pull.name, self._subscription.service)
             self._wakeup.set()
             return
         if pull.left > 0:
             pull.left -= 1
+        pull.got += 1
+        pull.cold = False
         if self._closed:
             await self._link.client.publish(msg.reply, b"-NAK")
             return
@@ -219,7 +229,7 @@ class NatsReceiver:
 
     async def _pump(self, now: float) -> None:
         """Open a pull request on every consumer that has none, sharing the free slots
-        (the rarely used replay consumer asks for one)."""
+        among those with work (a cold consumer and the rarely used replay one ask for one)."""
         pulls = self._pulls
         for pull in pulls:
             if pull.left and now > pull.until:
@@ -228,14 +238,15 @@ class NatsReceiver:
         if not idle:
             return
         credit = self._wanted - len(self._ready) - sum(pull.left for pull in pulls)
-        busy = sum(1 for pull in idle if not pull.rare)
-        share = max(1, credit // busy) if busy else 1
+        small = sum(1 for pull in idle if pull.rare or pull.cold)
+        busy = len(idle) - small
+        share = max(1, (credit - small) // busy) if busy else 1
         expires = int(self._options.fetch_wait * 1e9)
         client = self._link.client
         try:
             for pull in idle:
-                batch = 1 if pull.rare else share
-                pull.left, pull.until = batch, now + self._options.fetch_wait + 1.0
+                batch = 1 if pull.rare or pull.cold else share
+                pull.left, pull.got, pull.until = batch, 0, now + self._options.fetch_wait + 1.0
                 request = b'{"batch":%d,"expires":%d}' % (batch, expires)
                 await client.publish(f"$JS.API.CONSUMER.MSG.NEXT.{pull.stream}.{pull.name}", request, pull.inbox)
         except DRIVER_ERRORS as exc:
