@@ -115,10 +115,14 @@ class ServiceRunner:
         self._waking = 0
         """Workers woken that have not run yet (see `_wake_one`)."""
         self._pending = 0  # buffered + running
-        self._room = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self._fetcher: asyncio.Task[None] | None = None
+        """The worker inside `Receiver.receive`, if any (one at a time)."""
+        self._fetch_closed = False
+        """No more `receive` calls: the service is stopping, or the receiver closed."""
+        self._fetched_many = False
+        self._checking = False
         self._workers: list[asyncio.Task[None]] = []
         self._stopping = False
 
@@ -135,12 +139,12 @@ class ServiceRunner:
         self._workers = [
             asyncio.create_task(self._work(), name=f"pycomms:{name}:worker{i}") for i in range(self._limit)
         ]
-        self._fetcher = asyncio.create_task(self._fetch(), name=f"pycomms:{name}:fetch")
 
     async def stop(self, deadline: float) -> None:
         """Stop fetching, let running handlers finish until ``deadline`` (loop time),
         then cancel the rest unsettled and release them through the receiver."""
-        fetcher = self._fetcher
+        self._fetch_closed = True
+        fetcher = self._fetcher  # the worker inside receive(): it handles nothing, so it may go
         if fetcher is not None:
             if await stop_tasks([fetcher], give_up_after=5.0):
                 log.error("service %s: receive() ignores cancellation; abandoning it", self._service.name)
@@ -168,41 +172,49 @@ class ServiceRunner:
         except Exception:
             log.exception("service %s: error while closing its receiver", self._service.name)
 
-    async def _fetch(self) -> None:
-        ready, limit, receiver = self._ready, self._limit, self._receiver
-        while True:
-            while self._pending >= limit:
-                self._room.clear()
-                await self._room.wait()
-            try:
-                batch = await receiver.receive(limit - self._pending)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                # the transport reconnects by itself; say so once a second, without a traceback
-                detail = str(exc).splitlines()[0][:200] if str(exc) else ""
-                log.warning(
-                    "service %s: receive failed (%s: %s); retrying in 1s",
-                    self._service.name,
-                    type(exc).__name__,
-                    detail,
-                )
-                await asyncio.sleep(1.0)
-                continue
-            if not batch:
-                return
-            self._pending += len(batch)
-            self._idle.clear()
-            ready.extend(batch)
-            self._wake_one()
-
     async def _work(self) -> None:
-        ready, sleepers = self._ready, self._sleepers
+        """One handler slot. A worker with nothing to do fetches, unless another already
+        does or every slot is taken, and then handles what it fetched itself: a message
+        that arrives at an idle service is handled without a hand-off between tasks."""
+        ready, sleepers, receiver, limit = self._ready, self._sleepers, self._receiver, self._limit
         loop = asyncio.get_running_loop()
         me = asyncio.current_task()
         assert me is not None
         while not self._stopping:
             if not ready:
+                if self._may_fetch():
+                    self._fetcher = me
+                    try:
+                        if self._fetched_many:  # others had no turn since: give them one before more
+                            self._fetched_many = False
+                            await asyncio.sleep(0)
+                        batch = await receiver.receive(limit - self._pending)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as exc:
+                        # the transport reconnects by itself; say so once a second, without a traceback
+                        detail = str(exc).splitlines()[0][:200] if str(exc) else ""
+                        log.warning(
+                            "service %s: receive failed (%s: %s); retrying in 1s",
+                            self._service.name,
+                            type(exc).__name__,
+                            detail,
+                        )
+                        await asyncio.sleep(1.0)
+                        continue
+                    finally:
+                        self._fetcher = None
+                    if not batch:
+                        self._fetch_closed = True  # the receiver is closed
+                        continue
+                    self._pending += len(batch)
+                    self._idle.clear()
+                    ready.extend(batch)
+                    self._fetched_many = len(batch) > 1
+                    if self._fetch_closed:  # stop() cancelled this fetch and receive() swallowed it
+                        self._wake_one()  # the others handle the batch; this worker goes as asked
+                        return
+                    continue
                 sleeper = loop.create_future()
                 sleepers.append(sleeper)
                 try:
@@ -212,8 +224,12 @@ class ServiceRunner:
                         self._waking -= 1
                 continue
             delivery = ready.popleft()
-            if ready and not self._waking:
-                self._wake_one()  # to take the next one should this handler wait for something
+            if not self._waking:
+                if ready:
+                    self._wake_one()  # to take the next one should this handler wait for something
+                elif not self._checking and self._may_fetch():
+                    self._checking = True  # to fetch should this handler wait (a task switch only then)
+                    loop.call_soon(self._check_fetcher)
             try:
                 await self._handle(delivery, me)
             except asyncio.CancelledError:
@@ -226,14 +242,23 @@ class ServiceRunner:
                 self._pending -= 1
                 if not self._pending:
                     self._idle.set()
-                if self._pending >= self._limit - 1:  # it was full: the fetcher may be waiting for room
-                    self._room.set()
+
+    def _may_fetch(self) -> bool:
+        """Nobody fetches, fetching goes on, and there is room for another delivery."""
+        return self._fetcher is None and not self._fetch_closed and self._pending < self._limit
+
+    def _check_fetcher(self) -> None:
+        """A handler started last step with room for more: if it is still running and
+        nobody fetches, wake a worker to fetch."""
+        self._checking = False
+        if not self._ready and self._may_fetch():
+            self._wake_one()
 
     def _wake_one(self) -> None:
         """Wake a sleeping worker unless one is already on its way. Woken workers wake
         the next while deliveries remain: handlers that never wait are all run by one
         worker without a wake-up each, and every handler that does wait lets one more
-        worker start, up to the concurrency limit."""
+        worker start (to handle or to fetch), up to the concurrency limit."""
         if self._waking:
             return
         sleepers = self._sleepers

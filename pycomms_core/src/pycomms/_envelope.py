@@ -192,7 +192,7 @@ class Envelope:
         if len(data) > max_size:
             raise EnvelopeError("too_large", f"{len(data)} bytes exceeds the limit of {max_size} bytes")
         try:
-            raw = from_json(data)
+            raw = from_json(data, cache_strings="keys")  # values (ids, times) are new in every message
         except ValueError as exc:
             raise EnvelopeError("malformed", f"not JSON: {exc}") from None
         if not isinstance(raw, dict):

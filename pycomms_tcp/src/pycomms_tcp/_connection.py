@@ -204,6 +204,17 @@ class Connection(asyncio.Protocol):
             transport.write(data)
             self.last_tx = self._loop.time()
 
+    def send_later(self, data: bytes) -> None:
+        """Send one encoded frame with the others of this loop turn, at its end or when
+        the receivers go idle (`TcpTransport.flush`), whichever comes first: a reply,
+        which the ACK of its request follows, so that one write carries both."""
+        if self.state is Link.CLOSED:
+            return
+        self._out.append(data)
+        if not self._flush_pending:
+            self._flush_pending = True
+            self._loop.call_soon(self._flush)
+
     def ack(self, seq: int) -> None:
         """Queue the ACK of one delivery; the ACKs of one loop turn go out as one frame."""
         if self.state is Link.CLOSED:
@@ -228,6 +239,11 @@ class Connection(asyncio.Protocol):
     def flush(self) -> None:
         """Write queued frames now."""
         self._flush()
+
+    @property
+    def queued(self) -> bool:
+        """Frames or ACKs wait for the end of the loop turn."""
+        return bool(self._out or self._acks)
 
     def _write_now(self, data: bytes) -> None:
         if self.transport is not None:

@@ -48,6 +48,10 @@ class Origin(Protocol):
     def receiver_closed(self, receiver: TcpReceiver) -> None:
         """Stop routing to ``receiver`` before its messages are released."""
 
+    def flush(self) -> None:
+        """Write out the outcomes and replies queued on links: a receiver is about to
+        wait, so its handlers have nothing more to add to them this turn."""
+
 
 class TcpDelivery:
     """One delivery to core; settling a delivery whose lease ended does nothing."""
@@ -123,6 +127,7 @@ class TcpReceiver:
         while not items:
             if self.closed:
                 return []
+            self._origin.flush()
             self._wakeup = asyncio.get_running_loop().create_future()
             try:
                 await self._wakeup

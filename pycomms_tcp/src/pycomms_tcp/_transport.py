@@ -28,7 +28,7 @@ from typing import Any
 from pycomms import ConfigError, OperationError, PublishError, PyCommsError
 from pycomms.spi import BackendConfig, Capabilities, DeadLetter, Envelope, NodeInfo, ReplySink, Subscription
 
-from ._connection import FRAME_OVERHEAD, Link, LinkSettings
+from ._connection import FRAME_OVERHEAD, Link, LinkSettings, drain_links
 from ._deadletters import DeadLetters
 from ._dispatch import FrameDispatch
 from ._errors import map_connect_errors, map_errors, map_operation_errors
@@ -235,6 +235,12 @@ class TcpTransport:
         with map_errors("storing a dead letter"):
             self._spool.add_dead(letter)
 
+    def flush(self) -> None:
+        for peer in self._peers.by_id.values():
+            for conn in peer.conns:
+                if conn.queued:
+                    conn.flush()
+
     def receiver_closed(self, receiver: TcpReceiver) -> None:
         self._routes.local_services.discard(receiver.service)
         self._routes.local_observing.pop(receiver.service, None)
@@ -257,8 +263,8 @@ class TcpTransport:
                 raise PublishError(f"the tcp transport is {self._state.value}")
             more, blocked_at = outbox.route(envelopes, block=room)
             sent |= more
-        if sent:
-            await outbox.drain_links()
+        if sent and (full := self._peers.paused_links()):
+            await drain_links(full, outbox.drain_timeout)
 
     async def send_reply(self, envelope: Envelope) -> None:
         if self._state is not State.OPEN:
@@ -275,7 +281,7 @@ class TcpTransport:
         if link is None:
             log.debug("dropping a reply to node %s: no link to it", node_id)
             return
-        link.send(frame(Frame.REPLY, data))
+        link.send_later(frame(Frame.REPLY, data))
 
     async def subscribe(self, subscription: Subscription) -> TcpReceiver:
         if self._state is not State.OPEN:
