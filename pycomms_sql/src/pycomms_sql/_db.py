@@ -44,8 +44,10 @@ _sqlite_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, as
 )
 
 
-def create_engine(target: Target, options: SqlOptions) -> AsyncEngine:
-    """An async engine for ``target``, configured for queue work."""
+def create_engine(target: Target, options: SqlOptions, *, settling: bool = False) -> AsyncEngine:
+    """An async engine for ``target``, configured for queue work; with ``settling``
+    (PostgreSQL only), a small autocommit pool whose sessions commit asynchronously
+    (`Database.run_settle`)."""
     # No pool_pre_ping: on PostgreSQL it costs three round trips per checkout (BEGIN,
     # a ping, ROLLBACK), more than most of our statements. A connection found dead
     # on use is invalidated by SQLAlchemy (with every older one in the pool) and the
@@ -74,15 +76,24 @@ def create_engine(target: Target, options: SqlOptions) -> AsyncEngine:
 
         return engine
     driver = target.url.get_driver_name()
+    connect_args: dict[str, Any] = {}
     if driver == "asyncpg":
-        kwargs["connect_args"] = {"timeout": options.connect_timeout}
+        connect_args["timeout"] = options.connect_timeout
     elif driver in ("asyncmy", "aiomysql"):
-        kwargs["connect_args"] = {"connect_timeout": options.connect_timeout}
+        connect_args["connect_timeout"] = options.connect_timeout
+    if settling:
+        if driver == "asyncpg":
+            connect_args["server_settings"] = {"synchronous_commit": "off"}
+        else:  # psycopg: libpq's options
+            connect_args["options"] = "-c synchronous_commit=off"
+        kwargs["isolation_level"] = "AUTOCOMMIT"
+    if connect_args:
+        kwargs["connect_args"] = connect_args
     if target.engine == "mysql":
         kwargs["isolation_level"] = "READ COMMITTED"
     engine = create_async_engine(
         target.url,
-        pool_size=options.pool_size,
+        pool_size=min(options.pool_size, _SETTLE_POOL) if settling else options.pool_size,
         max_overflow=options.pool_size,
         pool_recycle=3600,
         pool_timeout=options.deadline(target.engine),
@@ -105,6 +116,10 @@ def _driver_connect(driver: str) -> Callable[..., Awaitable[Any]]:
         return importlib.import_module("psycopg").AsyncConnection.connect  # type: ignore[no-any-return]
     return importlib.import_module(driver).connect  # type: ignore[no-any-return]
 
+
+# Connections kept open by a settling engine: one claimer and one ack flusher per
+# receiver at a time, renewals now and then.
+_SETTLE_POOL = 2
 
 # Connections being opened, per engine (see `_bounded_connect`).
 _connecting: weakref.WeakKeyDictionary[Any, set[asyncio.Task[Any]]] = weakref.WeakKeyDictionary()
@@ -180,20 +195,26 @@ async def prepare_sqlite(database: str, busy_timeout: float) -> None:
 class Database:
     """Transactions on one engine, the way each database wants them."""
 
-    def __init__(self, engine: AsyncEngine, target: Target) -> None:
+    def __init__(self, engine: AsyncEngine, target: Target, settling: AsyncEngine | None = None) -> None:
         self.engine = engine
         self.kind = target.engine
         self._key = target.key
         # PostgreSQL runs a lone statement as its own transaction: one round trip,
         # where BEGIN and COMMIT around it would add two.
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT") if self.kind == "postgresql" else None
+        self._settling = settling
         self._connections: dict[int, Any] = {}
-        if self.kind != "sqlite":
-            event.listen(engine.sync_engine, "connect", self._opened)
-            event.listen(engine.sync_engine, "close", self._closed)
-            event.listen(engine.sync_engine, "close_detached", self._closed_detached)
-        if self.kind == "postgresql":
-            event.listen(engine.sync_engine, "invalidate", _abort_invalidated)
+        for each in self._engines:
+            if self.kind != "sqlite":
+                event.listen(each.sync_engine, "connect", self._opened)
+                event.listen(each.sync_engine, "close", self._closed)
+                event.listen(each.sync_engine, "close_detached", self._closed_detached)
+            if self.kind == "postgresql":
+                event.listen(each.sync_engine, "invalidate", _abort_invalidated)
+
+    @property
+    def _engines(self) -> list[AsyncEngine]:
+        return [self.engine] if self._settling is None else [self.engine, self._settling]
 
     def _opened(self, dbapi_connection: Any, _record: Any) -> None:
         self._connections[id(dbapi_connection)] = dbapi_connection
@@ -208,12 +229,12 @@ class Database:
         """Close the pool's idle connections (waiting at most ``seconds``, also for
         connections still being opened), then cut every connection left: those a
         silent server keeps from closing and those held by abandoned calls."""
-        pending = _connecting.get(self.engine.sync_engine)
+        pending = {task for each in self._engines for task in _connecting.get(each.sync_engine, ())}
         if pending:
-            await asyncio.wait(set(pending), timeout=seconds)
-            await stop_tasks(set(pending), recancel_after=0.1, give_up_after=seconds)  # a silent server
+            await asyncio.wait(pending, timeout=seconds)
+            await stop_tasks(pending, recancel_after=0.1, give_up_after=seconds)  # a silent server
         try:
-            await within(seconds, self.engine.dispose())
+            await within(seconds, _dispose_all(self._engines))
         except Exception as exc:
             log.debug("engine dispose failed: %s", "timed out" if isinstance(exc, TimeoutError) else exc)
         cut = self.cut_connections()
@@ -296,6 +317,28 @@ class Database:
                 return await body(conn)
 
         return await retrying(once)
+
+    async def run_settle(self, body: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """`run_statement` for a consumer's claim, ack, retry, renewal or release.
+
+        On PostgreSQL (unless ``durable_settles``) on sessions that commit
+        asynchronously: the statement returns without waiting for its WAL to reach
+        disk, and a database crash may forget the last fraction of a second of them,
+        so a message is delivered again, never lost (publishes stay synchronous)."""
+        settling = self._settling
+        if settling is None:
+            return await self.run_statement(body)
+
+        async def once() -> T:
+            async with settling.connect() as conn:
+                return await body(conn)
+
+        return await retrying(once)
+
+
+async def _dispose_all(engines: list[AsyncEngine]) -> None:
+    for engine in engines:
+        await engine.dispose()
 
 
 def _abort_invalidated(dbapi_connection: Any, _record: Any, _exception: BaseException | None) -> None:

@@ -38,6 +38,11 @@ class SqlOptions(BaseModel):
     )
     pool_size: int = Field(10, ge=1, le=1000, description="connections in the pool")
     busy_timeout: float = Field(30.0, gt=0, description="SQLite: seconds to wait for the write lock")
+    durable_settles: bool = Field(
+        False,
+        description="PostgreSQL: claims, acks and lease changes wait for their commit to reach disk "
+        "(by default they commit asynchronously: after a database crash a message may be delivered again)",
+    )
     batch_size: int = Field(500, ge=1, le=5000, description="most messages written by one INSERT")
 
     def deadline(self, engine: str) -> float:

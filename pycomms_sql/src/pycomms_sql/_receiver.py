@@ -24,7 +24,6 @@ from pycomms.spi import DeadLetter, Subscription, stop_tasks
 
 from . import _observers as observers
 from . import _queries as q
-from ._batching import Coalescer
 from ._errors import describe
 
 if TYPE_CHECKING:
@@ -36,6 +35,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("pycomms.sql")
 T = TypeVar("T")
 _ADOPT_EVERY = 2.0
+# Acks per statement, and how many may wait for the flusher before ack() waits too.
+_ACK_BATCH = 1000
+_ACK_BACKLOG = 4 * _ACK_BATCH
 
 
 class SqlDelivery:
@@ -52,9 +54,7 @@ class SqlDelivery:
 
     async def ack(self) -> None:
         if self._receiver._forget(self._token, self._row):
-            await self._receiver._settling(
-                self._token, self._row, self._receiver._acks.submit([(self._token, self._row)])
-            )
+            await self._receiver._ack_soon(self._token, self._row)
 
     async def retry(self, delay: float) -> None:
         if self._receiver._forget(self._token, self._row):
@@ -106,7 +106,9 @@ class SqlReceiver:
         self._closed = False
         self._leases: dict[str, set[int]] = {}
         self._timers: set[asyncio.TimerHandle] = set()
-        self._acks: Coalescer[tuple[str, int]] = Coalescer(self._flush_acks, max_batch=1000, parallel=2)
+        self._unacked: list[tuple[str, int]] = []
+        self._acking: asyncio.Task[None] | None = None
+        self._acked = asyncio.Event()
         self._last_adopt = time.monotonic()
         self._working: asyncio.Task[Any] | None = None
         self._renewer = asyncio.create_task(self._renew_loop(), name=f"pycomms-sql:{self._service}:renew")
@@ -182,7 +184,7 @@ class SqlReceiver:
             )
 
         # MariaDB claims in two statements, which need a transaction.
-        return await (t.db.run_write(body) if t.db.kind == "mysql" else t.db.run_statement(body))
+        return await (t.db.run_write(body) if t.db.kind == "mysql" else t.db.run_settle(body))
 
     async def _adopt(self) -> None:
         self._last_adopt = time.monotonic()
@@ -228,6 +230,37 @@ class SqlReceiver:
         except PyCommsError as exc:
             log.warning("%s; the message is delivered again when its lease expires", exc)
 
+    async def _ack_soon(self, token: str, row: int) -> None:
+        """Queue an ack for the background flusher and return (`Delivery.ack` allows it).
+
+        The handler's slot is free at once, so the next claim need not wait for the
+        ack's round trip, and acks of a whole claim go in one statement however the
+        core schedules its workers. Only when the flusher falls far behind does the
+        caller wait for it (memory stays bounded). A flush that fails is one warning:
+        its messages are delivered again when their leases expire (at-least-once).
+        `close` waits for the queue to be flushed."""
+        self._unacked.append((token, row))
+        if self._acking is None:
+            self._acking = asyncio.create_task(self._send_acks(), name=f"pycomms-sql:{self._service}:acks")
+        while len(self._unacked) >= _ACK_BACKLOG and self._acking is not None:
+            self._acked.clear()
+            await self._acked.wait()
+
+    async def _send_acks(self) -> None:
+        try:
+            while self._unacked:
+                batch = self._unacked[:_ACK_BATCH]
+                del self._unacked[:_ACK_BATCH]
+                try:
+                    await self._flush_acks(batch)
+                except PyCommsError as exc:
+                    log.warning("%s; %d message(s) are delivered again when their leases expire", exc, len(batch))
+                finally:
+                    self._acked.set()
+        finally:
+            self._acking = None
+            self._acked.set()
+
     async def _flush_acks(self, items: list[tuple[str, int]]) -> None:
         leases: dict[str, list[int]] = {}
         for token, row in items:
@@ -237,7 +270,7 @@ class SqlReceiver:
         async def body(conn: AsyncConnection) -> int:
             return await q.ack(conn, t.db.kind, t.tables, leases)
 
-        await t.deadlines.run(f"acknowledging messages of {self._service} on", OperationError, t.db.run_statement(body))
+        await t.deadlines.run(f"acknowledging messages of {self._service} on", OperationError, t.db.run_settle(body))
 
     async def _retry(self, token: str, row: int, delay: float) -> None:
         t = self._t
@@ -246,7 +279,7 @@ class SqlReceiver:
         async def body(conn: AsyncConnection) -> int:
             return await q.reschedule(conn, t.db.kind, t.tables, {token: [row]}, when)
 
-        await t.deadlines.run(f"scheduling a retry of {self._service} on", OperationError, t.db.run_statement(body))
+        await t.deadlines.run(f"scheduling a retry of {self._service} on", OperationError, t.db.run_settle(body))
         self._wake_later(delay)
 
     async def _dead_letter(self, token: str, row: int, letter: DeadLetter) -> None:
@@ -287,9 +320,7 @@ class SqlReceiver:
                 return await q.renew(conn, t.db.kind, t.tables, leases, until)
 
             try:
-                await t.deadlines.run(
-                    f"renewing leases of {self._service} on", OperationError, t.db.run_statement(body)
-                )
+                await t.deadlines.run(f"renewing leases of {self._service} on", OperationError, t.db.run_settle(body))
             except Exception as exc:
                 log.warning("service %s: could not renew leases (they may expire): %s", self._service, exc)
 
@@ -316,7 +347,11 @@ class SqlReceiver:
                 await stop_tasks([working], recancel_after=0.1, give_up_after=0.5)
             elif not working.cancelled():
                 working.exception()
-        await self._acks.drain(max(0.0, until - loop.time()))
+        acking = self._acking
+        if acking is not None:  # acks queued by handlers that finished
+            await asyncio.wait((acking,), timeout=max(0.0, until - loop.time()))
+            if not acking.done():
+                await stop_tasks([acking], recancel_after=0.1, give_up_after=0.5)
         if self._ephemeral:
             self._leases.clear()
             await self._remove_observer(max(0.1, until - loop.time()))
@@ -331,7 +366,7 @@ class SqlReceiver:
             return await q.reschedule(conn, t.db.kind, t.tables, leases, time.time())
 
         try:
-            released: int = await t.deadlines.within(max(0.1, until - loop.time()), t.db.run_statement(body))
+            released: int = await t.deadlines.within(max(0.1, until - loop.time()), t.db.run_settle(body))
         except Exception as exc:
             log.warning(
                 "service %s: could not release unsettled messages (redelivered after the lease): %s",

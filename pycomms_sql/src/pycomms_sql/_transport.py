@@ -98,7 +98,10 @@ class SqlTransport:
                 busy = self.options.busy_timeout  # other processes may hold the new file's lock meanwhile
                 await self._connect(prepare_sqlite(self.target.url.database or "", busy), busy, "busy_timeout")
             engine = create_engine(self.target, self.options)
-            self._db = db = Database(engine, self.target)
+            settling = None
+            if self.target.engine == "postgresql" and not self.options.durable_settles:
+                settling = create_engine(self.target, self.options, settling=True)
+            self._db = db = Database(engine, self.target, settling)
             await self._connect(self._first_connection())
             schema_wait = SCHEMA_LOCK_WAIT + d.operation_timeout
             await d.run("creating the tables on", ConnectError, ensure_schema(db, self.tables), schema_wait)
