@@ -291,6 +291,14 @@ async def has_ready(conn: AsyncConnection, tables: Tables, queue: str, now: floa
     return row is not None
 
 
+async def count_ready(conn: AsyncConnection, tables: Tables, queue: str, now: float) -> int:
+    """Rows of ``queue`` a claim could take now (not leased, not delayed): a count
+    over the claim index's range for the queue, never the whole table."""
+    m = tables.messages
+    ready = select(func.count()).select_from(m).where(m.c.queue == queue, m.c.available_at <= now)
+    return int((await conn.execute(ready)).scalar_one())
+
+
 # Settling: every statement names rows *and* the token they were leased under, so a
 # settle after the lease moved on matches nothing. Statements are built once per
 # table set, engine and number of tokens (building one costs more than running it).

@@ -375,6 +375,20 @@ class SqlTransport:
 
         return await db.run_write(body)
 
+    async def backlog(self, service: str) -> int | None:
+        """Messages of ``service`` ready to be claimed (neither leased to a handler nor
+        waiting for a retry's delay), counted over the claim index's range for the
+        service (the count grows with the backlog); ``None`` for a service this bus does
+        not serve, or once the bus is closed."""
+        if self._closed or self._db is None or not any(r.service == service for r in self._receivers):
+            return None
+        tables = self.tables
+
+        async def body(conn: AsyncConnection) -> int:
+            return await q.count_ready(conn, tables, service, time.time())
+
+        return await self.deadlines.run(f"counting the backlog of {service} on", OperationError, self.db.run_read(body))
+
     # presence, dead letters, the namespace ----------------------------------------------
 
     async def nodes(self) -> list[NodeInfo]:
