@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from ._envelope import Envelope, EnvelopeError, new_id
+from ._envelope import Envelope, EnvelopeError, new_id_at
 from ._errors import BusClosed, PyCommsError, RemoteError, RequestTimeout
 from ._messages import Message
 
@@ -118,27 +118,41 @@ class Requests:
     async def reply(self, request: Envelope, reply: Message) -> None:
         """Send a request handler's ``reply`` back to the asking node."""
         body = reply.__pydantic_serializer__.to_json(reply)
-        await self._send(self._reply_to(request, reply.type_name, body, {}))
+        env = self._bounded(self._reply_to(request, reply.type_name, body, {}))
+        try:  # `_send`, inline: one coroutine less per reply
+            await self._send_reply(env)
+        except PyCommsError as exc:
+            log.warning("could not send the reply to %s: %s", env.causation_id, exc)
 
     async def reply_error(self, request: Envelope, reason: str, error: str) -> None:
         """Tell the asking node its request was dead-lettered (``reason``)."""
         await self._send(self._reply_to(request, "pycomms.error", {"error": error[:4000]}, {ERROR_HEADER: reason}))
 
     def _reply_to(self, request: Envelope, type_name: str, body: object, headers: dict[str, str]) -> Envelope:
+        now = time.time()
         return Envelope(
-            id=new_id(),
-            type=type_name,
-            kind="reply",
-            source=self._node_id,
-            body=body,
-            time=time.time(),
-            correlation_id=request.correlation_id,
-            causation_id=request.id,
-            reply_to=request.reply_to,
-            headers=headers,
+            new_id_at(now),
+            type_name,
+            "reply",
+            self._node_id,
+            body,
+            now,
+            request.correlation_id,
+            request.id,
+            request.reply_to,
+            None,
+            headers,
         )
 
     async def _send(self, env: Envelope) -> None:
+        env = self._bounded(env)
+        try:
+            await self._send_reply(env)
+        except PyCommsError as exc:
+            log.warning("could not send the reply to %s: %s", env.causation_id, exc)
+
+    def _bounded(self, env: Envelope) -> Envelope:
+        """``env``, or an error reply in its place when it is over the size limit."""
         if len(env.encode()) > self._max_size:
             env = Envelope(
                 id=env.id,
@@ -152,10 +166,7 @@ class Requests:
                 reply_to=env.reply_to,
                 headers={ERROR_HEADER: "too_large"},
             )
-        try:
-            await self._send_reply(env)
-        except PyCommsError as exc:
-            log.warning("could not send the reply to %s: %s", env.causation_id, exc)
+        return env
 
 
 class _Ask:
