@@ -12,7 +12,7 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -48,6 +48,8 @@ class Binding:
     kind: str
     message_type: type[Any]
     reply_type: type[Any] | None
+    direct: Callable[[Any], Awaitable[Any]] | None = None
+    """The async handler itself when ``call`` would only drop the ctx (no middleware)."""
 
 
 def bind(spec: HandlerSpec, middleware: Sequence[Middleware]) -> Binding:
@@ -83,6 +85,7 @@ def bind(spec: HandlerSpec, middleware: Sequence[Middleware]) -> Binding:
         message_type.kind,
         message_type,
         reply_type,
+        func if spec.is_async and not spec.takes_context and not middleware else None,
     )
 
 
@@ -308,7 +311,8 @@ class ServiceRunner:
             else None
         )
         try:
-            result = await binding.call(message, ctx)  # type: ignore[arg-type]
+            direct = binding.direct
+            result = await (binding.call(message, ctx) if direct is None else direct(message))  # type: ignore[arg-type]
         except Reject as exc:
             await self._dead(delivery, env, "rejected", exc.reason)
             return
