@@ -1,8 +1,9 @@
 """The core's hot path on memory://, alone: N events end to end, or N request/reply round trips.
 
-Workload (a) of the harness in miniature: ``--publishers`` tasks publish ``--batch``
-events at a time on a client bus, one service (concurrency ``--concurrency``) handles
-them on a server bus; or ``--requests`` round trips from ``--concurrency`` callers.
+The harness's workloads in miniature: ``--publishers`` tasks publish ``--batch`` events
+at a time on a client bus (``--batch 1`` is workload (a), the default 100 is (b)), one
+service (concurrency ``--concurrency``) handles them on a server bus; or ``--requests``
+round trips from ``--concurrency`` callers (``--concurrency 1``: (c) at concurrency 1).
 Nothing is timed: it is for an instruction counter (repeatable on a busy machine) or a
 profiler. Count a run without messages and one with N, and divide the difference by N, so
 setup and teardown cancel (docs/figures.md, "the core hot path"):
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=0, help="events to publish and handle")
     parser.add_argument("--requests", type=int, default=0, help="request/reply round trips")
     parser.add_argument("--publishers", type=int, default=64, help="concurrent publisher tasks (default 64)")
-    parser.add_argument("--batch", type=int, default=100, help="events per publish call (default 100, as the harness)")
+    parser.add_argument("--batch", type=int, default=100, help="events per publish call (default 100 as in (b); 1 as in (a))")
     parser.add_argument("--concurrency", type=int, default=64, help="handler concurrency and request callers")
     parser.add_argument("--profile", action="store_true", help="run under cProfile and print the top functions")
     args = parser.parse_args(argv)
