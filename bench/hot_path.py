@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=0, help="events to publish and handle")
     parser.add_argument("--requests", type=int, default=0, help="request/reply round trips")
     parser.add_argument("--publishers", type=int, default=64, help="concurrent publisher tasks (default 64)")
-    parser.add_argument("--batch", type=int, default=100, help="events per publish call (default 100 as in (b); 1 as in (a))")
+    parser.add_argument("--batch", type=int, default=100, help="events per publish call (default 100: (b); 1: (a))")
     parser.add_argument("--concurrency", type=int, default=64, help="handler concurrency and request callers")
     parser.add_argument("--profile", action="store_true", help="run under cProfile and print the top functions")
     args = parser.parse_args(argv)
