@@ -1,4 +1,4 @@
-"""The ``pycomms.backlog`` gauge on the backends that report it (memory, redis, amqp):
+"""The ``pycomms.backlog`` gauge on the backends that report it (memory, redis, amqp, nats):
 a service with one handler slot, held busy, while more messages wait."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import uuid
 import pytest
 from conftest import Collector
 from otel_messages import OrderPlaced
-from shared_services import AMQP_URL, REDIS_URL
+from shared_services import AMQP_URL, NATS_URL, REDIS_URL
 
 import pycomms
 from pycomms import Service
@@ -19,6 +19,7 @@ BACKENDS = {
     "memory": ("memory://backlog", 0, "memory"),
     "redis": (REDIS_URL, 6379, "redis"),
     "amqp": (AMQP_URL, 5672, "rabbitmq"),
+    "nats": (NATS_URL, 4222, "nats"),
 }
 WAITING = 5
 

@@ -164,6 +164,20 @@ class NatsReceiver:
             log.info("consumer %s of stream %s exists with another configuration (%s); using it", durable, stream, exc)
         return str(info.name)
 
+    @property
+    def service(self) -> str:
+        return self._subscription.service
+
+    async def backlog(self) -> int:
+        """Messages waiting in this receiver's consumers, not yet delivered to any
+        instance: each consumer's ``num_pending`` (one consumer-info request each; what
+        is being handled or waits for a delayed retry is ``num_ack_pending``, not counted)."""
+        total = 0
+        for pull in self._pulls:
+            info = await self._link.js.consumer_info(pull.stream, pull.name)
+            total += int(info.num_pending or 0)
+        return total
+
     def start(self) -> None:
         self._renewer = asyncio.create_task(self._renew(), name=f"pycomms:nats:{self._subscription.service}:leases")
         self._link.on_reconnect(self._lost_pulls)

@@ -185,6 +185,18 @@ class NatsTransport:
     async def purge(self, service: str, ids: Sequence[str] | None) -> int:
         return await self._link.call(f"purge({service!r})", lambda: self._letters.purge(service, ids))
 
+    async def backlog(self, service: str) -> int | None:
+        """Messages for ``service`` that its consumers on this bus have not delivered yet
+        (`NatsReceiver.backlog`); ``None`` for a service this bus does not serve."""
+        receivers = [r for r in self._receivers if r.service == service]
+        if not receivers or self._closed:
+            return None
+
+        async def count() -> int:
+            return sum([await r.backlog() for r in receivers])
+
+        return await self._link.call(f"backlog({service!r})", count)
+
     async def drop_namespace(self) -> int:
         """Delete the namespace's three streams (their consumers go with them) and its
         presence bucket; the heartbeat stops first so it does not create it again."""
