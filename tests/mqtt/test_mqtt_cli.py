@@ -36,11 +36,13 @@ def test_cli_on_mqtt(namespace: str, tmp_path: Path) -> None:
         assert done.returncode == 0, done.stderr
         return done.stdout + done.stderr
 
-    def wait_for(check: str, *args: str) -> str:
+    def wait_for(checks: str | tuple[str, ...], *args: str) -> str:
         deadline = time.monotonic() + 30
         while True:
             out = cli(*args)
-            if check in out or time.monotonic() > deadline:
+            if all(check in out for check in (checks if isinstance(checks, tuple) else (checks,))):
+                return out
+            if time.monotonic() > deadline:
                 return out
             time.sleep(0.2)  # a separate process's state: polled, there is nothing to await
 
@@ -49,7 +51,7 @@ def test_cli_on_mqtt(namespace: str, tmp_path: Path) -> None:
         [*PYCOMMS, "listen", "--url", url, "climsgs:Beep"], env=env, cwd=tmp_path, stdout=subprocess.PIPE, text=True
     )
     try:
-        nodes = wait_for("pycomms-listen", "nodes", "--url", url)
+        nodes = wait_for(("pycomms-listen", "cli-svc"), "nodes", "--url", url)  # two processes starting
         assert "cli-svc" in nodes, nodes
         assert "pycomms-listen" in nodes, nodes
         assert "accepted" in cli("publish", "--url", url, "climsgs:Beep", '{"n": 5}')
