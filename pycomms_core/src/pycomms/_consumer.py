@@ -213,7 +213,7 @@ class ServiceRunner:
                     self._pending += len(batch)
                     self._idle.clear()
                     ready.extend(batch)
-                    self._fetched_many = len(batch) > 1
+                    self._fetched_many = len(batch) > 1 or limit == 1  # a backlog gives full batches
                     if self._fetch_closed:  # stop() cancelled this fetch and receive() swallowed it
                         self._wake_one()  # the others handle the batch; this worker goes as asked
                         return
