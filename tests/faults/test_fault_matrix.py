@@ -53,7 +53,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from fault_proxy import FaultProxy, SilentServer, free_port
-from shared_services import AMQP_URL, MYSQL_URL, NATS_URL, POSTGRES_URL, REDIS_URL
+from shared_services import AMQP_URL, MQTT_URL, MYSQL_URL, NATS_URL, POSTGRES_URL, REDIS_URL
 
 import pycomms
 from pycomms import (
@@ -160,6 +160,7 @@ BACKENDS = {
     "postgresql": Backend(POSTGRES_URL, 5432, ("postgres",)),
     "mariadb": Backend(MYSQL_URL, 3306, ("mysql", "mariadb"), password_ok=False),
     "nats": Backend(NATS_URL, 4222, ("nats",)),
+    "mqtt": Backend(MQTT_URL, 1883, ("mqtt",)),
 }
 
 BUS_OPERATIONS = ("publish", "send", "request", "nodes", "dead_letters", "replay", "purge", "close")

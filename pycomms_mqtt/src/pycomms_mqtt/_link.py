@@ -27,7 +27,7 @@ from paho.mqtt.properties import Properties
 from pycomms import ConnectError, PublishError
 from pycomms.spi import stop_tasks
 
-from ._errors import DRIVER_ERRORS, TAKEN_OVER, describe, reason_code
+from ._errors import DRIVER_ERRORS, QUIET_ERRORS, TAKEN_OVER, describe, reason_code
 from ._paho_io import Inbox, Writer
 
 log = logging.getLogger("pycomms.mqtt")
@@ -69,7 +69,8 @@ class Link:
 
     ``on_message`` gets every incoming message (with the connection's generation);
     ``on_taken_over`` is called, and the link stops, when another connection took its
-    session (MQTT reason 0x8E)."""
+    session: the broker said so (MQTT reason 0x8E), or, after a loss without a reason
+    (Mosquitto 2.0.11 just closes the socket), ``is_taken_over()`` says so."""
 
     def __init__(
         self,
@@ -79,12 +80,14 @@ class Link:
         on_message: MessageSink | None = None,
         on_taken_over: Callable[[], None] | None = None,
         on_resubscribed: Callable[[], Awaitable[None]] | None = None,
+        is_taken_over: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.session = session
         self._on_message = on_message
         self._on_taken_over = on_taken_over
         self._on_resubscribed = on_resubscribed
+        self._is_taken_over = is_taken_over
         self._client: aiomqtt.Client | None = None
         self._up = asyncio.Event()
         self._closing = False
@@ -125,6 +128,7 @@ class Link:
             properties=props,
         )
         client._client.on_publish = self._on_publish  # private: see the module docstring
+        client._disconnected.add_done_callback(_retrieve)  # a client given up on is never awaited again
         inbox = Inbox(self._on_message or _drop, self.generation + 1)
         client._client.on_message = inbox.on_message  # private: see the module docstring
         if not logging.getLogger("mqtt").isEnabledFor(logging.DEBUG):
@@ -154,7 +158,9 @@ class Link:
                 # Mosquitto 2.0 restores a session's shared subscriptions after a restart
                 # only if they are made again; its queued messages arrive before the SUBACK
                 # does, so the reader must run meanwhile: subscribe in the background.
-                task = asyncio.get_running_loop().create_task(self._resubscribe(subscribing))
+                task = asyncio.get_running_loop().create_task(
+                    self._resubscribe(subscribing), name=f"mqtt {session.client_id}: subscribing again"
+                )
                 self._subscribing.add(task)
                 task.add_done_callback(self._subscribed)
             else:
@@ -212,7 +218,7 @@ class Link:
                     pass
             except aiomqtt.MqttError as exc:
                 self._detach()
-                if reason_code(exc.__cause__ or exc) == TAKEN_OVER:
+                if reason_code(exc.__cause__ or exc) == TAKEN_OVER or await self._taken_over_silently():
                     log.warning("mqtt: session %s was taken over by another connection", self.session.client_id)
                     if self._on_taken_over is not None:
                         self._on_taken_over()
@@ -220,6 +226,15 @@ class Link:
                 if not self._closing:
                     log.warning("mqtt: lost %s (%s); reconnecting", self.endpoint.address, describe(exc))
             client = None
+
+    async def _taken_over_silently(self) -> bool:
+        if self._closing or self._is_taken_over is None:
+            return False
+        try:
+            return await self._is_taken_over()
+        except QUIET_ERRORS as exc:
+            log.debug("mqtt: could not tell whether %s was taken over: %s", self.session.client_id, describe(exc))
+            return False
 
     async def ready(self, deadline: float) -> aiomqtt.Client:
         """The connected client, waiting until ``deadline``."""
@@ -344,6 +359,12 @@ def _watch_errors(client: aiomqtt.Client) -> Callable[[], str]:
 
     client._client.on_log = on_log  # private: see the module docstring
     return lambda: f"; {seen[-1]}" if seen else ""
+
+
+def _retrieve(ended: asyncio.Future[None]) -> None:
+    """Mark how a connection ended as seen: asyncio logs an exception nobody retrieved."""
+    if not ended.cancelled():
+        ended.exception()
 
 
 def _drop(message: MQTTMessage, generation: int) -> None:

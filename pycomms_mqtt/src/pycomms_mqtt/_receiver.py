@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 from paho.mqtt.client import MQTTMessage
 
-from pycomms.spi import DeadLetter, Subscription
+from pycomms import ConnectError
+from pycomms.spi import DeadLetter, Subscription, stop_tasks
 
 from ._errors import QUIET_ERRORS, describe
 from ._link import Endpoint, Link, Session
@@ -33,6 +34,9 @@ from ._topics import Topics
 from ._wire import incoming, properties
 
 log = logging.getLogger("pycomms.mqtt")
+
+SLOT_ATTEMPTS = 16
+"""Slots an instance tries while others starting at once take the ones it chose."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +49,8 @@ class Owner:
     max_size: int
     node_id: str
     publisher: Link
-    taken_slots: Callable[[str], Awaitable[set[int]]]
+    taken_slots: Callable[[str], Awaitable[dict[str, int]]]
+    """Slot of ``service`` announced by each other live node, by node id."""
     announce: Callable[[str, int], Awaitable[None]]
 
 
@@ -115,8 +120,39 @@ class MqttReceiver:
         await self._take_slot(set())
 
     async def _take_slot(self, avoid: set[int]) -> None:
+        """Take the lowest slot no live instance announces. Instances that start at once
+        may choose the same one, and the broker then drops each in turn as the other
+        connects: one that cannot start because another now announces its slot tries the
+        next, and of two that run on one slot the one with the larger node id moves
+        (`_rival_holds_slot`)."""
+        avoid = set(avoid)
+        for _ in range(SLOT_ATTEMPTS - 1):
+            try:
+                await self._try_slot(avoid)
+                return
+            except ConnectError as exc:
+                slot = getattr(exc, "slot", None)
+                if slot is None or slot not in (await self.owner.taken_slots(self.subscription.service)).values():
+                    raise
+                log.info(
+                    "mqtt: %s: slot %d went to another instance while starting; taking another",
+                    self.subscription.service,
+                    slot,
+                )
+                avoid.add(slot)
+        await self._try_slot(avoid)
+
+    async def _rival_holds_slot(self) -> bool:
+        """Whether a live node with a smaller id announces this instance's slot."""
+        slot, me = self.slot, self.owner.node_id
+        if slot is None:
+            return False
+        holders = await self.owner.taken_slots(self.subscription.service)
+        return any(node < me and held == slot for node, held in holders.items())
+
+    async def _try_slot(self, avoid: set[int]) -> None:
         owner, sub = self.owner, self.subscription
-        taken = await owner.taken_slots(sub.service) | avoid
+        taken = set((await owner.taken_slots(sub.service)).values()) | avoid
         slot = next(n for n in range(len(taken) + 1) if n not in taken)
         session = Session(
             owner.topics.session_id(sub.service, slot),
@@ -132,8 +168,13 @@ class MqttReceiver:
             on_message=self._on_message,
             on_taken_over=self._taken_over,
             on_resubscribed=self._take_parked,  # sent while the restored broker had no subscription
+            is_taken_over=self._rival_holds_slot,
         )
-        await link.start()
+        try:
+            await link.start()
+        except ConnectError as exc:
+            exc.slot = slot  # type: ignore[attr-defined]
+            raise
         self.link, self.slot = link, slot
         record = owner.topics.session_record(sub.service, slot)
         await owner.publisher.publish(record, session.client_id.encode(), retain=True, what="session record")
@@ -157,15 +198,19 @@ class MqttReceiver:
         """Another instance took this slot's session (both chose it at once): take another."""
         if self._closed or self.slot is None:
             return
-        lost = self.slot
+        lost, old = self.slot, self.link
 
         async def switch() -> None:
+            if old is not None:
+                await old.close()  # its background subscribing, if any, ends with it
             try:
                 await self._take_slot({lost})
             except QUIET_ERRORS as exc:
                 log.error("mqtt: %s could not take another session slot: %s", self.subscription.service, describe(exc))
 
-        self._switching = asyncio.get_running_loop().create_task(switch())
+        self._switching = asyncio.get_running_loop().create_task(
+            switch(), name=f"mqtt {self.subscription.service}: another slot"
+        )
 
     def _on_message(self, message: MQTTMessage, generation: int) -> None:
         got = incoming(message, self.owner.max_size, self.owner.topics.reply(""))
@@ -208,6 +253,6 @@ class MqttReceiver:
         self._timers.clear()
         self._ready.clear()
         if self._switching is not None:
-            self._switching.cancel()
+            await stop_tasks([self._switching], give_up_after=2.0)
         if self.link is not None:
             await self.link.close()

@@ -136,13 +136,13 @@ class MqttTransport:
         await receiver.open()
         return receiver
 
-    async def _taken_slots(self, service: str) -> set[int]:
-        taken: set[int] = set()
-        for raw in (await self._presence()).values():
-            if raw.get("id") != (self._node.id if self._node else None):
+    async def _taken_slots(self, service: str) -> dict[str, int]:
+        taken: dict[str, int] = {}
+        for node_id, raw in (await self._presence()).items():
+            if node_id != (self._node.id if self._node else None):
                 slot = (raw.get("slots") or {}).get(service)
                 if isinstance(slot, int):
-                    taken.add(slot)
+                    taken[node_id] = slot
         return taken
 
     async def _claim(self, service: str, slot: int) -> None:
