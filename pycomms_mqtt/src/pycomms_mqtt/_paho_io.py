@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import socket
 import threading
 from collections import deque
@@ -39,8 +38,6 @@ from paho.mqtt.enums import MQTTErrorCode
 PUBLISH = 0x30
 PUBACK = 0x40
 QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
-
-log = logging.getLogger("pycomms.mqtt")
 
 
 def joinable(packet: dict[str, Any]) -> bool:
