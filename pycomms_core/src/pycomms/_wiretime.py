@@ -24,7 +24,10 @@ def format_time(when: float) -> str:
     """``when`` (UNIX seconds, not negative) as RFC 3339 in UTC with milliseconds, the
     precision of JavaScript's ``Date`` and of most CloudEvents SDKs."""
     global _second, _formatted
-    milli = int(when * 1000)
+    # Truncated to the millisecond, after 1 µs is added: a parsed ".187" is the float
+    # nearest to it, which may lie just below (268435456.187 * 1000 is 268435456186.99998),
+    # and must format as ".187" again, not ".186".
+    milli = int(when * 1000 + 0.001)
     last = _formatted
     if last[0] == milli:  # a burst sends many messages within one millisecond
         return last[1]
