@@ -20,6 +20,7 @@ from ._connection import SELF_LINK, Connection, HandshakeError, Link, LinkSettin
 from ._errors import map_connect_errors
 from ._frames import Frame, ProtocolError, frame
 from ._registry import Registry
+from ._state import parse_state
 
 if TYPE_CHECKING:
     from ._mdns import Mdns
@@ -39,49 +40,6 @@ FORGET_AFTER = 600.0
 
 FrameHandler = Callable[[Connection, int, bytes], None]
 Spawn = Callable[[Coroutine[Any, Any, Any], str], None]
-
-
-def _services(raw: Any) -> dict[str, tuple[frozenset[str], frozenset[str]]]:
-    """Parse ``{service: [events, commands]}`` from a STATE frame."""
-    return {str(s): (frozenset(map(str, ev)), frozenset(map(str, cmd))) for s, (ev, cmd) in raw.items()}
-
-
-ParsedState = tuple[
-    NodeInfo,
-    tuple[str, int],
-    dict[str, tuple[frozenset[str], frozenset[str]]],
-    dict[str, frozenset[str]],
-    dict[str, tuple[frozenset[str], frozenset[str]]],
-    list[tuple[str, str, int]],
-]
-
-
-def _parse_state(peer_id: str, state: Any) -> ParsedState:
-    """Read a STATE body. Only its being a JSON object is required (the minimal STATE of
-    docs/tcp-protocol.md §8 is ``{}``): a missing ``info`` (or ``info.name``) names the
-    node by its id, a missing ``addr`` or port 0 means "do not dial me", missing ``live``,
-    ``observers``, ``catalog`` and ``peers`` are empty. Members present must be well formed."""
-    if not isinstance(state, dict):
-        raise TypeError(f"STATE must be a JSON object, got {type(state).__name__}")
-    raw = state.get("info") or {}
-    info = NodeInfo(
-        id=peer_id,
-        name=str(raw.get("name") or peer_id),
-        services=tuple(map(str, raw.get("services", ()))),
-        handles=tuple(map(str, raw.get("handles", ()))),
-        host=str(raw.get("host", "")),
-        pid=int(raw.get("pid", 0)),
-        started_at=float(raw.get("started_at", 0.0)),
-    )
-    host, port = state.get("addr") or ("", 0)
-    addr = (str(host), int(port))
-    if not 0 <= addr[1] <= 65535:
-        raise ValueError(f"STATE addr port must be 0..65535, got {addr[1]}")
-    live = _services(state.get("live") or {})
-    observing = {str(s): frozenset(map(str, ev)) for s, ev in (state.get("observers") or {}).items()}
-    known = _services(state.get("catalog") or {})
-    gossip = [(str(i), str(h), int(p)) for i, h, p in state.get("peers") or ()]
-    return info, addr, live, observing, known, gossip
 
 
 class Links:
@@ -156,7 +114,7 @@ class Links:
 
     def link_open(self, conn: Connection, state: dict[str, Any]) -> None:
         try:
-            info, addr, live, observing, known, gossip = _parse_state(conn.peer_id, state)
+            info, addr, live, observing, known, gossip = parse_state(conn.peer_id, state)
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             raise ProtocolError(f"malformed STATE frame: {exc!r}") from None
         peer = self._peers.joined(conn, info, addr)

@@ -14,7 +14,6 @@ import collections
 import itertools
 import logging
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pycomms import PublishError
@@ -22,8 +21,9 @@ from pycomms.spi import Envelope
 
 from ._connection import drain_links
 from ._errors import map_errors, map_publish_errors
+from ._flight import Flight
 from ._frames import deliver_frame
-from ._membership import Catalog, Peer, Peers, Routes, Target
+from ._membership import Catalog, Peer, Peers, Routes
 from ._receiver import Inboxes, Item
 from ._spool import Spool, SpoolFullError, unknown_event_key, unrouted_key
 
@@ -32,20 +32,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pycomms.tcp")
 DRAIN_BATCH = 256
-
-
-@dataclass(slots=True, eq=False)
-class Flight:
-    """A message this node sent and waits an outcome for."""
-
-    seq: int
-    service: str
-    data: bytes
-    attempt: int
-    row: int | None
-    key: str | None
-    target: Target
-    conn: Connection | None
 
 
 class Outbox:
