@@ -4,26 +4,20 @@ locally, a failure with ``CI=true``) and each test gets a fresh namespace, dropp
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import Iterator
 
 import pytest
+from mqtt_support import url_of
+from shared_services import MQTT_URL
 
 import pycomms
 from pycomms.testing import require_reachable
-
-MQTT_URL = os.environ.get("PYCOMMS_TEST_MQTT_URL", "mqtt://127.0.0.1:1883")
 
 
 @pytest.fixture(scope="session", autouse=True)
 def shared_broker() -> None:
     require_reachable(MQTT_URL, 1883)
-
-
-def url_of(namespace: str) -> str:
-    separator = "&" if "?" in MQTT_URL else "?"
-    return f"{MQTT_URL}{separator}namespace={namespace}"
 
 
 @pytest.fixture

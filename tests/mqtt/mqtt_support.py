@@ -12,9 +12,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fault_proxy import free_port
+from shared_services import MQTT_URL
 from system_tools import sbin_tool
 
 MOSQUITTO = sbin_tool("mosquitto") or "/usr/sbin/mosquitto"
+
+
+def url_of(namespace: str) -> str:
+    """The shared broker's URL with ``namespace``."""
+    separator = "&" if "?" in MQTT_URL else "?"
+    return f"{MQTT_URL}{separator}namespace={namespace}"
 
 
 class PrivateMosquitto:

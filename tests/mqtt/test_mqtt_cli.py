@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import url_of
+from mqtt_support import url_of
 
 MODULE = """
 from pycomms import Event, Reject, Service

@@ -11,9 +11,10 @@ from typing import Any
 import aiomqtt
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
-from conftest import MQTT_URL, url_of
+from mqtt_support import url_of
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from shared_services import MQTT_URL
 
 import pycomms
 from pycomms import Event, Message, Request, Service

@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import url_of
+from mqtt_support import url_of
 
 import pycomms
 from pycomms import Command, Event, Message, Request, Service

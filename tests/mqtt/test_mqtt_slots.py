@@ -16,7 +16,7 @@ import asyncio
 import logging
 
 import pytest
-from conftest import url_of
+from mqtt_support import url_of
 
 import pycomms
 from pycomms import Event, Service
