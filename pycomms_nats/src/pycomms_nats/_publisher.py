@@ -142,6 +142,9 @@ class Publisher:
                 else:
                     await asyncio.sleep(min(pause, remaining))  # 503 or a failed send: soon again
                     pause = min(pause * 2, 0.5)
+                again = [e for e in entries if e.state != _STORED]  # a late ack may have come meanwhile
+                if not again:
+                    return
                 call.left, call.again = len(again), 0
                 call.answered = loop.create_future()
                 await self._send(again)
@@ -153,9 +156,14 @@ class Publisher:
 
     async def _send(self, entries: list[_Entry]) -> None:
         """Send each entry (again) and await its answer on the inbox; a send that fails
-        counts as answered with "try again" (the link is down or reconnecting)."""
+        counts as answered with "try again" (the link is down or reconnecting). Each
+        entry's answer is counted once per round: an entry stored while the round sends
+        (a late ack of the previous round, which it was counted for) is not sent again,
+        so its copy's ack cannot count for another entry's."""
         client, waiting = self._link.client, self._waiting
         for entry in entries:
+            if entry.state == _STORED:
+                continue  # the previous round's ack came while this round was sending: counted, not sent again
             message = entry.message
             headers = {"Content-Type": CONTENT_TYPE}
             if message.msg_id is not None:
