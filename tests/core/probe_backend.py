@@ -151,6 +151,7 @@ class ProbeTransport(MemoryTransport):
         self.on_close: Callable[[], None] | None = None
         self.closed = False
         self.swallow_cancels = 0  # receive() ignores this many cancellations
+        self.publish_swallows = 0  # publish() waits and ignores this many cancellations, then returns
         self.receivers: list[ProbeReceiver] = []
         self.deliveries: list[ProbeDelivery] = []
         self.changed = asyncio.Event()
@@ -170,6 +171,11 @@ class ProbeTransport(MemoryTransport):
         gated = any(env.kind in self.gated_kinds for env in envelopes)
         if gated and self.publish_before is not None:
             await self.publish_before.park()
+        if gated and self.publish_swallows > 0:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:  # as a driver that turns a cancel into its own handled error
+                self.publish_swallows -= 1
         if self.closed:
             raise PublishError("probe transport is closed")
         await super().publish(envelopes)

@@ -215,6 +215,26 @@ def test_request_times_out_while_its_publish_is_parked() -> None:
     run_strict(scenario, 5)
 
 
+def test_request_times_out_when_its_publish_swallows_the_deadline_s_cancel() -> None:
+    """A driver may swallow the cancellation the deadline sends into a publish: the
+    request still ends with `RequestTimeout` at its deadline, not never, and leaves the
+    task's cancellation count as it found it."""
+
+    async def scenario() -> None:
+        async with opened(new_url()) as bus:
+            probe(bus).publish_swallows = 1
+            task = asyncio.current_task()
+            assert task is not None
+            before = task.cancelling()
+            with pytest.raises(pycomms.RequestTimeout):
+                await bus.request(Ask(n=1), timeout=0.2)  # nobody handles Ask: only the deadline ends it
+            assert probe(bus).publish_swallows == 0
+            assert task.cancelling() == before
+            assert bus._requests.pending == 0
+
+    run_strict(scenario, 5)
+
+
 def test_request_cancelled_in_the_step_its_reply_arrives() -> None:
     async def scenario() -> None:
         svc = Service("answer")

@@ -68,6 +68,8 @@ class Requests:
                 raise RequestTimeout(f"no reply to {env.type} {env.id} within {timeout}s") from None
             raise
         except TimeoutError:
+            if ask.cancelled:  # the deadline's cancellation was swallowed by the publish: take it back
+                task.uncancel()
             raise RequestTimeout(f"no reply to {env.type} {env.id} within {timeout}s") from None
         finally:
             expiry.cancel()
@@ -185,9 +187,11 @@ class _Ask:
 
 def _expire(ask: _Ask) -> None:
     """The deadline of ``ask`` passed: a waiting request wakes with `TimeoutError`; one
-    still publishing is cancelled (as `asyncio.timeout` would), then told apart in `ask`."""
+    still publishing is cancelled (as `asyncio.timeout` would), then told apart in `ask`.
+    Its future fails too, so that a publish whose driver swallowed the cancellation
+    still ends in `RequestTimeout` once it returns, not in a wait with no deadline."""
+    if not ask.future.done():
+        ask.future.set_exception(TimeoutError())
     if ask.sending:
         ask.cancelled = True
         ask.task.cancel()
-    elif not ask.future.done():
-        ask.future.set_exception(TimeoutError())
