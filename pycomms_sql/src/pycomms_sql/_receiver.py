@@ -352,6 +352,13 @@ class SqlReceiver:
             await asyncio.wait((acking,), timeout=max(0.0, until - loop.time()))
             if not acking.done():
                 await stop_tasks([acking], recancel_after=0.1, give_up_after=0.5)
+        if self._unacked:  # the flush did not finish within the close budget
+            log.warning(
+                "%s: %d handled message(s) not acknowledged before close; delivered again once their leases expire",
+                self._service,
+                len(self._unacked),
+            )
+            self._unacked.clear()
         if self._ephemeral:
             self._leases.clear()
             await self._remove_observer(max(0.1, until - loop.time()))
