@@ -83,7 +83,7 @@ def test_a_conversation_is_one_trace_of_producer_consumer_client_server_spans(co
     assert attrs["messaging.consumer.group.name"] == "shop"
     assert len(str(attrs["messaging.message.id"])) == 32
     assert (publish.attributes or {})["messaging.operation.type"] == "send"
-    for producer, consumer in [(publish, placed), (send, charged)]:
+    for producer, consumer in [(publish, placed), (send, charged), (request, priced)]:
         sent_id = (producer.attributes or {})["messaging.message.id"]
         assert sent_id == (consumer.attributes or {})["messaging.message.id"], producer.name
     assert all(s.status.status_code is StatusCode.UNSET for s in chain)

@@ -14,9 +14,10 @@ from collections.abc import Coroutine, Iterable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
+from ._closing import finish_by
 from ._consumer import Binding, ServiceRunner, bind
 from ._context import Outlet
-from ._envelope import Envelope, Kind
+from ._envelope import Envelope, Kind, new_id
 from ._errors import (
     BusClosed,
     NamespaceInUse,
@@ -39,7 +40,6 @@ from .spi import (
     Subscription,
     TransactionalTransport,
     Transport,
-    stop_tasks,
 )
 
 log = logging.getLogger("pycomms")
@@ -212,7 +212,7 @@ class Bus:
         deadline = loop.time() + max(0.0, grace)
         hard_deadline = deadline + CLOSE_BOUND  # close(grace) returns by then, even on a silent broker
         try:
-            await _finish_by(self._close_steps(loop, deadline), hard_deadline - CLOSE_BOUND / 2, "stopping services")
+            await finish_by(self._close_steps(loop, deadline), hard_deadline - CLOSE_BOUND / 2, "stopping services")
         finally:
             self._requests.fail_all()
             try:  # inline, not a task: the transport's close starts in this very step
@@ -326,7 +326,7 @@ class Bus:
         nobody handles the type) and `RemoteError` when the handler failed for good.
         """
         self._check_open()
-        return await self._ask_out(request, timeout, headers, None, None)  # type: ignore[no-any-return]
+        return await self._ask_out(request, timeout, headers, None, None, new_id())  # type: ignore[no-any-return]
 
     async def _emit(
         self,
@@ -391,6 +391,7 @@ class Bus:
         headers: dict[str, str] | None,
         correlation_id: str | None,
         causation_id: str | None,
+        message_id: str,
     ) -> Coroutine[Any, Any, R]:  # not a coroutine itself: one frame less per request; raises when awaited
         if timeout is None or timeout <= 0:
             raise ValueError(f"request timeout must be > 0 seconds, got {timeout!r}")
@@ -406,6 +407,7 @@ class Bus:
             correlation_id,
             causation_id,
             reply_to=self.node.id,
+            message_id=message_id,
         )
         return self._requests.ask(env, request.reply_type, timeout)  # type: ignore[arg-type]
 
@@ -471,25 +473,6 @@ class Bus:
             plugin_manager().hook.pycomms_dead_lettered(letter=letter)
         except Exception:
             log.exception("a pycomms_dead_lettered hook failed")
-
-
-async def _finish_by(step: Coroutine[Any, Any, None], until: float, what: str) -> None:
-    """Run ``step`` until ``until`` (loop time), then cancel it; one more second for it
-    to end, then abandon it. Errors are logged: close never raises them."""
-    task = asyncio.ensure_future(step)
-    loop = asyncio.get_running_loop()
-    try:
-        await asyncio.wait({task}, timeout=max(0.0, until - loop.time()))
-    except asyncio.CancelledError:
-        task.cancel()
-        raise
-    if not task.done():
-        if await stop_tasks([task], give_up_after=1.0):
-            log.error("bus close: %s did not end when cancelled; abandoning it", what)
-        else:
-            log.error("bus close: %s passed its deadline; cancelled it", what)
-    elif not task.cancelled() and task.exception() is not None:
-        log.error("bus close: %s failed", what, exc_info=task.exception())
 
 
 def _ids(ids: Sequence[str] | None) -> list[str] | None:

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ._envelope import Kind
+from ._envelope import Kind, new_id
 from ._messages import Command, Event, Message, Request
 from .spi import NodeInfo
 
@@ -15,8 +15,8 @@ R = TypeVar("R", bound=Message)
 
 Emit = Callable[[Kind, Iterable[Message], str | None, dict[str, str] | None, str | None, str | None], Awaitable[object]]
 """``emit(kind, messages, key, headers, correlation_id, causation_id)``: publish or send."""
-Ask = Callable[[Any, float, dict[str, str] | None, str | None, str | None], Awaitable[Any]]
-"""``ask(request, timeout, headers, correlation_id, causation_id)``: the typed reply."""
+Ask = Callable[[Any, float, dict[str, str] | None, str | None, str | None, str], Awaitable[Any]]
+"""``ask(request, timeout, headers, correlation_id, causation_id, message_id)``: the typed reply."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,4 +74,4 @@ class Context:
     async def request(self, request: Request[R], *, timeout: float, headers: dict[str, str] | None = None) -> R:
         """Ask another service, carrying the correlation on."""
         correlation, causation = self._lineage()
-        return await self._outlet.ask(request, timeout, headers, correlation, causation)  # type: ignore[no-any-return]
+        return await self._outlet.ask(request, timeout, headers, correlation, causation, new_id())  # type: ignore[no-any-return]

@@ -46,8 +46,9 @@ class Emit(Protocol):
 
 
 class Ask(Protocol):
-    """How a bus asks: ``ask(request, timeout, headers, correlation_id, causation_id)``
-    returns the typed reply."""
+    """How a bus asks: ``ask(request, timeout, headers, correlation_id, causation_id,
+    message_id)`` returns the typed reply; ``message_id`` is the id the request's
+    envelope will carry (chosen before any middleware runs, so a middleware can name it)."""
 
     def __call__(
         self,
@@ -56,6 +57,7 @@ class Ask(Protocol):
         headers: dict[str, str] | None,
         correlation_id: str | None,
         causation_id: str | None,
+        message_id: str,
         /,
     ) -> Awaitable[Any]: ...
 

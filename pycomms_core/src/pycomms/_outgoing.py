@@ -23,9 +23,11 @@ def outgoing(
     correlation_id: str | None,
     causation_id: str | None,
     reply_to: str | None = None,
+    message_id: str | None = None,
 ) -> Envelope:
-    """The envelope of ``message`` sent as ``kind`` by node ``source``. Raises
-    `TypeError` for a message of the wrong kind and `PublishError` over ``max_size``."""
+    """The envelope of ``message`` sent as ``kind`` by node ``source`` (with id
+    ``message_id``, else a new one). Raises `TypeError` for a message of the wrong kind
+    and `PublishError` over ``max_size``."""
     if (message.__class__, kind) not in _ACCEPTED:
         _check_kind(kind, message)
     if headers:
@@ -33,7 +35,7 @@ def outgoing(
         headers = dict(headers)
     now = time.time()
     env = Envelope(
-        new_id_at(now),
+        message_id or new_id_at(now),
         message.type_name,
         kind,
         source,

@@ -105,8 +105,9 @@ def pycomms_request_middleware(node: NodeInfo, system: str) -> AskMiddleware | N
     """Return a wrapper of how a bus asks (`Bus.request`, ``ctx.request``), or ``None``.
 
     An `AskMiddleware` is ``Callable[[Ask], Ask]``; ``ask(request, timeout, headers,
-    correlation_id, causation_id)`` returns the typed reply and raises as
-    `Bus.request` does. Headers as for `pycomms_emit_middleware`; called once per bus.
+    correlation_id, causation_id, message_id)`` returns the typed reply and raises as
+    `Bus.request` does; ``message_id`` is the id the request's envelope will carry.
+    Headers as for `pycomms_emit_middleware`; called once per bus.
     """
     raise NotImplementedError
 

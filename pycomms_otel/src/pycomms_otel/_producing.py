@@ -191,13 +191,15 @@ def ask_middleware(t: Telemetry, node: NodeInfo, system: str) -> AskMiddleware:
             headers: dict[str, str] | None,
             correlation_id: str | None,
             causation_id: str | None,
+            message_id: str,
             /,
         ) -> Any:
             if not t.on:
-                return await inner(request, timeout, headers, correlation_id, causation_id)
+                return await inner(request, timeout, headers, correlation_id, causation_id, message_id)
             name, attrs, metric, sent = operations.get("request", request.type_name)
+            attrs = {**attrs, MESSAGE_ID: message_id}
             if correlation_id:
-                attrs = {**attrs, CONVERSATION_ID: correlation_id}
+                attrs[CONVERSATION_ID] = correlation_id
             start = time.perf_counter()
             scope = (
                 tracer.start_as_current_span(
@@ -212,7 +214,7 @@ def ask_middleware(t: Telemetry, node: NodeInfo, system: str) -> AskMiddleware:
                     carried = dict(headers) if headers else {}
                     inject(carried, setter=setter)
                 try:
-                    reply = await inner(request, timeout, carried, correlation_id, causation_id)
+                    reply = await inner(request, timeout, carried, correlation_id, causation_id, message_id)
                     if tracing:
                         span.add_event(REPLY_EVENT, {REPLY_TYPE: reply.type_name})
                 except BaseException as exc:
