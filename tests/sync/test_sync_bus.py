@@ -83,6 +83,19 @@ def test_a_bad_option_fails_in_the_calling_thread_and_leaves_no_thread() -> None
         pycomms.sync.connect("nosuchscheme://host")
 
 
+def test_a_second_event_loop_on_one_memory_name_is_refused_naming_it() -> None:
+    """A memory:// broker's buses share one event loop; a sync bus runs its own, so a
+    second bus on the name from another loop is refused, until the first one closed."""
+    with pycomms.sync.connect("memory://sync-one-loop") as first:
+        assert first.nodes()
+        with pytest.raises(pycomms.ConfigError, match=r"memory://sync-one-loop is already open on another event loop"):
+            pycomms.sync.connect("memory://sync-one-loop")
+        with pycomms.sync.connect("memory://sync-another-name") as other:  # another name: its own broker
+            assert other.nodes()
+    with pycomms.sync.connect("memory://sync-one-loop") as second:  # the first one closed
+        assert [n.id for n in second.nodes()] == [second.node.id]
+
+
 def test_many_threads_at_once_each_message_handled_once(url: str) -> None:
     threads, per_thread = 16, 25
     jobs = Counter()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -83,6 +84,20 @@ class _Broker:
         self.reply_sinks: dict[str, ReplySink] = {}
         self.observers: collections.Counter[str] = collections.Counter()
         """Running instances of each ephemeral service."""
+        self.loop: tuple[int, asyncio.AbstractEventLoop] | None = None
+        """(pid, event loop) of the buses open on it: one loop at a time."""
+
+    def attach(self, name: str) -> None:
+        """Refuse a bus on another event loop while buses of this process use it (its
+        futures belong to one loop; a `pycomms.sync` bus runs a loop of its own)."""
+        loop, pid = asyncio.get_running_loop(), os.getpid()
+        held = self.loop
+        if self.nodes and held is not None and held[0] == pid and held[1] is not loop and not held[1].is_closed():
+            raise ConfigError(
+                f"{name} is already open on another event loop of this process (each pycomms.sync bus runs "
+                "its own): use one bus per memory:// name (with all its services), or a cross-process backend"
+            )
+        self.loop = (pid, loop)
 
     def queue(self, service: str) -> _Queue:
         queue = self.queues.get(service)
@@ -254,6 +269,7 @@ class MemoryTransport:
         self._receivers: list[MemoryReceiver] = []
 
     async def open(self, node: NodeInfo, replies: ReplySink) -> None:
+        self._broker.attach(self._key[0])
         self._node = node
         self._broker.nodes[node.id] = node
         self._broker.reply_sinks[node.id] = replies
