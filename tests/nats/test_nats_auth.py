@@ -49,7 +49,9 @@ def test_user_and_password(tmp_path: Path) -> None:
                 await pycomms.connect(f"nats://alice:wrong-pw@{server.address}?namespace=auth&connect_timeout=3")
             text = str(caught.value)
             assert text.startswith(f"nats: connect to {server.address} refused: ")
-            assert "Authorization Violation" in text
+            # the server answers -ERR 'Authorization Violation' and closes at once; when its
+            # reset reaches our socket before we read the answer, the kernel drops the answer
+            assert "Authorization Violation" in text or "Connection reset" in text, text
             assert "wrong-pw" not in text
             assert "wonder-pw" not in text
 
@@ -83,7 +85,7 @@ def _refused_without_secrets(url: str, secrets: list[str], caplog: pytest.LogCap
             await pycomms.connect(url)
         text = str(caught.value)
         assert " refused: " in text, text
-        assert "Authorization Violation" in text, text
+        assert "Authorization Violation" in text or "Connection reset" in text, text  # see test_user_and_password
         seen: BaseException | None = caught.value
         while seen is not None:
             assert not any(secret in str(seen) for secret in secrets), repr(seen)
