@@ -1,7 +1,7 @@
-"""A foreign program on nats://: the Node.js client of examples/interop (nats.js v2 with
-JetStream, and npm cloudevents in structured mode), written from docs/interop/nats.md,
-against a real ``pycomms run`` worker on the shared NATS server: the CloudEvents SDK both
-ways."""
+"""A foreign program on nats://: the clients of examples/interop, Node.js (nats.js v2 with
+JetStream, and npm cloudevents in structured mode) and Python (nats-py with JetStream, and
+the PyPI CloudEvents SDK), written from docs/interop/nats.md, against a real ``pycomms
+run`` worker on the shared NATS server: the CloudEvents SDK both ways."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from collections.abc import Callable
 import nats
 import pytest
 from interop_support import (
+    LANGUAGES,
     BackgroundClient,
     Worker,
     announce,
@@ -43,12 +44,15 @@ def drop(namespace: str) -> None:
     drop_namespace(bus_url(namespace))
 
 
-def test_foreign_events_commands_requests_and_bad_input(namespace: str, start_worker: Callable[[str], Worker]) -> None:
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_foreign_events_commands_requests_and_bad_input(
+    language: str, namespace: str, start_worker: Callable[[str], Worker]
+) -> None:
     worker = start_worker(bus_url(namespace))
     try:
         # independent programs at once: the bad input arrives among the good traffic
         burst, ship, quote, refused, bad = run_clients_at_once(
-            "node",
+            language,
             "nats",
             NATS_URL,
             namespace,
@@ -87,12 +91,13 @@ def consumer_names(namespace: str) -> set[str]:
     return asyncio.run(go())
 
 
+@pytest.mark.parametrize("language", LANGUAGES)
 def test_pycomms_events_to_a_durable_subscriber_and_an_observer(
-    namespace: str, start_worker: Callable[[str], Worker]
+    language: str, namespace: str, start_worker: Callable[[str], Worker]
 ) -> None:
     worker = start_worker(bus_url(namespace))
     try:
-        sub = BackgroundClient("node", "nats", NATS_URL, namespace, "subscribe", "audit", "3")
+        sub = BackgroundClient(language, "nats", NATS_URL, namespace, "subscribe", "audit", "3")
         assert sub.next_line() == {"ready": True}
         announce(bus_url(namespace), 3, "first")
         first = sub.finish().check().lines
@@ -104,16 +109,18 @@ def test_pycomms_events_to_a_durable_subscriber_and_an_observer(
         # got its own copy of all five
         announce(bus_url(namespace), 2, "while down")
         assert len(worker.wait_for("notice", 5)) == 5
-        again = run_client("node", "nats", NATS_URL, namespace, "subscribe", "audit", "2").check().lines
+        again = run_client(language, "nats", NATS_URL, namespace, "subscribe", "audit", "2").check().lines
         assert [e["data"] for e in again[1:]] == [{"seq": n, "text": "while down"} for n in range(2)]
 
         assert "audit" in consumer_names(namespace)
-        run_client("node", "nats", NATS_URL, namespace, "unsubscribe", "audit").check()
+        assert run_client(language, "nats", NATS_URL, namespace, "unsubscribe", "audit").check().lines == [
+            {"deleted": True}
+        ]
         assert "audit" not in consumer_names(namespace)
 
         # a passing observer (a plain subscription) sees what is published while it runs
         before = consumer_names(namespace)
-        observer = BackgroundClient("node", "nats", NATS_URL, namespace, "observe", "4")
+        observer = BackgroundClient(language, "nats", NATS_URL, namespace, "observe", "4")
         assert observer.next_line() == {"ready": True}
         announce(bus_url(namespace), 4, "watched")
         seen = observer.finish().check().lines
