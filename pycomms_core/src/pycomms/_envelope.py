@@ -94,6 +94,13 @@ class EnvelopeError(ValueError):
         self.detail = detail
 
 
+def check_size(size: int, max_size: int) -> None:
+    """Raise `EnvelopeError` ``too_large`` when ``size`` bytes exceed ``max_size``
+    (checked before anything is parsed)."""
+    if size > max_size:
+        raise EnvelopeError("too_large", f"{size} bytes exceeds the limit of {max_size} bytes")
+
+
 @dataclass(slots=True)
 class Envelope:
     """One message in flight.
@@ -189,8 +196,7 @@ class Envelope:
     def decode(cls, data: bytes, max_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> Envelope:
         """Parse a structured-mode event (or a wire-1 envelope), checking its size
         first. Raises `EnvelopeError`."""
-        if len(data) > max_size:
-            raise EnvelopeError("too_large", f"{len(data)} bytes exceeds the limit of {max_size} bytes")
+        check_size(len(data), max_size)
         try:
             raw = from_json(data, cache_strings="keys")  # values (ids, times) are new in every message
         except ValueError as exc:
@@ -210,9 +216,7 @@ class Envelope:
     ) -> Envelope:
         """A binary-mode event: attributes as strings beside the data. The size of the
         data and the attributes is checked before parsing. Raises `EnvelopeError`."""
-        size = len(data) + sum(len(k) + len(str(v)) for k, v in attributes.items())
-        if size > max_size:
-            raise EnvelopeError("too_large", f"{size} bytes exceeds the limit of {max_size} bytes")
+        check_size(len(data) + sum(len(k) + len(str(v)) for k, v in attributes.items()), max_size)
         raw: dict[str, Any] = dict(attributes)
         raw.pop("data", None)
         raw.pop("data_base64", None)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from pydantic_core import from_json
 
-from ._envelope import EnvelopeError
+from ._envelope import check_size
 from ._errors import ConfigError, PublishError
 from .hookspecs import hookimpl
 from .spi import BackendConfig, Capabilities, DeadLetter, Envelope, NodeInfo, ReplySink, SchemeInfo, Subscription
@@ -164,8 +164,7 @@ class MemoryDelivery:
         sent = self._envelope
         if sent is None:
             return Envelope.decode(self.data, max_size)
-        if len(self.data) > max_size:
-            raise EnvelopeError("too_large", f"{len(self.data)} bytes exceeds the limit of {max_size} bytes")
+        check_size(len(self.data), max_size)
         return Envelope(
             sent.id,
             sent.type,
