@@ -4,6 +4,10 @@ Handles `BenchEvent` like the main harness's service, and reports what it handle
 the measuring process in `Tally` events: one per flush (every `FLUSH_EVERY` seconds or
 `FLUSH_AT` events), so the report costs well under 1% of the traffic.
 
+``$BENCH_GATE``, if set, is a file's path: handlers wait until that file exists, so the
+measuring process can start the clock once every worker is up (their start-up, which
+takes CPU from those already draining, stays outside the measure).
+
 ``$BENCH_WORK_US`` (default 0): microseconds of CPU work per event, done in the handler
 on the event loop as a handler's own computation would be (``--work-us`` of
 ``python -m bench.scaling``).
@@ -28,6 +32,8 @@ class Tally(Event, name="bench.tally"):
 
 
 WORK_S = int(os.environ.get("BENCH_WORK_US", "0")) / 1e6
+GATE = os.environ.get("BENCH_GATE", "")
+_open: list[bool] = []
 service = Service("bench", concurrency=64)
 _pending: list[int] = []
 _reporter: list[asyncio.Task[None]] = []
@@ -35,6 +41,11 @@ _reporter: list[asyncio.Task[None]] = []
 
 @service.on(BenchEvent)
 async def on_event(event: BenchEvent, ctx: Context) -> None:
+    if GATE and not _open:
+        # the gate is another process's file: polled (a few times, once per worker)
+        while not os.path.exists(GATE):  # noqa: ASYNC110, ASYNC240
+            await asyncio.sleep(0.005)
+        _open.append(True)
     if WORK_S:
         busy(WORK_S)
     _pending.append(event.seq)

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import os
 import signal
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -60,29 +62,113 @@ class Progress:
     def mark(self, total: int) -> None:
         self.marks.append((time.perf_counter(), total))
 
-    def steady_rate(self, events: int) -> float:
-        """Events per second between 10% and 90% of ``events`` reported: the workers'
-        start-up (one may start later than another) and the last flush stay outside."""
+    def steady(self, events: int) -> tuple[float, float, int]:
+        """(start, end, events reported) between 10% and 90% of ``events`` reported:
+        the workers' start-up (one may start later than another) and the last flush
+        stay outside."""
         low = next(m for m in self.marks if m[1] >= events * 0.1)
         high = next(m for m in self.marks if m[1] >= events * 0.9)
-        return (high[1] - low[1]) / max(high[0] - low[0], 1e-9)
+        if high is low:  # a run so short that one report holds 10 % to 90 %
+            low, high = self.marks[0], self.marks[-1]
+        return low[0], high[0], max(high[1] - low[1], 1)
 
 
 def cpu_seconds(pids: Sequence[int]) -> float:
-    """User + system CPU time of the processes ``pids`` (Linux ``/proc``)."""
+    """User + system CPU time of the processes ``pids`` (Linux ``/proc``); a process that
+    has gone counts nothing."""
     tick = os.sysconf("SC_CLK_TCK")
     total = 0
     for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
         total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
     return total / tick
+
+
+# The server processes of each scheme's broker, when it runs on this machine.
+BROKER_PROCESSES = {
+    "redis": ("redis-server",),
+    "amqp": ("beam.smp",),
+    "postgresql": ("postgres",),
+    "mysql": ("mariadbd", "mysqld"),
+    "mariadb": ("mariadbd", "mysqld"),
+    "nats": ("nats-server",),
+    "mqtt": ("mosquitto",),
+}
+
+
+def broker_processes(url: str) -> tuple[str, ...]:
+    """The names of ``url``'s broker processes (``rediss``/``amqps``/… as without TLS,
+    ``postgresql+asyncpg`` as ``postgresql``)."""
+    scheme = url.split(":", 1)[0].split("+", 1)[0]
+    return BROKER_PROCESSES.get(scheme, BROKER_PROCESSES.get(scheme.removesuffix("s"), ()))
+
+
+def _processes() -> list[tuple[int, int, str, int]]:
+    """(pid, parent pid, command name, CPU ticks so far) of every process, one read each."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            head, tail = stat.rsplit(")", 1)
+            fields = tail.split()
+            found.append((int(entry), int(fields[1]), head[head.index("(") + 1 :], int(fields[11]) + int(fields[12])))
+    return found
+
+
+class CpuSampler:
+    """Every `EVERY` seconds, the CPU time so far of the workers (the ``pycomms run``
+    process and its children), of the broker's processes (by name, `BROKER_PROCESSES`;
+    none if the broker is elsewhere) and of this process: how the two cores were shared
+    while the backlog drained."""
+
+    EVERY = 0.1
+
+    def __init__(self, root: int, broker: Sequence[str]) -> None:
+        self._root, self._broker = root, set(broker)
+        self._tick = os.sysconf("SC_CLK_TCK")
+        self.samples: list[tuple[float, float, float, float]] = []  # time, workers, broker, harness
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            workers = broker = 0
+            for pid, parent, name, ticks in _processes():
+                if pid == self._root or parent == self._root:
+                    workers += ticks
+                elif name in self._broker:
+                    broker += ticks
+            now = time.perf_counter()
+            self.samples.append((now, workers / self._tick, broker / self._tick, time.process_time()))
+            await asyncio.sleep(self.EVERY)
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+    def between(self, start: float, end: float) -> tuple[float, ...]:
+        """CPU seconds (workers, broker, harness) spent from ``start`` to ``end``,
+        interpolated between the samples around each."""
+        return tuple(b - a for a, b in zip(self._at(start), self._at(end), strict=True))
+
+    def _at(self, when: float) -> tuple[float, ...]:
+        times = [sample[0] for sample in self.samples]
+        i = min(max(bisect.bisect_left(times, when), 1), len(times) - 1)
+        (t0, *v0), (t1, *v1) = self.samples[i - 1], self.samples[i]
+        share = (when - t0) / (t1 - t0) if t1 > t0 else 0.0
+        return tuple(a + (b - a) * share for a, b in zip(v0, v1, strict=True))
 
 
 async def worker_pids(bus: pycomms.Bus) -> list[int]:
     return [n.pid for n in await bus.nodes() if "bench" in n.services]
 
 
-async def start_workers(url: str, workers: int, work_us: int) -> asyncio.subprocess.Process:
+async def start_workers(url: str, workers: int, work_us: int, gate: str = "") -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -99,7 +185,7 @@ async def start_workers(url: str, workers: int, work_us: int) -> asyncio.subproc
         "5",
         cwd=ROOT,
         stdin=asyncio.subprocess.DEVNULL,
-        env={**os.environ, "BENCH_WORK_US": str(work_us)},
+        env={**os.environ, "BENCH_WORK_US": str(work_us), "BENCH_GATE": gate},
     )
 
 
@@ -137,6 +223,9 @@ async def one_run(
         progress.mark(tracker.unique)
 
     payload = make_events(max(events, warmup))
+    broker = broker_processes(url)
+    sampler: CpuSampler | None = None
+    gates = tempfile.TemporaryDirectory(prefix="bench-gate-")
     worker_url = f"{url}{'&' if '?' in url else '?'}namespace={namespace}"
     async with pycomms.connect(url, services=[tally], name="bench-publisher", namespace=namespace) as bus:
         publisher = BusPublisher(bus)
@@ -152,7 +241,11 @@ async def one_run(
             if mode == "backlog":
                 await stop_workers(proc)
                 await publish_all(publisher, payload[:events], publishers, 1)
-                proc = await start_workers(worker_url, workers, work_us)
+                gate = Path(gates.name) / "open"
+                proc = await start_workers(worker_url, workers, work_us, str(gate))
+                await await_workers(bus, proc, workers)
+                sampler = CpuSampler(proc.pid, broker)
+                gate.touch()
                 started = published = time.perf_counter()
             else:
                 pids = await worker_pids(bus)
@@ -164,9 +257,16 @@ async def one_run(
                 raise RuntimeError(f"{tracker.unique} of {events} handled within {timeout}s")
             if tracker.duplicates or tracker.strays:
                 raise RuntimeError(f"{tracker.duplicates} duplicate(s), {tracker.strays} stray(s)")
-            if mode == "backlog":
-                rate = progress.steady_rate(events)
-                print(f"    workers={workers}: {rate:8.0f} events/s draining the backlog (10%-90%)", flush=True)
+            if sampler is not None:
+                await sampler.stop()
+                start, end, counted = progress.steady(events)
+                rate = counted / max(end - start, 1e-9)
+                spent = [cpu / counted * 1e6 for cpu in sampler.between(start, end)]
+                print(
+                    f"    workers={workers}: {rate:8.0f} events/s draining the backlog (10%-90%); CPU µs per "
+                    f"event: workers {spent[0]:.0f}, broker {spent[1]:.0f}, harness {spent[2]:.0f}",
+                    flush=True,
+                )
             else:
                 rate = events / (tracker.finished_at - started)
                 side = events / max(published - started, 1e-9)
@@ -178,7 +278,10 @@ async def one_run(
                 )
             return rate
         finally:
+            if sampler is not None:
+                await sampler.stop()
             await stop_workers(proc)
+            gates.cleanup()
             await bus.close(grace=2)
             admin = await pycomms.connect(url, name="bench-cleanup", namespace=namespace)
             await admin.drop_namespace(force=True)
