@@ -23,8 +23,8 @@ import time
 from bench._messages import BenchEvent
 from pycomms import Context, Event, Service
 
-FLUSH_EVERY = 0.05  # seconds: the end of a run is seen at most this late
-FLUSH_AT = 500
+FLUSH_EVERY = 0.1  # seconds: the end of a run is seen at most this late
+FLUSH_AT = 2000  # few reports: the measuring process shares the cores it measures
 
 
 class Tally(Event, name="bench.tally"):
