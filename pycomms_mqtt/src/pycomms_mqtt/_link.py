@@ -218,6 +218,7 @@ class Link:
                     pass
             except aiomqtt.MqttError as exc:
                 self._detach()
+                _abandon(client)  # its socket, should paho still hold it open (nothing if closed)
                 if reason_code(exc.__cause__ or exc) == TAKEN_OVER or await self._taken_over_silently():
                     log.warning("mqtt: session %s was taken over by another connection", self.session.client_id)
                     if self._on_taken_over is not None:
