@@ -52,7 +52,8 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
 
 
 class PrivateNats:
-    """One private nats-server with JetStream (file storage under ``directory``)."""
+    """One private nats-server with JetStream (file storage under ``directory``), or
+    without it (``jetstream=False``)."""
 
     def __init__(
         self,
@@ -60,6 +61,7 @@ class PrivateNats:
         port: int | None = None,
         cluster: tuple[str, int, list[int]] | None = None,
         extra: tuple[str, ...] = (),
+        jetstream: bool = True,
     ):
         if not os.path.exists(NATS_SERVER):
             unavailable(f"nats-server not found at {NATS_SERVER}")
@@ -67,6 +69,7 @@ class PrivateNats:
         self.port = port or free_port()
         self.cluster = cluster
         self.extra = extra
+        self.jetstream = jetstream
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -74,7 +77,9 @@ class PrivateNats:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        args = [NATS_SERVER, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.directory / "js")]
+        args = [NATS_SERVER, "-a", "127.0.0.1", "-p", str(self.port)]
+        if self.jetstream:
+            args += ["-js", "-sd", str(self.directory / "js")]
         if self.cluster is not None:
             name, cluster_port, routes = self.cluster
             args += ["-n", name, "--cluster_name", "pycomms-test", "--cluster", f"nats://127.0.0.1:{cluster_port}"]

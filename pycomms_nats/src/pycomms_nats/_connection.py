@@ -97,6 +97,12 @@ class Link:
         return self._js
 
     @property
+    def api(self) -> str:
+        """The JetStream API's subject prefix: ``$JS.API``, or ``$JS.<domain>.API``."""
+        domain = self._options.domain
+        return f"$JS.{domain}.API" if domain else "$JS.API"
+
+    @property
     def server(self) -> str:
         """The server in use (``host:port``), or all of the URL's before connecting."""
         client = self._client
@@ -181,7 +187,7 @@ class Link:
             cause = first_error[-1] if first_error else error
             raise ConnectError(f"nats: connect to {self.shown} failed: {describe_error(cause)}") from None
         self._client = client
-        self._js = client.jetstream(timeout=options.operation_timeout)
+        self._js = client.jetstream(timeout=options.operation_timeout, domain=options.domain)
 
     async def call(
         self,

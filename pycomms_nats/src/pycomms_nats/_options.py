@@ -46,6 +46,9 @@ class NatsOptions(BaseModel):
     """How long the server remembers a ``Nats-Msg-Id``: re-sent publishes within it are stored once."""
     max_publish_inflight: int = Field(1000, ge=1)
     """Most JetStream publishes awaiting their acknowledgement per ``publish`` call."""
+    domain: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]+$")
+    """The JetStream domain to use (``$JS.<domain>.API``): a leaf node's or a hub's, as
+    its server's ``jetstream { domain: ... }`` names it. None: the local JetStream."""
     token: str | None = None
     user_credentials: str | None = None
     """Path of a ``.creds`` file (the user's JWT and NKey seed, as ``nsc`` writes it)."""

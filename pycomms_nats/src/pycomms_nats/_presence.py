@@ -45,8 +45,15 @@ class Presence:
                 )
             )
 
+    def _key_subject(self) -> str:
+        """The subject that writes this node's key: ``$KV.<bucket>.<id>``, behind the
+        domain's API prefix when there is a domain (a leaf node forwards a hub's
+        ``$JS.<domain>.API``, not its ``$KV`` subjects; nats-py's KeyValue does not)."""
+        subject = f"$KV.{self._names.presence_bucket}.{self._node.id}"
+        return f"{self._link.api}.{subject}" if self._options.domain else subject
+
     async def announce(self) -> None:
-        await self._kv.put(self._node.id, self._node.seen().to_json())
+        await self._link.js.publish(self._key_subject(), self._node.seen().to_json())
 
     async def run(self) -> None:
         """Refresh this node's key every heartbeat (failures logged, never raised)."""
@@ -76,4 +83,4 @@ class Presence:
         return found
 
     async def leave(self) -> None:
-        await self._kv.delete(self._node.id)
+        await self._link.js.publish(self._key_subject(), headers={"KV-Operation": "DEL"})

@@ -256,13 +256,13 @@ class NatsReceiver:
         busy = len(idle) - small
         share = max(1, (credit - small) // busy) if busy else 1
         expires = int(self._options.fetch_wait * 1e9)
-        client = self._link.client
+        client, api = self._link.client, self._link.api
         try:
             for pull in idle:
                 batch = 1 if pull.rare or pull.cold else share
                 pull.left, pull.got, pull.until = batch, 0, now + self._options.fetch_wait + 1.0
                 request = b'{"batch":%d,"expires":%d}' % (batch, expires)
-                await client.publish(f"$JS.API.CONSUMER.MSG.NEXT.{pull.stream}.{pull.name}", request, pull.inbox)
+                await client.publish(f"{api}.CONSUMER.MSG.NEXT.{pull.stream}.{pull.name}", request, pull.inbox)
         except DRIVER_ERRORS as exc:
             for pull in idle:
                 pull.left = 0

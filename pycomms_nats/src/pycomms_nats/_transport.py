@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import NotFoundError
+from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from pycomms import ConnectError, PublishError
 from pycomms.spi import (
@@ -81,7 +81,19 @@ class NatsTransport:
 
         async def set_up() -> None:
             await self._publisher.start()
-            await self._ensure_streams()
+            try:
+                await self._ensure_streams()
+            except ServiceUnavailableError as exc:
+                if exc.description is not None:  # a JetStream answer (a cluster electing a leader)
+                    raise
+                domain = self._options.domain
+                why = (
+                    f"no JetStream domain {domain!r} is reachable from it (option domain)"
+                    if domain
+                    else "it runs without JetStream (nats-server -js)"
+                )
+                link = self._link
+                raise ConnectError(f"nats: no JetStream answers on {link.api} at {link.server}: {why}") from None
             await presence.setup()
             await presence.announce()
             await self._link.client.subscribe(self._names.replies(node.id), cb=on_reply)
