@@ -57,8 +57,12 @@ class HubAndLeaf:
 
     def start(self) -> None:
         self.hub.start()
-        self.leaf.start()
-        wait_leaf_connected(self.leaf)
+        try:
+            self.leaf.start()
+            wait_leaf_connected(self.leaf)
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         self.leaf.stop()
