@@ -90,7 +90,8 @@ class Bus:
         )
         self._outlet = Outlet(self.node, self._emit_out, self._ask_out)
         self._publishing = 0
-        self._published = asyncio.Event()
+        self._published: asyncio.Future[None] | None = None
+        """Set when the last publish or reply ends, while close waits for them."""
         self._closed = asyncio.Event()
         self._close_task: asyncio.Task[None] | None = None
 
@@ -236,8 +237,8 @@ class Bus:
             try:
                 async with asyncio.timeout(max(remaining, 0.0)):
                     while self._publishing:
-                        self._published.clear()
-                        await self._published.wait()
+                        self._published = loop.create_future()
+                        await self._published
             except TimeoutError:
                 log.warning("bus close: %d publish call(s) still running after the grace period", self._publishing)
 
@@ -325,7 +326,8 @@ class Bus:
         Raises `RequestTimeout` when no reply came within ``timeout`` seconds (also when
         nobody handles the type) and `RemoteError` when the handler failed for good.
         """
-        self._check_open()
+        if self._state is not _OPEN:
+            self._check_open()
         return await self._ask_out(request, timeout, headers, None, None, new_id())  # type: ignore[no-any-return]
 
     async def _emit(
@@ -381,8 +383,8 @@ class Bus:
             raise PublishError(f"publish failed: {type(exc).__name__}: {exc}") from exc
         finally:
             self._publishing -= 1
-            if not self._publishing:
-                self._published.set()
+            if not self._publishing and (published := self._published) is not None and not published.done():
+                published.set_result(None)
 
     def _request(
         self,

@@ -118,13 +118,14 @@ class ServiceRunner:
         self._waking = 0
         """Workers woken that have not run yet (see `_wake_one`)."""
         self._pending = 0  # buffered + running
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._idle: asyncio.Future[None] | None = None
+        """Set when the last pending delivery is settled, while `stop` waits for it."""
         self._fetcher: asyncio.Task[None] | None = None
         """The worker inside `Receiver.receive`, if any (one at a time)."""
         self._fetch_closed = False
         """No more `receive` calls: the service is stopping, or the receiver closed."""
         self._fetched_many = False
+        self._waited = False
         self._checking = False
         self._workers: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -157,7 +158,9 @@ class ServiceRunner:
         if self._pending and remaining > 0:
             try:
                 async with asyncio.timeout(remaining):
-                    await self._idle.wait()
+                    while self._pending:
+                        self._idle = asyncio.get_running_loop().create_future()
+                        await self._idle
             except TimeoutError:
                 log.warning(
                     "service %s: grace period over with %d message(s) in flight; cancelling, they will be redelivered",
@@ -191,6 +194,9 @@ class ServiceRunner:
                         if self._fetched_many:  # others had no turn since: give them one before more
                             self._fetched_many = False
                             await asyncio.sleep(0)
+                        if limit == 1:  # see `_mark_waited`
+                            self._waited = False
+                            loop.call_soon(self._mark_waited)
                         batch = await receiver.receive(limit - self._pending)
                     except asyncio.CancelledError:
                         raise
@@ -211,9 +217,8 @@ class ServiceRunner:
                         self._fetch_closed = True  # the receiver is closed
                         continue
                     self._pending += len(batch)
-                    self._idle.clear()
                     ready.extend(batch)
-                    self._fetched_many = len(batch) > 1 or limit == 1  # a backlog gives full batches
+                    self._fetched_many = len(batch) > 1 or (limit == 1 and not self._waited)  # a backlog
                     if self._fetch_closed:  # stop() cancelled this fetch and receive() swallowed it
                         self._wake_one()  # the others handle the batch; this worker goes as asked
                         return
@@ -230,7 +235,7 @@ class ServiceRunner:
             if not self._waking:
                 if ready:
                     self._wake_one()  # to take the next one should this handler wait for something
-                elif not self._checking and self._may_fetch():
+                elif not self._checking and self._fetcher is None and not self._fetch_closed and self._pending < limit:
                     self._checking = True  # to fetch should this handler wait (a task switch only then)
                     loop.call_soon(self._check_fetcher)
             try:
@@ -243,12 +248,20 @@ class ServiceRunner:
                 log.exception("service %s: unexpected error while settling a message", self._service.name)
             finally:
                 self._pending -= 1
-                if not self._pending:
-                    self._idle.set()
+                if not self._pending and (idle := self._idle) is not None and not idle.done():
+                    idle.set_result(None)
 
     def _may_fetch(self) -> bool:
         """Nobody fetches, fetching goes on, and there is room for another delivery."""
         return self._fetcher is None and not self._fetch_closed and self._pending < self._limit
+
+    def _mark_waited(self) -> None:
+        """At concurrency 1 every batch is of one, so a backlog shows only as a
+        receive that returned without the loop turning: this callback, scheduled just
+        before the receive, has run by its return if and only if the loop turned. Only
+        then is the next fetch made without a yield first (a message that arrives at an
+        idle service is answered without a loop turn more)."""
+        self._waited = True
 
     def _check_fetcher(self) -> None:
         """A handler started last step with room for more: if it is still running and

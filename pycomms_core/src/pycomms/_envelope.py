@@ -177,12 +177,19 @@ class Envelope:
         if middle is None:
             middle = _head_middle(self.source, self.type, self.kind)
         text = f'{{"specversion":"1.0","id":"{id_}{middle}{format_time(self.time)}"'
-        if self.correlation_id is not None:
-            text += ',"correlationid":' + to_json(self.correlation_id).decode()
-        if self.causation_id is not None:
-            text += ',"causationid":' + to_json(self.causation_id).decode()
-        if self.reply_to is not None:
-            text += ',"replyto":' + to_json(self.reply_to).decode()
+        # ids (and node ids) are letters and digits: quoted as they are, else escaped by to_json
+        if (value := self.correlation_id) is not None:
+            text += (
+                f',"correlationid":"{value}"'
+                if value.isalnum() and value.isascii()
+                else _quoted("correlationid", value)
+            )
+        if (value := self.causation_id) is not None:
+            text += (
+                f',"causationid":"{value}"' if value.isalnum() and value.isascii() else _quoted("causationid", value)
+            )
+        if (value := self.reply_to) is not None:
+            text += f',"replyto":"{value}"' if value.isalnum() and value.isascii() else _quoted("replyto", value)
         if self.key is not None:
             text += ',"partitionkey":' + to_json(self.key).decode()
         return text.encode()
@@ -196,7 +203,8 @@ class Envelope:
     def decode(cls, data: bytes, max_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> Envelope:
         """Parse a structured-mode event (or a wire-1 envelope), checking its size
         first. Raises `EnvelopeError`."""
-        check_size(len(data), max_size)
+        if len(data) > max_size:
+            check_size(len(data), max_size)
         try:
             raw = from_json(data, cache_strings="keys")  # values (ids, times) are new in every message
         except ValueError as exc:
@@ -228,6 +236,11 @@ class Envelope:
             except ValueError as exc:
                 raise EnvelopeError("malformed", f"data is not JSON: {exc}") from None
         return _from_cloudevent(cls, raw)
+
+
+def _quoted(name: str, value: str) -> str:
+    """``,"name":value`` with ``value`` JSON-escaped."""
+    return f',"{name}":{to_json(value).decode()}'
 
 
 _HEADS: dict[tuple[str, str, str], str] = {}
@@ -281,9 +294,8 @@ def _from_cloudevent(cls: type[Envelope], raw: dict[str, Any]) -> Envelope:
             when = 0.0 if time_ is None else parse_time(time_)
         except ValueError as exc:
             raise EnvelopeError("malformed", f"event attribute 'time' {exc}") from None
-        return cls(
-            id_, type_, cast(Kind, kind), source, get("data"), when, correlation_id, causation_id, reply_to, key, {}
-        )
+        # kind is one of KINDS (checked above): a cast() here would be a call per message
+        return cls(id_, type_, kind, source, get("data"), when, correlation_id, causation_id, reply_to, key, {})  # type: ignore[arg-type]
     try:  # anything else: attribute by attribute, naming what is wrong
         version = get("specversion")
         if version != SPEC_VERSION:
