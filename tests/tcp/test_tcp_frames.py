@@ -183,3 +183,19 @@ def test_a_live_node_survives_garbage(garbage: list[bytes], after_hello: bool, l
                 await writer.wait_closed()
 
     asyncio.run(poke())
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        struct.pack(">IB", 1, 99),
+        struct.pack(">IB", MAX + 1, Frame.PING) + b"x" * MAX,
+        struct.pack(">IB", 0, Frame.PING),
+    ],
+    ids=["unknown-kind", "over-the-limit", "empty"],
+)
+def test_a_bad_frame_read_whole_in_one_chunk_is_refused(data: bytes) -> None:
+    """The decoder's shortcut for a read holding exactly one frame checks it as the
+    general path does."""
+    with pytest.raises(ProtocolError):
+        FrameDecoder(MAX).feed(data)

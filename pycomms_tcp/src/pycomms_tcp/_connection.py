@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -78,11 +80,19 @@ class LinkEvents(Protocol):
     def link_open(self, conn: Connection, state: dict[str, Any]) -> None:
         """The handshake is done; ``state`` is the other side's STATE body."""
 
-    def frame_received(self, conn: Connection, kind: int, payload: bytes) -> None:
-        """A frame arrived on an open link."""
+    @property
+    def frame_handlers(self) -> Mapping[int, FrameHandler]:
+        """What to call for each kind of frame that arrives on an open link (a kind
+        not in it is a protocol error)."""
+
+    def link_paused(self, conn: Connection, paused: bool) -> None:
+        """The kernel buffer toward the peer filled (``paused``) or has room again."""
 
     def link_lost(self, conn: Connection) -> None:
         """The link is closed (for whatever reason); nothing more is sent on it."""
+
+
+FrameHandler = Callable[["Connection", bytes], None]
 
 
 class Connection(asyncio.Protocol):
@@ -92,7 +102,7 @@ class Connection(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         self.events = events
         self.settings = settings
-        self._frame_received = events.frame_received
+        self._handlers = events.frame_handlers
         self.dialer = dialer
         self.transport: asyncio.Transport | None = None
         self.remote = "?"
@@ -114,6 +124,11 @@ class Connection(asyncio.Protocol):
         self._drain: asyncio.Future[None] | None = None
         self._deadline: asyncio.TimerHandle | None = None
         self._loop = loop
+        # asyncio's own loop reads time.monotonic(): called directly, a Python frame less per
+        # frame received and sent; any other loop (uvloop) keeps its own clock
+        self._clock: Callable[[], float] = (
+            time.monotonic if type(loop).time is asyncio.BaseEventLoop.time else loop.time
+        )
 
     def __repr__(self) -> str:
         return f"<Connection {self.remote} peer={self.peer_id or '?'} {self.state.value}>"
@@ -134,14 +149,18 @@ class Connection(asyncio.Protocol):
             self._write_now(json_frame(Frame.HELLO, self._hello("")))
 
     def data_received(self, data: bytes) -> None:
-        now = self._loop.time()
+        now = self._clock()
         self.last_rx = now
         frames: list[tuple[int, bytes]] = []
+        decoder = self.decoder
         try:
-            frames = self.decoder.feed(data)
+            frames = decoder.feed(data)
             for kind, payload in frames:
                 if self.state is Link.OPEN:
-                    self._frame_received(self, kind, payload)
+                    handler = self._handlers.get(kind)
+                    if handler is None:
+                        raise ProtocolError(f"frame type {kind} is not allowed after the handshake")
+                    handler(self, payload)
                 elif self.state is Link.CLOSED:
                     return
                 else:
@@ -158,7 +177,7 @@ class Connection(asyncio.Protocol):
             log.exception("internal error while handling a frame from %s; closing the link", self.remote)
             self.abort()
             return
-        if not self.decoder.partial:
+        if not decoder.partial:
             self.partial_since = None
         elif frames or self.partial_since is None:
             self.partial_since = now  # a new frame began: its own deadline (busy links end most reads mid-frame)
@@ -180,9 +199,11 @@ class Connection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._paused = True
+        self.events.link_paused(self, True)
 
     def resume_writing(self) -> None:
         self._paused = False
+        self.events.link_paused(self, False)
         if self._drain is not None and not self._drain.done():
             self._drain.set_result(None)
         self._drain = None
@@ -202,7 +223,7 @@ class Connection(asyncio.Protocol):
         transport = self.transport
         if transport is not None and not transport.is_closing():
             transport.write(data)
-            self.last_tx = self._loop.time()
+            self.last_tx = self._clock()
 
     def send_later(self, data: bytes) -> None:
         """Send one encoded frame with the others of this loop turn, at its end or when
@@ -234,21 +255,17 @@ class Connection(asyncio.Protocol):
             data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
             self._out.clear()
             transport.write(data)
-            self.last_tx = self._loop.time()
+            self.last_tx = self._clock()
 
     def flush(self) -> None:
-        """Write queued frames now."""
-        self._flush()
-
-    @property
-    def queued(self) -> bool:
-        """Frames or ACKs wait for the end of the loop turn."""
-        return bool(self._out or self._acks)
+        """Write queued frames now, if any."""
+        if self._out or self._acks:
+            self._flush()
 
     def _write_now(self, data: bytes) -> None:
         if self.transport is not None:
             self.transport.write(data)
-            self.last_tx = self._loop.time()
+            self.last_tx = self._clock()
 
     @property
     def writable(self) -> bool:
@@ -375,26 +392,3 @@ class Connection(asyncio.Protocol):
                 self.established.set_result(None)
             return
         raise ProtocolError(f"unexpected frame {kind} during the handshake (state {self.state.value})")
-
-
-async def drain_links(links: list[Connection], timeout: float) -> None:
-    """Wait while any of ``links`` has a full kernel buffer (back-pressure from slow
-    peers). A link that takes nothing for ``timeout`` seconds (``operation_timeout``) is
-    closed: its messages go to another instance or the spool, and the caller is not
-    held longer."""
-    if not links:
-        return
-    try:
-        async with asyncio.timeout(timeout):
-            for conn in links:
-                await conn.drain()
-    except TimeoutError:
-        for conn in links:
-            if conn.paused:
-                log.warning(
-                    "node %s (%s) took no data for %ss (operation_timeout); closing the link",
-                    conn.peer_id,
-                    conn.remote,
-                    timeout,
-                )
-                conn.abort()

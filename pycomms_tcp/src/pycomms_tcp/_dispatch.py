@@ -5,11 +5,11 @@ not in the table is a protocol error that closes the link)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pycomms.spi import ReplySink
 
+from ._connection import FrameHandler
 from ._frames import (
     Frame,
     ProtocolError,
@@ -34,11 +34,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pycomms.tcp")
 
-Handler = Callable[["Connection", bytes], None]
-
 
 class FrameDispatch:
-    """Handles the frames of open links for one node."""
+    """Handles the frames of open links for one node: ``table`` maps a frame kind to
+    its handler (each `Connection` looks its frames up in it)."""
 
     def __init__(
         self,
@@ -62,7 +61,7 @@ class FrameDispatch:
         self._handover = handover
         self.replies: ReplySink | None = None
         """Where REPLY frames go (core's sink, set when the transport opens)."""
-        self._table: dict[int, Handler] = {
+        self.table: dict[int, FrameHandler] = {
             Frame.DELIVER: self._deliver,
             Frame.ACK: self._ack,
             Frame.PING: _ignore,
@@ -80,19 +79,12 @@ class FrameDispatch:
             Frame.ERROR: self._error,
         }
 
-    def handle(self, conn: Connection, kind: int, payload: bytes) -> None:
-        """One frame from an open link; raises `ProtocolError` for a kind not allowed."""
-        handler = self._table.get(kind)
-        if handler is None:
-            raise ProtocolError(f"frame type {kind} is not allowed after the handshake")
-        handler(conn, payload)
-
     # messages ----------------------------------------------------------------------
 
     def _deliver(self, conn: Connection, payload: bytes) -> None:
         seq, attempt, service, data = parse_deliver(payload)
-        receiver = self._inboxes.open(service)
-        if receiver is None:
+        receiver = self._inboxes.receivers.get(service)  # `Inboxes.open`, inline
+        if receiver is None or receiver.closed:
             conn.send(frame(Frame.RELEASE, releases_payload([(seq, attempt)])))
         else:
             receiver.put(Item(data, attempt, conn, seq))

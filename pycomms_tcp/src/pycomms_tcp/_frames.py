@@ -82,19 +82,20 @@ class FrameDecoder:
     violation raises `ProtocolError` and leaves the decoder unusable.
     """
 
-    __slots__ = ("_buf", "max_frame")
+    __slots__ = ("_buf", "max_frame", "partial")
 
     def __init__(self, max_frame: int) -> None:
         self._buf = bytearray()
         self.max_frame = max_frame
-
-    @property
-    def partial(self) -> bool:
+        self.partial = False
         """True while part of a frame is buffered."""
-        return bool(self._buf)
 
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
         buf = self._buf
+        if not buf and len(data) >= 5:  # the common read: one whole frame, nothing buffered
+            length, kind = HEADER.unpack_from(data)
+            if length + 4 == len(data) and 1 <= length <= self.max_frame and kind in _KNOWN:
+                return [(kind, data[5:])]
         buf += data
         frames: list[tuple[int, bytes]] = []
         pos = 0
@@ -118,6 +119,7 @@ class FrameDecoder:
                 raise ProtocolError(f"frame length {length} outside 1..{self.max_frame}")
         if pos:
             del buf[:pos]
+        self.partial = bool(buf)
         return frames
 
 
@@ -151,13 +153,14 @@ def parse_deliver(payload: bytes) -> tuple[int, int, str, bytes]:
 
 
 def seqs_payload(seqs: list[int]) -> bytes:
-    return b"".join(_SEQ.pack(s) for s in seqs)
+    return _SEQ.pack(seqs[0]) if len(seqs) == 1 else struct.pack(f">{len(seqs)}Q", *seqs)
 
 
 def parse_seqs(payload: bytes) -> list[int]:
-    if len(payload) % _SEQ.size:
+    size = len(payload)
+    if size % _SEQ.size:
         raise ProtocolError("ACK frame length is not a multiple of 8")
-    return [s for (s,) in _SEQ.iter_unpack(payload)]
+    return list(struct.unpack(f">{size // _SEQ.size}Q", payload))
 
 
 def releases_payload(items: list[tuple[int, int]]) -> bytes:

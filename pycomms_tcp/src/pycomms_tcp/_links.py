@@ -8,7 +8,7 @@ import asyncio
 import logging
 import ssl
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pycomms import ConnectError, PyCommsError
@@ -16,7 +16,7 @@ from pycomms.spi import NodeInfo
 
 from . import _join as joining
 from ._admission import admit
-from ._connection import SELF_LINK, Connection, HandshakeError, Link, LinkSettings
+from ._connection import SELF_LINK, Connection, FrameHandler, HandshakeError, Link, LinkSettings
 from ._errors import map_connect_errors
 from ._frames import Frame, ProtocolError, frame
 from ._registry import Registry
@@ -38,7 +38,6 @@ RESCAN_EVERY = 5.0
 FORGET_AFTER = 600.0
 """Seconds after which a node that left without a BYE is no longer dialled."""
 
-FrameHandler = Callable[[Connection, int, bytes], None]
 Spawn = Callable[[Coroutine[Any, Any, Any], str], None]
 
 
@@ -57,7 +56,7 @@ class Links:
         outbox: Outbox,
         inboxes: Inboxes,
         waits: Waits,
-        frames: FrameHandler,
+        frames: Mapping[int, FrameHandler],
         spawn: Spawn,
     ) -> None:
         self.settings = settings
@@ -68,7 +67,7 @@ class Links:
         self._outbox = outbox
         self._inboxes = inboxes
         self._waits = waits
-        self.frame_received: FrameHandler = frames
+        self._frames = frames
         self._spawn = spawn
         self.open = False
         """Links are made and accepted only while the transport is open."""
@@ -76,6 +75,8 @@ class Links:
         self.addr: tuple[str, int] = ("", 0)
         self.registry: Registry | None = None
         self.conns: set[Connection] = set()
+        self.paused: set[Connection] = set()
+        """Links whose kernel buffer is full (writers `drain` them)."""
         self._dialing: set[str] = set()
         self._seed_ids: dict[str, str] = {}
         self._server: asyncio.Server | None = None
@@ -84,6 +85,16 @@ class Links:
         self._mdns: Mdns | None = None
 
     # LinkEvents ----------------------------------------------------------------------
+
+    @property
+    def frame_handlers(self) -> Mapping[int, FrameHandler]:
+        return self._frames
+
+    def link_paused(self, conn: Connection, paused: bool) -> None:
+        if paused:
+            self.paused.add(conn)
+        else:
+            self.paused.discard(conn)
 
     def link_made(self, conn: Connection) -> bool:
         if not self.open or (not conn.dialer and not admit(conn, self.conns)):
@@ -139,6 +150,7 @@ class Links:
 
     def link_lost(self, conn: Connection) -> None:
         self.conns.discard(conn)
+        self.paused.discard(conn)
         self._peers.lost(conn)
         self._routes.changed()
         self._outbox.release_link(conn)

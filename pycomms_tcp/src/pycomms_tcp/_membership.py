@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 
 from pycomms.spi import NodeInfo
 
+from ._connection import Link
+
 if TYPE_CHECKING:
     from ._connection import Connection
 
@@ -57,7 +59,7 @@ class Peer(Target):
     def link(self) -> Connection | None:
         """The link messages go on: the oldest one still open."""
         for conn in self.conns:
-            if conn.writable:
+            if conn.state is Link.OPEN:  # `Connection.writable`, inline
                 return conn
         return None
 
@@ -231,7 +233,8 @@ class Routes:
     def choose(self, service: str, window: int) -> Target | None:
         """The least-loaded live instance of ``service`` (ties go round-robin), or None
         if there is none or every one has ``window`` messages unacked."""
-        targets = self.instances(service)
+        table = self._table  # `instances`, inline
+        targets = (self._rebuild() if table is None else table).get(service, [])
         if not targets:
             return None
         if len(targets) == 1:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from pycomms import PublishError
 from pycomms.spi import Envelope
 
-from ._connection import drain_links
+from ._backpressure import drain_links
 from ._errors import map_errors, map_publish_errors
 from ._flight import Flight
 from ._frames import deliver_frame
@@ -83,7 +83,7 @@ class Outbox:
         full window (the caller waits for room, then routes the rest); without
         ``block`` the spool takes such overflow. Raises `PublishError` (spool full:
         nothing of the call is spooled)."""
-        if len(envelopes) == 1 and self._route_one(envelopes[0]):
+        if len(envelopes) == 1 and self.route_one(envelopes[0]):
             return True, None
         catalog, routes, waiting, window = self._catalog, self._routes, self._spool.per_service, self._window
         direct: list[tuple[str, bytes, str | None]] = []
@@ -151,7 +151,7 @@ class Outbox:
                 self.schedule_drain(service)
         return bool(direct), blocked_at
 
-    def _route_one(self, env: Envelope) -> bool:
+    def route_one(self, env: Envelope) -> bool:
         """The common case of `route` without its bookkeeping: a message for one
         service with nothing spooled before it, no observer, and an instance with room.
         False when `route` must decide."""

@@ -69,8 +69,9 @@ class TcpDelivery:
         return self._receiver._leases.pop(self._token, None) is not None
 
     async def ack(self) -> None:
-        if self._settle():
-            self._receiver._origin.done(self._item)
+        receiver = self._receiver
+        if receiver._leases.pop(self._token, None) is not None:  # `_settle`, inline
+            receiver._origin.done(self._item)
 
     async def retry(self, delay: float) -> None:
         if self._settle():
