@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared_services import AMQP_URL, MYSQL_URL, POSTGRES_URL, REDIS_URL
+from shared_services import AMQP_URL, MQTT_URL, MYSQL_URL, NATS_URL, POSTGRES_URL, REDIS_URL
 
 from pycomms import connect
 from pycomms.testing import require_reachable, run_strict, scale, unavailable
@@ -31,6 +31,8 @@ BACKENDS: dict[str, tuple[str, str | None, int]] = {
     "postgresql": ("pycomms_sql", POSTGRES_URL, 5432),
     "mysql": ("pycomms_sql", MYSQL_URL, 3306),
     "sqlite": ("pycomms_sql", None, 0),
+    "nats": ("pycomms_nats", NATS_URL, 4222),
+    "mqtt": ("pycomms_mqtt", MQTT_URL, 1883),
 }
 CLI_TIMEOUT = 120.0  # seconds (scaled) for one CLI run: start-up and connect on a busy machine
 

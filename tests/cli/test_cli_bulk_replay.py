@@ -25,11 +25,11 @@ BATCH = 500  # commands per send() round trip while filling the dead letters
 PROGRESS = re.compile(r"^replay: \[#*\s*\] (\d+)/(\d+) \(\d+\.\d+s\)$")
 
 
-@pytest.fixture(params=["redis", "tcp", "amqp"])
+@pytest.fixture(params=["redis", "tcp", "amqp", "nats"])
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """Redis and RabbitMQ (about 20 s each to fill with 10,000 dead letters and replay
-    them; the SQL backends take about a minute to fill), and tcp://, whose letters are
-    listed from the node that keeps them in pages of RPC answers."""
+    """Redis, RabbitMQ and NATS (about 20 s each to fill with 10,000 dead letters and
+    replay them; the SQL backends take about a minute to fill), and tcp://, whose letters
+    are listed from the node that keeps them in pages of RPC answers."""
     url = backend_url(request.param, fresh_namespace(), tmp_path)
     yield url
     drop_namespace(url)

@@ -4,6 +4,8 @@ Read with direct gets by subject, removed by sequence."""
 
 from __future__ import annotations
 
+import asyncio
+import builtins
 from collections.abc import AsyncIterator, Sequence
 
 from nats.js.errors import NotFoundError
@@ -13,6 +15,9 @@ from pycomms.spi import DeadLetter
 from ._connection import Link
 from ._names import Names
 from ._publisher import Outgoing, Publisher
+
+CHUNK = 500
+"""Letters replayed (published, then deleted) or deleted together."""
 
 
 class DeadLetters:
@@ -45,18 +50,51 @@ class DeadLetters:
         return letters
 
     async def replay(self, service: str, ids: Sequence[str] | None) -> int:
-        """Publish each chosen letter's envelope to the service's own subject, then delete it."""
+        """Publish each chosen letter's envelope to the service's own subject, then delete
+        it: `CHUNK` letters at a time, each chunk deleted only once all of it is stored in
+        the work stream (a crash in between replays a chunk twice, never loses one)."""
         wanted = None if ids is None else set(ids)
-        chosen = [(seq, letter) async for seq, letter in self._scan(service) if wanted is None or letter.id in wanted]
-        for seq, letter in chosen:
-            replay_id = f"replay-{self._names.dead_letter_stream}-{seq}"
-            await self._publisher.publish([Outgoing(self._names.service(service), letter.envelope, replay_id)])
-            await self._link.js.delete_msg(self._names.dead_letter_stream, seq)
+        chosen = await self._choose(service, wanted)
+        stream, target = self._names.dead_letter_stream, self._names.service(service)
+        for start in range(0, len(chosen), CHUNK):
+            chunk = chosen[start : start + CHUNK]
+            await self._publisher.publish(
+                [Outgoing(target, letter.envelope, f"replay-{stream}-{seq}") for seq, letter in chunk]
+            )
+            await self._remove(service, [seq for seq, _ in chunk], everything=wanted is None)
         return len(chosen)
 
     async def purge(self, service: str, ids: Sequence[str] | None) -> int:
         wanted = None if ids is None else set(ids)
-        chosen = [seq async for seq, letter in self._scan(service) if wanted is None or letter.id in wanted]
-        for seq in chosen:
-            await self._link.js.delete_msg(self._names.dead_letter_stream, seq)
+        chosen = [seq for seq, _ in await self._choose(service, wanted)]
+        for start in range(0, len(chosen), CHUNK):
+            await self._remove(service, chosen[start : start + CHUNK], everything=wanted is None)
         return len(chosen)
+
+    async def _choose(self, service: str, wanted: set[str] | None) -> builtins.list[tuple[int, DeadLetter]]:
+        """The letters of ``service`` whose ids are ``wanted`` (all if None), oldest first.
+        The scan stops once every wanted id is found: a caller going through the letters
+        a page at a time, oldest first (``pycomms dlq replay``), reads each page only."""
+        chosen: builtins.list[tuple[int, DeadLetter]] = []
+        missing = None if wanted is None else set(wanted)
+        async for seq, letter in self._scan(service):
+            if missing is None:
+                chosen.append((seq, letter))
+            elif letter.id in missing:
+                chosen.append((seq, letter))
+                missing.discard(letter.id)
+                if not missing:
+                    break
+        return chosen
+
+    async def _remove(self, service: str, seqs: Sequence[int], *, everything: bool) -> None:
+        """Delete the letters ``seqs`` (ascending) of ``service``. With ``everything`` (every
+        letter up to the last of them was chosen) one purge of the service's subject up
+        to it does; otherwise each is deleted, `CHUNK` requests in flight."""
+        if not seqs:
+            return
+        js, stream = self._link.js, self._names.dead_letter_stream
+        if everything:
+            await js.purge_stream(stream, seq=seqs[-1] + 1, subject=self._names.dead_letters(service))
+            return
+        await asyncio.gather(*(js.delete_msg(stream, seq) for seq in seqs))
