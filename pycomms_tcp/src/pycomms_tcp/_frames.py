@@ -92,12 +92,21 @@ class FrameDecoder:
 
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
         buf = self._buf
-        if not buf and len(data) >= 5:  # the common read: one whole frame, nothing buffered
-            length, kind = HEADER.unpack_from(data)
-            if length + 4 == len(data) and 1 <= length <= self.max_frame and kind in _KNOWN:
-                return [(kind, data[5:])]
-        buf += data
         frames: list[tuple[int, bytes]] = []
+        if not buf:  # the common read: whole frames, nothing buffered; cut from ``data`` itself
+            pos, end, max_frame = 0, len(data), self.max_frame
+            while end - pos >= 5:
+                length, kind = HEADER.unpack_from(data, pos)
+                stop = pos + 4 + length
+                if stop > end or not 1 <= length <= max_frame or kind not in _KNOWN:
+                    break  # the rest (a partial frame, or a bad one) goes the buffered way below
+                frames.append((kind, data[pos + 5 : stop]))  # one copy
+                pos = stop
+            if pos == end:
+                return frames
+            if pos:
+                data = data[pos:]
+        buf += data
         pos = 0
         end = len(buf)
         with memoryview(buf) as view:  # released before the buffer is resized below
