@@ -21,6 +21,7 @@ import pycomms
 from pycomms_tcp import FrameDecoder, ProtocolError
 from pycomms_tcp._frames import (
     Frame,
+    ack_frame,
     deliver_frame,
     deliver_payload,
     frame,
@@ -144,6 +145,8 @@ def test_deliver_payload_round_trip(seq: int, attempt: int, service: str, data: 
 )
 def test_ack_and_release_round_trip(seqs: list[int], releases: list[tuple[int, int]]) -> None:
     assert parse_seqs(seqs_payload(seqs)) == seqs
+    if seqs:
+        assert ack_frame(seqs) == frame(Frame.ACK, seqs_payload(seqs))
     assert parse_releases(releases_payload(releases)) == releases
 
 

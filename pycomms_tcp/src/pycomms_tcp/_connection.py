@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ._frames import Frame, FrameDecoder, ProtocolError, frame, json_frame, parse_json, seqs_payload
+from ._frames import Frame, FrameDecoder, ProtocolError, ack_frame, json_frame, parse_json
 from ._handshake import PROTOCOL_VERSION, Hello, new_nonce, parse_hello, proof, verify
 
 log = logging.getLogger("pycomms.tcp")
@@ -248,7 +248,7 @@ class Connection(asyncio.Protocol):
     def _flush(self) -> None:
         self._flush_pending = False
         if self._acks:
-            self._out.append(frame(Frame.ACK, seqs_payload(self._acks)))
+            self._out.append(ack_frame(self._acks))
             self._acks = []
         transport = self.transport
         if self._out and transport is not None and self.state is not Link.CLOSED and not transport.is_closing():

@@ -161,6 +161,16 @@ def parse_deliver(payload: bytes) -> tuple[int, int, str, bytes]:
     return seq, attempt, service, payload[start:]
 
 
+_ACK_ONE = struct.Struct(">IBQ")
+
+
+def ack_frame(seqs: list[int]) -> bytes:
+    """A whole ACK frame of ``seqs`` (one struct pack for the common ACK of one)."""
+    if len(seqs) == 1:
+        return _ACK_ONE.pack(1 + _SEQ.size, Frame.ACK, seqs[0])
+    return frame(Frame.ACK, seqs_payload(seqs))
+
+
 def seqs_payload(seqs: list[int]) -> bytes:
     return _SEQ.pack(seqs[0]) if len(seqs) == 1 else struct.pack(f">{len(seqs)}Q", *seqs)
 

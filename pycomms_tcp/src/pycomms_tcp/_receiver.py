@@ -13,7 +13,6 @@ import asyncio
 import collections
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from pycomms.spi import DeadLetter, Subscription
@@ -22,15 +21,46 @@ if TYPE_CHECKING:
     from ._connection import Connection
 
 
-@dataclass(slots=True)
 class Item:
     """One message held here: its bytes, attempt, and where the sender waits for the
-    outcome (``conn`` None: the sender is this node)."""
+    outcome (``conn`` None: the sender is this node). Once received it is also the
+    delivery handed to core (one object per message): settling it ends its lease, and
+    settling one whose lease ended does nothing. An item is leased at most once; a
+    retry or a release makes a new one."""
 
-    data: bytes
-    attempt: int
-    conn: Connection | None
-    seq: int
+    __slots__ = ("_receiver", "_token", "attempt", "conn", "data", "seq")
+
+    def __init__(self, data: bytes, attempt: int, conn: Connection | None, seq: int) -> None:
+        self.data = data
+        self.attempt = attempt
+        self.conn = conn
+        self.seq = seq
+        self._receiver: TcpReceiver | None = None
+        self._token = -1
+
+    def __repr__(self) -> str:
+        return f"<Item seq={self.seq} attempt={self.attempt}>"
+
+    def _settle(self) -> TcpReceiver | None:
+        """The receiver, if this item's lease was still on (it ends now)."""
+        receiver = self._receiver
+        if receiver is None or receiver._leases.pop(self._token, None) is None:
+            return None
+        return receiver
+
+    async def ack(self) -> None:
+        receiver = self._receiver
+        if receiver is not None and receiver._leases.pop(self._token, None) is not None:  # `_settle`, inline
+            receiver._origin.done(self)
+
+    async def retry(self, delay: float) -> None:
+        if (receiver := self._settle()) is not None:
+            receiver._put_later(Item(self.data, self.attempt + 1, self.conn, self.seq), delay)
+
+    async def dead_letter(self, letter: DeadLetter) -> None:
+        if (receiver := self._settle()) is not None:
+            receiver._origin.store_dead(letter)
+            receiver._origin.done(self)
 
 
 class Origin(Protocol):
@@ -51,37 +81,6 @@ class Origin(Protocol):
     def flush(self) -> None:
         """Write out the outcomes and replies queued on links: a receiver is about to
         wait, so its handlers have nothing more to add to them this turn."""
-
-
-class TcpDelivery:
-    """One delivery to core; settling a delivery whose lease ended does nothing."""
-
-    __slots__ = ("_item", "_receiver", "_token", "attempt", "data")
-
-    def __init__(self, receiver: TcpReceiver, item: Item, token: int) -> None:
-        self._receiver = receiver
-        self._item = item
-        self._token = token
-        self.data = item.data
-        self.attempt = item.attempt
-
-    def _settle(self) -> bool:
-        return self._receiver._leases.pop(self._token, None) is not None
-
-    async def ack(self) -> None:
-        receiver = self._receiver
-        if receiver._leases.pop(self._token, None) is not None:  # `_settle`, inline
-            receiver._origin.done(self._item)
-
-    async def retry(self, delay: float) -> None:
-        if self._settle():
-            item = self._item
-            self._receiver._put_later(Item(item.data, item.attempt + 1, item.conn, item.seq), delay)
-
-    async def dead_letter(self, letter: DeadLetter) -> None:
-        if self._settle():
-            self._receiver._origin.store_dead(letter)
-            self._receiver._origin.done(self._item)
 
 
 class TcpReceiver:
@@ -123,7 +122,7 @@ class TcpReceiver:
     def held(self) -> int:
         return len(self._items) + len(self._leases) + len(self._timers)
 
-    async def receive(self, max_messages: int) -> Sequence[TcpDelivery]:
+    async def receive(self, max_messages: int) -> Sequence[Item]:
         items = self._items
         while not items:
             if self.closed:
@@ -139,9 +138,10 @@ class TcpReceiver:
         batch = []
         for _ in range(min(max_messages, len(items))):
             item = items.popleft()
-            token = next(self._tokens)
+            item._receiver = self
+            item._token = token = next(self._tokens)
             self._leases[token] = item
-            batch.append(TcpDelivery(self, item, token))
+            batch.append(item)
         return batch
 
     async def close(self) -> None:
