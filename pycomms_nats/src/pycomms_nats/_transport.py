@@ -88,9 +88,9 @@ class NatsTransport:
                     raise
                 domain = self._options.domain
                 why = (
-                    f"no JetStream domain {domain!r} is reachable from it (option domain)"
+                    f"is {domain!r} the domain (option domain), and does this server reach it?"
                     if domain
-                    else "it runs without JetStream (nats-server -js)"
+                    else "is JetStream enabled (nats-server -js) and up?"
                 )
                 link = self._link
                 raise ConnectError(f"nats: no JetStream answers on {link.api} at {link.server}: {why}") from None
@@ -188,14 +188,16 @@ class NatsTransport:
         assert presence is not None, "nodes() before open()"
         return await self._link.call("nodes()", presence.nodes)
 
+    # each step of these has its own deadline (`DeadLetters`): a large store takes longer than one
+
     async def dead_letters(self, service: str, limit: int) -> list[DeadLetter]:
-        return await self._link.call(f"dead_letters({service!r})", lambda: self._letters.list(service, limit))
+        return await self._letters.list(service, limit)
 
     async def replay(self, service: str, ids: Sequence[str] | None) -> int:
-        return await self._link.call(f"replay({service!r})", lambda: self._letters.replay(service, ids))
+        return await self._letters.replay(service, ids)
 
     async def purge(self, service: str, ids: Sequence[str] | None) -> int:
-        return await self._link.call(f"purge({service!r})", lambda: self._letters.purge(service, ids))
+        return await self._letters.purge(service, ids)
 
     async def backlog(self, service: str) -> int | None:
         """Messages for ``service`` that its consumers on this bus have not delivered yet
