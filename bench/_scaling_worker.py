@@ -33,7 +33,7 @@ class Tally(Event, name="bench.tally"):
 
 WORK_S = int(os.environ.get("BENCH_WORK_US", "0")) / 1e6
 GATE = os.environ.get("BENCH_GATE", "")
-_open: list[bool] = []
+_gate: list[asyncio.Future[None]] = []  # opened by one poller for every waiting handler
 service = Service("bench", concurrency=64)
 _pending: list[int] = []
 _reporter: list[asyncio.Task[None]] = []
@@ -41,16 +41,22 @@ _reporter: list[asyncio.Task[None]] = []
 
 @service.on(BenchEvent)
 async def on_event(event: BenchEvent, ctx: Context) -> None:
-    if GATE and not _open:
-        # the gate is another process's file: polled (a few times, once per worker)
-        while not os.path.exists(GATE):  # noqa: ASYNC110, ASYNC240
-            await asyncio.sleep(0.005)
-        _open.append(True)
+    if GATE:
+        if not _gate:
+            _gate.append(asyncio.ensure_future(_await_gate()))
+        if not _gate[0].done():
+            await _gate[0]
     if WORK_S:
         busy(WORK_S)
     _pending.append(event.seq)
     if not _reporter:
         _reporter.append(asyncio.get_running_loop().create_task(_report(ctx)))
+
+
+async def _await_gate() -> None:
+    """Until the measuring process creates the file ``GATE`` (another process's file: polled)."""
+    while not os.path.exists(GATE):  # noqa: ASYNC110, ASYNC240
+        await asyncio.sleep(0.005)
 
 
 def busy(seconds: float) -> None:

@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import bisect
 import os
+import shutil
 import signal
 import statistics
 import sys
@@ -196,8 +197,14 @@ async def stop_workers(proc: asyncio.subprocess.Process) -> None:
 
 
 async def await_workers(bus: pycomms.Bus, proc: asyncio.subprocess.Process, workers: int) -> None:
+    """Until ``workers`` nodes of the "bench" service that ``proc`` started (itself, or its
+    children under a supervisor) are in presence; an earlier run's node still listed does
+    not count."""
     deadline = time.monotonic() + START_TIMEOUT
-    while len([n for n in await bus.nodes() if "bench" in n.services]) < workers:
+    while True:
+        ours = {proc.pid} | {pid for pid, parent, _, _ in _processes() if parent == proc.pid}
+        if len([n for n in await bus.nodes() if "bench" in n.services and n.pid in ours]) >= workers:
+            return
         if proc.returncode is not None or time.monotonic() > deadline:
             raise RuntimeError(f"the {workers} worker(s) did not show up in presence")
         await asyncio.sleep(0.2)  # presence has no event to await
@@ -225,7 +232,7 @@ async def one_run(
     payload = make_events(max(events, warmup))
     broker = broker_processes(url)
     sampler: CpuSampler | None = None
-    gates = tempfile.TemporaryDirectory(prefix="bench-gate-")
+    gates = ""
     worker_url = f"{url}{'&' if '?' in url else '?'}namespace={namespace}"
     async with pycomms.connect(url, services=[tally], name="bench-publisher", namespace=namespace) as bus:
         publisher = BusPublisher(bus)
@@ -241,7 +248,8 @@ async def one_run(
             if mode == "backlog":
                 await stop_workers(proc)
                 await publish_all(publisher, payload[:events], publishers, 1)
-                gate = Path(gates.name) / "open"
+                gates = tempfile.mkdtemp(prefix="bench-gate-")
+                gate = Path(gates) / "open"
                 proc = await start_workers(worker_url, workers, work_us, str(gate))
                 await await_workers(bus, proc, workers)
                 sampler = CpuSampler(proc.pid, broker)
@@ -281,7 +289,8 @@ async def one_run(
             if sampler is not None:
                 await sampler.stop()
             await stop_workers(proc)
-            gates.cleanup()
+            if gates:
+                shutil.rmtree(gates, ignore_errors=True)
             await bus.close(grace=2)
             admin = await pycomms.connect(url, name="bench-cleanup", namespace=namespace)
             await admin.drop_namespace(force=True)
