@@ -16,7 +16,11 @@ setup and teardown cancel (docs/figures.md, "the core hot path"):
 
 The sum of ``Ir`` over the callgrind output files of one run is its instruction count
 (``callgrind_annotate FILE | head``). The url defaults to ``memory://hotpath``; any
-other url works the same way (tcp:// needs its server running).
+other url works the same way (tcp:// needs its server running). On tcp:// add
+``&heartbeat=60`` to the url when counting: a run's heartbeats and link checks grow with
+its wall time, which valgrind and a busy machine stretch (±15,000 instructions per round
+trip between single runs with the default ``heartbeat=1``); count before and after side
+by side.
 """
 
 from __future__ import annotations
