@@ -69,3 +69,34 @@ def test_a_waiting_handler_does_not_stop_fetching() -> None:
             await handled.wait(2, 5)
 
     run_strict(scenario, 10)
+
+
+def test_a_backlog_after_waiting_receives_still_leaves_other_tasks_a_turn() -> None:
+    """At concurrency 1 a worker whose receives waited fetches without a yield first
+    (`ServiceRunner._mark_waited`); a backlog that then arrives still gets a yield after
+    each message but the first two."""
+
+    async def scenario() -> None:
+        handled = Recorder()
+        svc = Service("after-waits", concurrency=1)
+
+        @svc.on
+        async def on_tick(tick: Tick) -> None:  # never waits
+            handled.add(tick.n)
+
+        async with pycomms.connect(url(), services=[svc]) as bus:
+            for n in range(40):  # one at a time: every receive waits
+                await bus.publish(Tick(n=n))
+                await handled.wait(n + 1, 5)
+            await bus.publish(*(Tick(n=n) for n in range(40, 1040)))
+            seen_by_other_task: list[int] = []
+
+            async def other() -> None:
+                seen_by_other_task.append(handled.total)
+
+            await asyncio.create_task(other())
+            await handled.wait(1040, 5)
+        assert seen_by_other_task[0] - 40 <= 2, seen_by_other_task
+        handled.assert_exactly_once(range(1040))
+
+    run_strict(scenario, 10)

@@ -89,6 +89,10 @@ def bind(spec: HandlerSpec, middleware: Sequence[Middleware]) -> Binding:
     )
 
 
+_PROBE_EVERY = 16
+"""At concurrency 1, a yield before a fetch is tried again after this many receives in a row that waited."""
+
+
 class ServiceRunner:
     """Runs one service on one bus with at most ``service.concurrency`` handlers."""
 
@@ -126,6 +130,8 @@ class ServiceRunner:
         """No more `receive` calls: the service is stopping, or the receiver closed."""
         self._fetched_many = False
         self._waited = False
+        self._suspended = 0
+        """Receives in a row that waited (concurrency 1, see `_mark_waited`)."""
         self._checking = False
         self._workers: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -218,7 +224,14 @@ class ServiceRunner:
                         continue
                     self._pending += len(batch)
                     ready.extend(batch)
-                    self._fetched_many = len(batch) > 1 or (limit == 1 and not self._waited)  # a backlog
+                    if limit > 1:
+                        self._fetched_many = len(batch) > 1  # a backlog gives full batches
+                    elif self._waited:  # see `_mark_waited`
+                        self._suspended = (self._suspended + 1) % _PROBE_EVERY
+                        self._fetched_many = not self._suspended
+                    else:
+                        self._suspended = 0
+                        self._fetched_many = True
                     if self._fetch_closed:  # stop() cancelled this fetch and receive() swallowed it
                         self._wake_one()  # the others handle the batch; this worker goes as asked
                         return
@@ -258,9 +271,14 @@ class ServiceRunner:
     def _mark_waited(self) -> None:
         """At concurrency 1 every batch is of one, so a backlog shows only as a
         receive that returned without the loop turning: this callback, scheduled just
-        before the receive, has run by its return if and only if the loop turned. Only
-        then is the next fetch made without a yield first (a message that arrives at an
-        idle service is answered without a loop turn more)."""
+        before the receive, has run by its return if and only if the loop turned.
+
+        After a receive that returned at once the worker yields before the next fetch
+        (a backlog gives others a turn after each message; a sender in this process,
+        memory://, sends its next message during the yield, so the fetch finds it
+        waiting). After one that waited it fetches at once (over a network the next
+        message cannot come during a yield, which would only cost a loop turn), except
+        every `_PROBE_EVERY`-th time in a row, to find out whether yields pay again."""
         self._waited = True
 
     def _check_fetcher(self) -> None:
