@@ -270,9 +270,11 @@ async def one_run(
                 start, end, counted = progress.steady(events)
                 rate = counted / max(end - start, 1e-9)
                 spent = [cpu / counted * 1e6 for cpu in sampler.between(start, end)]
+                reports = sum(1 for mark in progress.marks if start <= mark[0] <= end)
+                short = f" (only {reports} report(s) in {end - start:.2f}s: too short to read)" if reports < 5 else ""
                 print(
                     f"    workers={workers}: {rate:8.0f} events/s draining the backlog (10%-90%); CPU µs per "
-                    f"event: workers {spent[0]:.0f}, broker {spent[1]:.0f}, harness {spent[2]:.0f}",
+                    f"event: workers {spent[0]:.0f}, broker {spent[1]:.0f}, harness {spent[2]:.0f}{short}",
                     flush=True,
                 )
             else:
