@@ -83,8 +83,8 @@ class FrameDispatch:
 
     def _deliver(self, conn: Connection, payload: bytes) -> None:
         seq, attempt, service, data = parse_deliver(payload)
-        receiver = self._inboxes.receivers.get(service)  # `Inboxes.open`, inline
-        if receiver is None or receiver.closed:
+        receiver = self._inboxes.receivers.get(service)
+        if receiver is None or receiver.closed:  # no receiver that still takes messages: back it goes
             conn.send(frame(Frame.RELEASE, releases_payload([(seq, attempt)])))
         else:
             receiver.put(Item(data, attempt, conn, seq))

@@ -82,9 +82,8 @@ class Outbox:
         envelope not routed because every live instance of one of its services holds a
         full window (the caller waits for room, then routes the rest); without
         ``block`` the spool takes such overflow. Raises `PublishError` (spool full:
-        nothing of the call is spooled)."""
-        if len(envelopes) == 1 and self.route_one(envelopes[0]):
-            return True, None
+        nothing of the call is spooled). The caller tries `route_one` first for a single
+        envelope (the common case, without this bookkeeping)."""
         catalog, routes, waiting, window = self._catalog, self._routes, self._spool.per_service, self._window
         direct: list[tuple[str, bytes, str | None]] = []
         spooled: list[tuple[str, bytes, int, str | None]] = []
@@ -154,7 +153,7 @@ class Outbox:
     def route_one(self, env: Envelope) -> bool:
         """The common case of `route` without its bookkeeping: a message for one
         service with nothing spooled before it, no observer, and an instance with room.
-        False when `route` must decide."""
+        False when `route` must decide (the transport's publish tries this first)."""
         kind = env.kind
         if kind == "event":
             services = self._catalog.event_services.get(env.type, ())

@@ -179,11 +179,6 @@ class Inboxes:
         self.receivers[subscription.service] = receiver
         self.subscriptions[subscription.service] = subscription
 
-    def open(self, service: str) -> TcpReceiver | None:
-        """The receiver of ``service`` if it still takes messages."""
-        receiver = self.receivers.get(service)
-        return None if receiver is None or receiver.closed else receiver
-
     def live(self) -> dict[str, list[list[str]]]:
         """``{service: [events, commands]}`` of the running, catalogued services (for STATE)."""
         return {

@@ -252,7 +252,7 @@ class TcpTransport:
         if self._state is not State.OPEN:
             raise PublishError(f"the tcp transport is {self._state.value}")
         outbox, wait = self._outbox, self._options.window_wait
-        if len(envelopes) == 1 and outbox.route_one(envelopes[0]):  # `route`'s own first step, a call less
+        if len(envelopes) == 1 and outbox.route_one(envelopes[0]):  # the common case, without route's bookkeeping
             sent, blocked_at = True, None
         else:
             sent, blocked_at = outbox.route(envelopes, block=wait > 0)
