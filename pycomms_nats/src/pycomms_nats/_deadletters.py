@@ -13,8 +13,7 @@ import asyncio
 import builtins
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import TypeVar
+from collections.abc import AsyncIterator, Sequence
 
 from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
@@ -25,7 +24,6 @@ from ._connection import CLOSE_STEP, STEP_ERRORS, Link
 from ._names import Names
 from ._publisher import Outgoing, Publisher
 
-T = TypeVar("T")
 CHUNK = 500
 """Letters replayed (published, then deleted) or deleted together."""
 
@@ -57,7 +55,7 @@ class DeadLetters:
         for start in range(0, len(chosen), CHUNK):
             chunk = chosen[start : start + CHUNK]
             batch = [Outgoing(target, letter.envelope, f"replay-{stream}-{seq}") for seq, letter in chunk]
-            await self._step(what, functools.partial(self._publisher.publish, batch))
+            await self._link.call(what, functools.partial(self._publisher.publish, batch))
             await self._remove(what, service, [seq for seq, _ in chunk], everything=ids is None)
         return len(chosen)
 
@@ -90,16 +88,16 @@ class DeadLetters:
             except NotFoundError:
                 return 0
 
-        end = await self._step(what, last)
+        end = await self._link.call(what, last)
         if not end:
             return
-        sub = await self._step(
+        sub = await self._link.call(
             what, lambda: js.subscribe(subject, stream=stream, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
         )
         try:
             messages = sub.messages
             while True:
-                msg = await self._step(what, lambda: anext(messages))
+                msg = await self._link.call(what, lambda: anext(messages))
                 meta = msg.metadata
                 yield int(meta.sequence.stream), DeadLetter.from_json(msg.data or b"{}")
                 # the last one, or none left: letters removed meanwhile do not hold the scan
@@ -120,10 +118,6 @@ class DeadLetters:
         js, stream = self._link.js, self._names.dead_letter_stream
         if everything:
             subject = self._names.dead_letters(service)
-            await self._step(what, lambda: js.purge_stream(stream, seq=seqs[-1] + 1, subject=subject))
+            await self._link.call(what, lambda: js.purge_stream(stream, seq=seqs[-1] + 1, subject=subject))
             return
-        await self._step(what, lambda: asyncio.gather(*(js.delete_msg(stream, seq) for seq in seqs)))
-
-    async def _step(self, what: str, step: Callable[[], Awaitable[T]]) -> T:
-        """One step of ``what`` within its own ``operation_timeout``."""
-        return await self._link.call(what, step)
+        await self._link.call(what, lambda: asyncio.gather(*(js.delete_msg(stream, seq) for seq in seqs)))
