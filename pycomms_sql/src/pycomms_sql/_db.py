@@ -91,12 +91,13 @@ def create_engine(target: Target, options: SqlOptions, *, settling: bool = False
         kwargs["connect_args"] = connect_args
     if target.engine == "mysql":
         kwargs["isolation_level"] = "READ COMMITTED"
+    # Kept, and as many more at peaks. The settle pool is small (2): it adds at most 4
+    # connections to the main pool's ``pool_size`` (+ as many at peaks).
+    size = min(options.pool_size, _SETTLE_POOL) if settling else options.pool_size
     engine = create_async_engine(
         target.url,
-        # The settle pool is small and bounded (2 kept, 2 more at peaks): it adds at
-        # most 4 connections to the main pool's ``pool_size`` (+ as many at peaks).
-        pool_size=min(options.pool_size, _SETTLE_POOL) if settling else options.pool_size,
-        max_overflow=min(options.pool_size, _SETTLE_POOL) if settling else options.pool_size,
+        pool_size=size,
+        max_overflow=size,
         pool_recycle=3600,
         pool_timeout=options.deadline(target.engine),
         **kwargs,
