@@ -74,18 +74,22 @@ class Progress:
         return low[0], high[0], max(high[1] - low[1], 1)
 
 
+def _stat(pid: int | str) -> tuple[int, str, int] | None:
+    """(parent pid, command name, CPU ticks so far: user + system) of process ``pid``
+    (Linux ``/proc``), or None if it has gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    head, tail = stat.rsplit(")", 1)
+    fields = tail.split()  # from the state on: ppid is field 4, utime and stime 14 and 15
+    return int(fields[1]), head[head.index("(") + 1 :], int(fields[11]) + int(fields[12])
+
+
 def cpu_seconds(pids: Sequence[int]) -> float:
-    """User + system CPU time of the processes ``pids`` (Linux ``/proc``); a process that
-    has gone counts nothing."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
-    return total / tick
+    """User + system CPU time of the processes ``pids``; a process that has gone counts
+    nothing."""
+    return sum(stat[2] for pid in pids if (stat := _stat(pid)) is not None) / os.sysconf("SC_CLK_TCK")
 
 
 # The server processes of each scheme's broker, when it runs on this machine.
@@ -108,18 +112,8 @@ def broker_processes(url: str) -> tuple[str, ...]:
 
 
 def _processes() -> list[tuple[int, int, str, int]]:
-    """(pid, parent pid, command name, CPU ticks so far) of every process, one read each."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            head, tail = stat.rsplit(")", 1)
-            fields = tail.split()
-            found.append((int(entry), int(fields[1]), head[head.index("(") + 1 :], int(fields[11]) + int(fields[12])))
-    return found
+    """(pid, parent pid, command name, CPU ticks so far) of every process."""
+    return [(int(entry), *stat) for entry in os.listdir("/proc") if entry.isdigit() and (stat := _stat(entry))]
 
 
 class CpuSampler:
