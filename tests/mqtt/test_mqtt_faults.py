@@ -105,16 +105,21 @@ def test_broker_killed_during_10000_sends(broker: PrivateMosquitto) -> None:
 
 def test_broker_killed_with_autosave_on_changes(tmp_path: Path) -> None:
     """``autosave_on_changes true`` with ``autosave_interval 1``: a snapshot after every
-    change, so a SIGKILL loses nothing the broker acknowledged."""
+    round of Mosquitto's main loop. The PUBACKs of a round are written before its
+    snapshot, so a SIGKILL inside the last round can lose that round's messages, and
+    nothing else: at most one send per sender (32), all acknowledged at the kill (one run
+    in several loses some: 15 of 3,000 once, 2026-12-07)."""
     if not os.path.exists(MOSQUITTO):
         unavailable(f"mosquitto not found at {MOSQUITTO}")
     broker = PrivateMosquitto(tmp_path, autosave_interval=1, autosave_on_changes=True)
     broker.start()
 
     async def scenario() -> None:
-        sent_at, handled, _ = await _kill_during_sends(broker, 3_000)
+        sent_at, handled, killed_at = await _kill_during_sends(broker, 3_000)
         lost = sorted(set(sent_at) - handled)
-        assert lost == [], f"{len(lost)} acknowledged sends lost: {lost[:10]}"
+        assert len(lost) <= 32, f"{len(lost)} acknowledged sends lost, more than one round's: {lost[:10]}"
+        earlier = [n for n in lost if sent_at[n] < killed_at - 0.5 * scale()]
+        assert earlier == [], f"lost sends acknowledged before the broker's last round: {earlier[:10]}"
 
     try:
         run_strict(scenario, 240)
