@@ -303,3 +303,68 @@ def test_a_peer_that_does_not_answer_fails_the_dead_letter_call(namespace: str) 
             assert len(await keeper.dead_letters("work")) == 1  # nothing was taken
 
     run_strict(scenario, 60)
+
+
+def test_a_node_closing_during_a_dead_letter_call_is_asked_no_more(namespace: str) -> None:
+    """A node that closes while a listing or purge is asking it hands its letters over
+    and says BYE: the call asks again and is complete, neither failing nor missing nor
+    doubling the letters in transit (it failed with "left while answering" when
+    `pycomms dlq ls` processes ran side by side). Round k starts the listing k loop
+    steps after the close began (or before it, for k < 0), walking it through every
+    stage of the close: settling, hand-over, BYE."""
+    url = f"tcp://127.0.0.1:0?namespace={namespace}"
+
+    def broken() -> Service:
+        svc = Service("work")
+
+        @svc.on
+        async def job(msg: Job) -> None:
+            raise pycomms.Reject("not today")
+
+        return svc
+
+    async def steps(count: int) -> None:
+        for _ in range(count):
+            await asyncio.sleep(0)
+
+    async def holding(bus: pycomms.Bus, count: int) -> None:
+        async def enough() -> bool:
+            return len(await bus.dead_letters("work")) == count
+
+        await eventually(enough, 10, f"{count} dead letter(s)")
+
+    async def scenario() -> None:
+        async with pycomms.connect(url) as asker, pycomms.connect(url) as holder:
+            made: list[str] = []
+            for k in range(-4, 40):
+                keeper = await pycomms.connect(url, services=[broken()])
+                try:
+                    await asker.send(Job(n=k))
+                    await holding(keeper, len(made) + 1)
+                    made = [letter.id for letter in await keeper.dead_letters("work")]
+                finally:
+                    closing = asyncio.ensure_future(keeper.close())
+                    if k < 0:
+                        listing = asyncio.ensure_future(asker.dead_letters("work"))
+                        await steps(-k)
+                    else:
+                        await steps(k)
+                        listing = asyncio.ensure_future(asker.dead_letters("work"))
+                    await closing
+                listed = [letter.id for letter in await listing]
+                assert sorted(listed) == sorted(made), f"round {k}: listed {len(listed)} of {len(made)}"
+            assert sorted(letter.id for letter in await holder.dead_letters("work")) == sorted(made)
+            leaving = await pycomms.connect(url)  # a node with nothing to hand over, like a CLI process
+            for k in range(8):
+                closing = asyncio.ensure_future(leaving.close())
+                await steps(k)
+                listing = asyncio.ensure_future(asker.dead_letters("work"))
+                await closing
+                assert len(await listing) == len(made), f"a leaving client, step {k}"
+                leaving = await pycomms.connect(url)
+            purge = asyncio.ensure_future(asker.purge("work"))
+            await leaving.close()
+            assert await purge == len(made)
+            assert await asker.dead_letters("work") == []
+
+    run_strict(scenario, 120)

@@ -2,7 +2,12 @@
 listing, replaying and purging from any node asks every connected node (an RPC frame)
 and merges the answers. A listing is complete or fails: a node that does not answer
 in ``operation_timeout`` seconds fails the call (`OperationError`), and a letter too
-large for one answer page is listed cut, with a marker, never left out."""
+large for one answer page is listed cut, with a marker, never left out.
+
+A node that closes hands its letters to a peer before it says BYE and answers no call
+once it has begun closing. A call that meets such a departure asks again, the closed
+node gone and its letters with their new holder; a listing that saw a letter on both
+sides of the hand-over shows it once."""
 
 from __future__ import annotations
 
@@ -33,6 +38,12 @@ ERROR_KEPT = 2000
 """Characters of ``error`` a cut letter keeps."""
 CUT_MARK = "[listing cut:"
 """Start of the note appended to the ``error`` of a letter listed without body and envelope."""
+ROUNDS = 5
+"""Most times a call asks every node: it asks again after a node left while answering."""
+
+
+class _Left(OperationError):
+    """A peer said BYE before it answered: its letters are with another node now."""
 
 
 def cut_letter(letter: DeadLetter, size: int, node_id: str) -> DeadLetter:
@@ -76,33 +87,57 @@ class DeadLetters:
         self._outbox = outbox
         self._max_frame = max_frame
         self.timeout = timeout
+        self.leaving = False
+        """This node has begun closing: it answers no call (its letters are being handed over)."""
 
     # asking -----------------------------------------------------------------------
 
     async def listing(self, service: str, limit: int) -> list[DeadLetter]:
-        with map_operation_errors("reading dead letters"):
-            letters = self._spool.dead(service, limit)
-        for theirs in await self._on_every_peer(lambda p: self._letters_of(p, service, limit), "listing dead letters"):
-            letters += theirs
+        for _ in range(ROUNDS):
+            with map_operation_errors("reading dead letters"):
+                letters = self._spool.dead(service, limit)
+            pages, left = await self._on_every_peer(
+                lambda p: self._letters_of(p, service, limit), "listing dead letters"
+            )
+            if not left:
+                break
+        else:
+            raise _departures("listing dead letters")
+        seen = {letter.id for letter in letters}
+        for page in pages:
+            for letter in page:
+                if letter.id not in seen:  # a letter met before and after a hand-over
+                    seen.add(letter.id)
+                    letters.append(letter)
         letters.sort(key=lambda letter: (letter.failed_at, letter.id))
         return letters[:limit]
 
     async def replay(self, service: str, ids: Sequence[str] | None) -> int:
         wanted = None if ids is None else list(ids)
-        with map_operation_errors("replaying dead letters"):
-            count = self._replay_here(service, wanted)
         body = {"op": "replay", "service": service, "ids": wanted}
-        answers = await self._on_every_peer(lambda p: self._rpc(p, body), "replaying dead letters")
-        await self._outbox.drain_links()
-        return count + sum(int(a or 0) for a in answers)
+        count = 0
+        for _ in range(ROUNDS):
+            with map_operation_errors("replaying dead letters"):
+                count += self._replay_here(service, wanted)
+            answers, left = await self._on_every_peer(lambda p: self._rpc(p, body), "replaying dead letters")
+            count += sum(int(a or 0) for a in answers)
+            if not left:
+                await self._outbox.drain_links()
+                return count
+        raise _departures("replaying dead letters")
 
     async def purge(self, service: str, ids: Sequence[str] | None) -> int:
         wanted = None if ids is None else list(ids)
-        with map_operation_errors("purging dead letters"):
-            count = len(self._spool.take_dead(service, wanted))
         body = {"op": "purge", "service": service, "ids": wanted}
-        answers = await self._on_every_peer(lambda p: self._rpc(p, body), "purging dead letters")
-        return count + sum(int(a or 0) for a in answers)
+        count = 0
+        for _ in range(ROUNDS):
+            with map_operation_errors("purging dead letters"):
+                count += len(self._spool.take_dead(service, wanted))
+            answers, left = await self._on_every_peer(lambda p: self._rpc(p, body), "purging dead letters")
+            count += sum(int(a or 0) for a in answers)
+            if not left:
+                return count
+        raise _departures("purging dead letters")
 
     async def _letters_of(self, peer: Peer, service: str, limit: int) -> list[DeadLetter]:
         letters: list[DeadLetter] = []
@@ -141,7 +176,9 @@ class DeadLetters:
                 f"tcp: node {peer.id} at {_where(peer)} did not answer {op} within {self.timeout}s (operation_timeout)"
             ) from None
         except ConnectionError:
-            raise OperationError(f"tcp: node {peer.id} at {_where(peer)} left while answering {op}") from None
+            if peer.said_bye:
+                raise _Left(f"tcp: node {peer.id} left while answering {op}") from None
+            raise OperationError(f"tcp: node {peer.id} at {_where(peer)} lost its link while answering {op}") from None
         finally:
             self._waits.forget({future: token})
         if not isinstance(answer, dict) or not answer.get("ok"):
@@ -149,23 +186,28 @@ class DeadLetters:
             raise OperationError(f"tcp: node {peer.id} at {_where(peer)} failed {op}: {error}")
         return answer.get("result")
 
-    async def _on_every_peer(self, ask: Callable[[Peer], Awaitable[T]], what: str) -> list[T]:
-        """``ask`` every peer at once; all the answers, or `OperationError` naming the
-        nodes that failed (a partial answer must not look complete)."""
+    async def _on_every_peer(self, ask: Callable[[Peer], Awaitable[T]], what: str) -> tuple[list[T], bool]:
+        """``ask`` every peer at once; the answers, and whether a peer left (said BYE)
+        instead of answering. `OperationError` names the nodes that failed otherwise
+        (a partial answer must not look complete)."""
         peers = self._peers.linked()
         results = await asyncio.gather(*(ask(peer) for peer in peers), return_exceptions=True)
-        failed = [r for r in results if isinstance(r, BaseException)]
+        failed = [r for r in results if isinstance(r, BaseException) and not isinstance(r, _Left)]
         for result in failed:
             if not isinstance(result, PyCommsError):
                 raise result
         if failed:
             raise OperationError(f"{what}: {len(failed)} node(s) did not answer: " + "; ".join(map(str, failed)))
-        return [r for r in results if not isinstance(r, BaseException)]
+        answers = [r for r in results if not isinstance(r, BaseException)]
+        return answers, len(answers) < len(results)
 
     # answering --------------------------------------------------------------------
 
     def answer(self, conn: Connection, body: dict[str, Any]) -> None:
-        """Answer an RPC frame from a peer."""
+        """Answer an RPC frame from a peer (not once closing: the asker learns from
+        the BYE that follows the hand-over, and asks the holders of the letters)."""
+        if self.leaving:
+            return
         op, service, token = str(body.get("op")), body.get("service"), body.get("id")
         ids = body.get("ids")
         try:
@@ -206,6 +248,10 @@ class DeadLetters:
             page.append(raw)
             size += len(raw)
         return page
+
+
+def _departures(what: str) -> OperationError:
+    return OperationError(f"{what}: a node left during each of {ROUNDS} tries; try again")
 
 
 def _where(peer: Peer) -> str:

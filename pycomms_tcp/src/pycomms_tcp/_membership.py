@@ -48,6 +48,8 @@ class Peer(Target):
     """Its ephemeral services and their event types (never in the catalog)."""
     conns: list[Connection] = field(default_factory=list)
     last_seen: float = field(default_factory=time.time)
+    said_bye: bool = False
+    """It closed, having handed over what it held (a lost link leaves this False)."""
 
     @property
     def started(self) -> bool:
@@ -117,6 +119,7 @@ class Peers:
         peer = self.of(conn)
         if peer is None:
             return [conn]
+        peer.said_bye = True
         if self.by_id.get(peer.id) is peer:
             del self.by_id[peer.id]
             self.known.pop(peer.id, None)

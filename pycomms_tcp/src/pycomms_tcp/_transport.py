@@ -186,6 +186,7 @@ class TcpTransport:
         def left(share: float = 1.0) -> float:
             return max(0.0, deadline - loop.time()) * share
 
+        self._dead_letters.leaving = True
         self._inboxes.release_all()
         if self._links.registry is not None:
             self._links.registry.withdraw(self.node_id)
