@@ -20,6 +20,13 @@ REQUESTS = "requests"
 ALL_WORKLOADS = frozenset({EVENTS, BATCHES, REQUESTS})
 
 
+class Publisher(Protocol):
+    """What ``publish_all`` needs: a ``publish`` of a sequence of events."""
+
+    async def publish(self, events: Sequence[BenchEvent]) -> None:
+        """Publish ``events`` in one call (one, or a batch); return once accepted."""
+
+
 class Session(Protocol):
     """One implementation, set up for one run on fresh broker-side names."""
 

@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bench._impl import BATCHES, Implementation, Session
+from bench._impl import BATCHES, Implementation, Publisher, Session
 from bench._messages import BenchEvent
 from bench._results import Latency, Throughput, percentile
 from bench._tracker import Tracker
@@ -38,7 +38,7 @@ def describe(exc: BaseException) -> str:
     return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
-async def publish_all(session: Session, events: Sequence[BenchEvent], publishers: int, batch: int) -> None:
+async def publish_all(session: Publisher, events: Sequence[BenchEvent], publishers: int, batch: int) -> None:
     """``publishers`` tasks share ``events``; each awaits ``publish`` of ``batch`` at a time."""
     chunks = [events[i : i + batch] for i in range(0, len(events), batch)]
 

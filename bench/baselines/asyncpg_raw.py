@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-import asyncpg
+import asyncpg  # type: ignore[import-untyped]
 
 from bench._impl import BATCHES, EVENTS, Unsupported
 from bench._messages import BenchEvent

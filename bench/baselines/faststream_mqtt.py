@@ -45,7 +45,7 @@ class FastStreamMqtt:
 
     async def open(self, tracker: Tracker, concurrency: int) -> FastStreamMqttSession:
         topic = f"bench/{fresh_name()}"
-        broker = MQTTBroker(self._url, receive_maximum=65535, logger=None, graceful_timeout=5.0)  # type: ignore[arg-type]
+        broker = MQTTBroker(self._url, receive_maximum=65535, logger=None, graceful_timeout=5.0)
 
         @broker.subscriber(topic, qos=QoS.AT_LEAST_ONCE, shared="bench", max_workers=concurrency)
         async def on_event(event: BenchEvent) -> None:

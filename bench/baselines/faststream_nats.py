@@ -66,7 +66,7 @@ class FastStreamNats:
         name = fresh_name()
         subject = f"{name}.events"
         stream = JStream(name, subjects=[subject], retention=RetentionPolicy.WORK_QUEUE, storage=StorageType.FILE)
-        broker = NatsBroker(self._url, logger=None, graceful_timeout=5.0)  # type: ignore[arg-type]  # None: no logging
+        broker = NatsBroker(self._url, logger=None, graceful_timeout=5.0)  # logger None: no logging
 
         @broker.subscriber(
             subject,
