@@ -3,6 +3,7 @@ the same calls, results and errors, from one thread and from many at once."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 
@@ -13,6 +14,7 @@ from sync_support import Counter
 import pycomms
 import pycomms.sync
 from pycomms import Context, Reject, Service
+from pycomms.testing import scale
 
 
 def test_every_call_blocks_until_done_and_gives_what_the_async_bus_gives(url: str) -> None:
@@ -217,3 +219,31 @@ def test_a_sync_handler_may_close_its_own_bus(redis_url: str) -> None:
     assert bus.closed
     with pytest.raises(pycomms.BusClosed):
         bus.nodes()
+
+
+def test_close_is_bounded_when_a_handler_ignores_its_cancellation(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    started = threading.Event()
+    stubborn = Service("stubborn")
+
+    @stubborn.on
+    async def hold(command: Job) -> None:
+        started.set()
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                pass  # the bug under test: a handler that goes on after its cancellation
+
+    bus = pycomms.sync.connect(redis_url, services=[stubborn])
+    bus.send(Job(n=1))
+    assert started.wait(30)
+    closer = threading.Thread(target=bus.close, kwargs={"grace": 0.2}, daemon=True)
+    closer.start()
+    closer.join(60 * scale())  # about 0.2 s of grace, then the bounds of async and sync close
+    assert not closer.is_alive(), "close() hangs on a handler that ignores its cancellation"
+    assert bus.closed
+    [abandoned] = [r.getMessage() for r in caplog.records if "at the end of their event loop" in r.getMessage()]
+    assert abandoned.startswith("1 task(s) still run")
+    assert abandoned.endswith("abandoning them: pycomms:stubborn:worker0")

@@ -33,7 +33,7 @@ def free_port() -> int:
 
 def env_with(url: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
-    env.update(PYCOMMS_URL=url, PYTHONUNBUFFERED="1", **extra)
+    env.update(PYCOMMS_URL=url, PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1", **extra)
     return env
 
 
@@ -50,7 +50,15 @@ def server(
     try:
         yield handle
         proc.send_signal(stop)
-        out, _ = proc.communicate(timeout=START_TIMEOUT * scale())
+        try:
+            out, _ = proc.communicate(timeout=START_TIMEOUT * scale())
+        except subprocess.TimeoutExpired:
+            # every thread's stack (faulthandler, enabled in env_with) says where it hangs
+            proc.send_signal(signal.SIGABRT)
+            out = proc.communicate(timeout=START_TIMEOUT * scale())[0]
+            raise AssertionError(
+                f"{args[0]} did not exit within {START_TIMEOUT * scale():.0f}s of {stop.name}:\n{out}"
+            ) from None
         handle.output = out
         assert proc.returncode in exit_codes, f"{args[0]} exited {proc.returncode}:\n{out}"
     finally:

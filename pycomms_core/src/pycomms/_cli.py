@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from ._bus import DEFAULT_GRACE
 from ._cli_listen import add_listen
 from ._cli_ops import add_commands
+from ._closing import run_bounded
 from ._connect import connect
 from ._errors import PyCommsError
 from ._loading import load_attribute
@@ -108,7 +109,7 @@ def _run(args: argparse.Namespace) -> int:
                 return
             await bus.serve(grace=args.grace)
 
-    asyncio.run(serve())
+    run_bounded(serve())
     return 0
 
 

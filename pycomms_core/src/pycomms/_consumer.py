@@ -354,8 +354,8 @@ class ServiceRunner:
                 await delivery.retry(exc.delay)
             return
         except BaseException as exc:
-            if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
-                raise
+            if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt | SystemExit | GeneratorExit):
+                raise  # GeneratorExit: an abandoned handler's coroutine is being closed
             if me.cancelling():
                 raise asyncio.CancelledError from exc
             if attempt >= self._retry.max_attempts:

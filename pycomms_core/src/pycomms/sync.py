@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 
 from ._bus import DEFAULT_GRACE
 from ._bus import Bus as AsyncBus
+from ._closing import cancel_leftovers, finish_on
 from ._connect import connect as async_connect
 from ._errors import BusClosed
 from ._messages import Command, Event, Message, Request
@@ -49,6 +50,10 @@ T = TypeVar("T")
 
 EXECUTOR_BOUND = 1.0
 """Seconds `Bus.close` waits, after the async close, for the handler threads to end."""
+STOP_BOUND = 2 * CLOSE_BOUND + EXECUTOR_BOUND + 1.0
+"""Seconds `Bus.close` waits for its loop thread to end once the loop is told to stop:
+the leftover tasks' and async generators' bounds, the handler threads' bound, and a
+second to spare."""
 _open_buses: set[Bus] = set()
 """Every open bus, held until it is closed: one dropped without `close` still runs its
 loop thread, so it is closed at interpreter exit instead of being cut off there."""
@@ -88,8 +93,8 @@ class _Runtime:
             self.loop.run_forever()
         finally:
             try:
-                _cancel_leftovers(self.loop)
-                self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+                cancel_leftovers(self.loop)
+                finish_on(self.loop, self.loop.shutdown_asyncgens(), "closing async generators")
                 _shutdown_executor(self.executor)
             finally:
                 self.loop.close()
@@ -98,7 +103,9 @@ class _Runtime:
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def stop(self) -> None:
-        """Stop the loop (what still runs on it is cancelled) and wait for its thread."""
+        """Stop the loop (what still runs on it is cancelled) and wait a bounded time
+        for its thread: a handler that blocks the loop itself (a blocking call in an
+        ``async def``) is left to finish on the thread, a daemon, with an error logged."""
         if self.loop.is_closed():
             return
         try:
@@ -106,7 +113,14 @@ class _Runtime:
         except RuntimeError:
             pass  # closed between the check and the call
         if threading.current_thread() is not self.thread:
-            self.thread.join()
+            self.thread.join(STOP_BOUND)
+            if self.thread.is_alive():
+                log.error(
+                    "pycomms.sync: the event loop thread %s did not stop within %.1fs (something blocks the loop, "
+                    "e.g. a blocking call in an async handler); it is left to finish",
+                    self.thread.name,
+                    STOP_BOUND,
+                )
 
 
 def _shutdown_executor(executor: concurrent.futures.ThreadPoolExecutor) -> None:
@@ -118,16 +132,6 @@ def _shutdown_executor(executor: concurrent.futures.ThreadPoolExecutor) -> None:
     waiter.join(EXECUTOR_BOUND)
     if waiter.is_alive():
         log.warning("pycomms.sync: a sync handler's thread still runs after close; it is left to finish")
-
-
-def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
-    """Cancel the tasks still on ``loop`` and let them end (as `asyncio.run` does): the
-    threads waiting for them get a cancellation instead of waiting forever."""
-    tasks = asyncio.all_tasks(loop)
-    for task in tasks:
-        task.cancel()
-    if tasks:
-        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
 
 
 class Bus:
