@@ -3,6 +3,7 @@ cross-process backend), and a collector of the orders the web apps publish."""
 
 from __future__ import annotations
 
+import signal
 import sys
 import uuid
 from collections.abc import Iterator
@@ -16,6 +17,12 @@ from pycomms import Service
 from pycomms.testing import require_reachable
 
 sys.path.insert(0, str(WEB))  # the recipes' shop_messages, as the servers import it
+
+# A runner that started pytest with SIGINT ignored (nohup, a background job of a
+# non-interactive shell) passes that on to the servers, and an ignored SIGINT is kept by
+# Python: runserver, stopped with SIGINT as a user's Ctrl-C stops it, would never stop.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture

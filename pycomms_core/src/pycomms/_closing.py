@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -13,10 +14,6 @@ from .spi import CLOSE_BOUND, stop_tasks
 
 log = logging.getLogger("pycomms")
 T = TypeVar("T")
-
-_abandoned: list[asyncio.Future[Any]] = []
-"""Tasks abandoned at the end of a loop, kept so that none is destroyed pending (asyncio
-would log that for each) once its loop is closed."""
 
 
 async def finish_by(step: Coroutine[Any, Any, None], until: float, what: str) -> None:
@@ -41,9 +38,10 @@ async def finish_by(step: Coroutine[Any, Any, None], until: float, what: str) ->
 def run_bounded(main: Coroutine[Any, Any, T]) -> T:
     """Run ``main`` on a new event loop, as `asyncio.run` does, with a bounded end: the
     tasks still on the loop when ``main`` returns are cancelled and given `CLOSE_BOUND`
-    seconds (`cancel_leftovers`), as are async generators' cleanup and the default
-    executor's threads. `asyncio.run` waits for each without end, so one handler that
-    ignores its cancellation would keep the process from ever exiting."""
+    seconds (`cancel_leftovers`), and so is the async generators' cleanup. `asyncio.run`
+    waits for them without end, so one handler that ignores its cancellation would keep
+    the process from ever exiting. (The default executor's threads are waited for as
+    `asyncio.run` does: the interpreter joins them at exit anyway.)"""
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
@@ -52,7 +50,7 @@ def run_bounded(main: Coroutine[Any, Any, T]) -> T:
         try:
             cancel_leftovers(loop)
             finish_on(loop, loop.shutdown_asyncgens(), "closing async generators")
-            finish_on(loop, loop.shutdown_default_executor(), "the handlers' threads")
+            loop.run_until_complete(loop.shutdown_default_executor())
         finally:
             asyncio.set_event_loop(None)
             loop.close()
@@ -61,12 +59,23 @@ def run_bounded(main: Coroutine[Any, Any, T]) -> T:
 def cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
     """From outside ``loop``, which is not running: cancel the tasks still on it and let
     them end (so callers waiting for them get a cancellation), for at most `CLOSE_BOUND`
-    seconds. A task that ignores its cancellation (a handler that catches it and goes
-    on) is then named in an error and abandoned with the loop."""
-    tasks = asyncio.all_tasks(loop)
-    if not tasks:
-        return
-    stuck = loop.run_until_complete(stop_tasks(tasks, give_up_after=CLOSE_BOUND))
+    seconds in all. Each is cancelled before the loop runs again, as `asyncio.run` does,
+    and again after a second if it runs on (a driver can swallow one cancellation); a
+    task started meanwhile is cancelled in the next round. Errors they end with go to
+    the loop's exception handler. A task still running at the bound (a handler that
+    catches its cancellation and goes on) is named in an error and abandoned."""
+    end = time.monotonic() + CLOSE_BOUND
+    seen: set[asyncio.Task[Any]] = set()
+    stuck: list[asyncio.Task[Any]] = []
+    while not stuck:
+        tasks = asyncio.all_tasks(loop) - seen
+        if not tasks:
+            break
+        seen |= tasks
+        for task in tasks:
+            task.cancel()
+        stuck = loop.run_until_complete(_wait_cancelled(tasks, end))
+        _report_errors(loop, tasks)
     if stuck:
         log.error(
             "%d task(s) still run %.1fs after they were cancelled at the end of their event loop; abandoning them: %s",
@@ -74,7 +83,31 @@ def cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
             CLOSE_BOUND,
             ", ".join(sorted(task.get_name() for task in stuck)),
         )
-        _abandoned.extend(stuck)
+        for task in stuck:
+            _abandon(task)
+
+
+async def _wait_cancelled(tasks: set[asyncio.Task[Any]], end: float) -> list[asyncio.Task[Any]]:
+    """Wait until ``tasks`` (cancelled) have ended or ``end`` (monotonic) has passed,
+    cancelling those still running every second; the ones still running at the end."""
+    pending = {task for task in tasks if not task.done()}
+    while pending and (left := end - time.monotonic()) > 0:
+        _, pending = await asyncio.wait(pending, timeout=min(1.0, left))
+        for task in pending:
+            task.cancel()
+    return list(pending)
+
+
+def _report_errors(loop: asyncio.AbstractEventLoop, tasks: set[asyncio.Task[Any]]) -> None:
+    for task in tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            loop.call_exception_handler(
+                {
+                    "message": "unhandled exception of a task cancelled at the end of its event loop",
+                    "exception": task.exception(),
+                    "task": task,
+                }
+            )
 
 
 def finish_on(loop: asyncio.AbstractEventLoop, step: Coroutine[Any, Any, None], what: str) -> None:
@@ -84,4 +117,11 @@ def finish_on(loop: asyncio.AbstractEventLoop, step: Coroutine[Any, Any, None], 
     loop.run_until_complete(asyncio.wait([task], timeout=CLOSE_BOUND))
     if not task.done():
         log.error("%s did not end within %.1fs at the end of their event loop; abandoning it", what, CLOSE_BOUND)
-        _abandoned.append(task)
+        _abandon(task)
+
+
+def _abandon(task: asyncio.Task[Any]) -> None:
+    """Leave ``task`` pending with its closed loop. The error naming it was logged, so
+    asyncio's own "Task was destroyed but it is pending!" (when it is collected) would
+    only repeat it: that flag is the one asyncio clears for tasks it abandons itself."""
+    task._log_destroy_pending = False  # type: ignore[attr-defined]
