@@ -27,11 +27,8 @@ class Publisher(Protocol):
         """Publish ``events`` in one call (one, or a batch); return once accepted."""
 
 
-class Session(Protocol):
+class Session(Publisher, Protocol):
     """One implementation, set up for one run on fresh broker-side names."""
-
-    async def publish(self, events: Sequence[BenchEvent]) -> None:
-        """Publish ``events`` in one call (one, or a batch); return once accepted."""
 
     async def request(self, seq: int) -> None:
         """Send ``Ping(seq)`` and wait for the matching ``Pong``; raise on a mismatch."""

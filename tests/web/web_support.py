@@ -50,15 +50,14 @@ def server(
     try:
         yield handle
         proc.send_signal(stop)
+        wait = START_TIMEOUT * scale()
         try:
-            out, _ = proc.communicate(timeout=START_TIMEOUT * scale())
+            out, _ = proc.communicate(timeout=wait)
         except subprocess.TimeoutExpired:
             # every thread's stack (faulthandler, enabled in env_with) says where it hangs
             proc.send_signal(signal.SIGABRT)
-            out = proc.communicate(timeout=START_TIMEOUT * scale())[0]
-            raise AssertionError(
-                f"{args[0]} did not exit within {START_TIMEOUT * scale():.0f}s of {stop.name}:\n{out}"
-            ) from None
+            out = proc.communicate(timeout=wait)[0]
+            raise AssertionError(f"{args[0]} did not exit within {wait:.0f}s of {stop.name}:\n{out}") from None
         handle.output = out
         assert proc.returncode in exit_codes, f"{args[0]} exited {proc.returncode}:\n{out}"
     finally:
