@@ -6,13 +6,15 @@ A client is ``node examples/interop/node/<backend>.mjs ACTION ARGS...`` or
 server's address from ``$INTEROP_URL`` and the PyComms namespace from
 ``$INTEROP_NAMESPACE``, prints one JSON object a line on stdout for what it received, and
 exits 0 when it did what it was asked. ``node`` and the clients' npm packages must be
-there: missing ones skip the node tests locally and fail them under ``CI=true``
-(``.ci/run`` runs ``npm ci`` in examples/interop/node).
+there: the packages are installed with ``npm ci`` at the first node client run when
+they are missing (as ``.ci/run`` does up front); a missing ``node`` or ``npm``, or a
+failed install, skips the node tests locally and fails them under ``CI=true``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import selectors
@@ -58,10 +60,29 @@ def client_command(language: str, backend: str) -> list[str]:
         node = shutil.which("node")
         if node is None:
             unavailable("node is not installed (Debian package nodejs)")
-        if not (NODE_DIR / "node_modules" / "cloudevents").is_dir():
-            unavailable(f"the node clients' packages are not installed: run 'npm ci' in {NODE_DIR}")
+        install_node_packages()
         return [node, str(NODE_DIR / f"{backend}.mjs")]
     return [sys.executable, str(PYTHON_DIR / f"{backend}_client.py")]
+
+
+def install_node_packages() -> None:
+    """``npm ci`` in examples/interop/node unless its packages are there, once for all
+    test processes (a lock file: two workers would otherwise install into one folder)."""
+    installed = NODE_DIR / "node_modules" / "cloudevents"
+    if installed.is_dir():
+        return
+    npm = shutil.which("npm")
+    if npm is None:
+        unavailable(f"the node clients' packages are not installed and npm is missing: run 'npm ci' in {NODE_DIR}")
+    with (NODE_DIR / ".npm-ci.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if installed.is_dir():  # another test process installed them meanwhile
+            return
+        done = subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, capture_output=True, text=True, timeout=600
+        )
+    if done.returncode != 0 or not installed.is_dir():
+        unavailable(f"'npm ci' in {NODE_DIR} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
 
 
 @dataclass
