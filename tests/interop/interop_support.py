@@ -69,15 +69,14 @@ def install_node_packages() -> None:
     """``npm ci`` in examples/interop/node unless its packages are there, once for all
     test processes (a lock file: two workers would otherwise install into one folder)."""
     installed = NODE_DIR / "node_modules" / "cloudevents"
-    if installed.is_dir():
-        return
-    npm = shutil.which("npm")
-    if npm is None:
-        unavailable(f"the node clients' packages are not installed and npm is missing: run 'npm ci' in {NODE_DIR}")
     with (NODE_DIR / ".npm-ci.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        if installed.is_dir():  # another test process installed them meanwhile
+        # checked under the lock: during another process's npm ci the folder is there, half filled
+        if installed.is_dir():
             return
+        npm = shutil.which("npm")
+        if npm is None:
+            unavailable(f"the node clients' packages are not installed and npm is missing: run 'npm ci' in {NODE_DIR}")
         done = subprocess.run(
             [npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, capture_output=True, text=True, timeout=600
         )
