@@ -28,7 +28,7 @@ from pycomms import ConnectError, PublishError
 from pycomms.spi import stop_tasks
 
 from ._errors import DRIVER_ERRORS, QUIET_ERRORS, TAKEN_OVER, describe, reason_code
-from ._paho_io import Inbox, Writer
+from ._paho_io import Inbox, Pump
 
 log = logging.getLogger("pycomms.mqtt")
 
@@ -127,6 +127,7 @@ class Link:
             tls_context=ep.tls,
             properties=props,
         )
+        Pump(client, asyncio.get_running_loop())
         client._client.on_publish = self._on_publish  # private: see the module docstring
         client._disconnected.add_done_callback(_retrieve)  # a client given up on is never awaited again
         inbox = Inbox(self._on_message or _drop, self.generation + 1)
@@ -151,7 +152,6 @@ class Link:
             _abandon(client)
             raise ConnectError(f"{what} failed: {describe(exc)}") from None
         client._client.on_log = None  # private: see the module docstring
-        Writer(client, asyncio.get_running_loop()).install()
         if session.subscriptions:
             subscribing = self._subscribe(client)
             if resumed():

@@ -4,10 +4,10 @@ aiomqtt hands each outgoing paho packet to the event loop with ``call_soon_threa
 (a write to the loop's self-pipe) and an ``add_writer``/``remove_writer`` pair, so every
 packet costs two epoll changes and a ``send`` of its own; and each incoming message goes
 through an ``asyncio.Queue`` read by a task made for that one message. At a few thousand
-messages a second that was most of what PyComms spent over the broker. Here, once the
-connection is up:
+messages a second that was most of what PyComms spent over the broker. Here, from the
+moment paho opens the socket (`Pump` reads and writes it in aiomqtt's place):
 
-- what paho queued during one loop iteration leaves in one ``send`` (`Writer`): runs of
+- what paho queued during one loop iteration leaves in one ``send`` (`Pump`): runs of
   QoS 1 PUBLISH and PUBACK packets, after whose writing paho does nothing, are joined; a
   full socket buffer arms a writer until it drains;
 - incoming messages go from paho's ``on_message`` straight to the link (`Inbox`), held
@@ -18,7 +18,8 @@ connection is up:
   to us (a reply right after a PUBACK) waits until we ACK the previous one, and a delayed
   ACK made that ~40 ms: a request/reply round trip took 44 ms at p50 instead of ~1 ms.
 
-Everything else (connect, subscribe, disconnect, errors) stays aiomqtt's.
+Everything else (connect, subscribe, disconnect, errors) stays aiomqtt's; its
+housekeeping task (paho's keepalive) is started and ended here, with the socket.
 """
 
 from __future__ import annotations
@@ -74,35 +75,71 @@ def coalesce(queue: deque[Any]) -> None:
     queue.extend(out)
 
 
-class Writer:
-    """Writes paho's outgoing packets once per loop iteration (see the module docstring)."""
+class Pump:
+    """Moves a paho client's packets between its socket and the loop, from the connect on,
+    in aiomqtt's place (see the module docstring); made before the client connects.
+
+    paho reports its socket opened on the thread that connects (aiomqtt's executor), and
+    aiomqtt handed the descriptor's number to the loop (``add_reader``/``add_writer``) from
+    there. A socket closed before the loop ran those (a link cut during the handshake, a
+    connect given up on) made epoll refuse the number (EBADF, logged by asyncio as an
+    exception in a callback), or the number was already another socket's, whose reader or
+    writer was then replaced. Here the loop checks the socket object itself first."""
 
     def __init__(self, client: aiomqtt.Client, loop: asyncio.AbstractEventLoop) -> None:
         self._client = client
-        self._paho = client._client  # private: see _link.py's docstring
+        self._paho = paho = client._client  # private: see _link.py's docstring
         self._loop = loop
         self._thread = threading.get_ident()
         self._scheduled = False
         self._armed: int | None = None
+        self._reading: int | None = None
         self._sock: socket.socket | None = None
-
-    def install(self) -> None:
-        """Take over writing, and reading, from aiomqtt (the connection is up; called on the loop)."""
-        paho = self._paho
+        paho.on_socket_open = self._opened
+        paho.on_socket_close = self._closing
         paho.on_socket_register_write = self._want_write
         paho.on_socket_unregister_write = self._wrote
-        sock = paho.socket()
+
+    def _opened(self, client: object, userdata: object, opened: object) -> None:
+        self._loop.call_soon_threadsafe(self._watch, opened)
+
+    def _watch(self, opened: object) -> None:
+        """Read the socket paho opened on the loop (and ping the broker), unless it was
+        closed meanwhile."""
+        sock = self._paho.socket()
+        if sock is None or sock is not opened or sock.fileno() < 0:
+            return
         if isinstance(sock, socket.socket):  # an ssl.SSLSocket is one too
             self._sock = sock
             with contextlib.suppress(OSError, ValueError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._loop.remove_writer(sock.fileno())  # aiomqtt's, should it still have one
-            self._loop.remove_reader(sock.fileno())
-            self._loop.add_reader(sock.fileno(), self._readable)
+        self._reading = sock.fileno()
+        self._loop.add_reader(self._reading, self._readable)
+        client = self._client
+        client._misc_task = self._loop.create_task(client._misc_loop())  # private: paho's keepalive, as aiomqtt runs it
         self._schedule()
 
+    def _closing(self, client: object, userdata: object, sock: object) -> None:
+        """paho is about to close its socket: stop watching it (it calls this before the
+        close, so what it queues to the loop runs before the number can be reused)."""
+        if threading.get_ident() == self._thread:
+            self._unwatch()
+        else:
+            self._loop.call_soon_threadsafe(self._unwatch)
+
+    def _unwatch(self) -> None:
+        self._disarm()
+        if self._reading is not None:
+            with contextlib.suppress(ValueError, OSError):
+                self._loop.remove_reader(self._reading)
+            self._reading = None
+        self._sock = None
+        task = self._client._misc_task  # private: see _watch
+        if task is not None and not task.done():
+            task.cancel()
+
     def _readable(self) -> None:
-        """aiomqtt's reader (read until paho and the TLS layer hold nothing more), with the
+        """What aiomqtt's reader did (read until paho and the TLS layer hold nothing more), with the
         socket put back into quick-ACK mode first (see the module docstring)."""
         sock, paho = self._sock, self._paho
         try:

@@ -104,8 +104,21 @@ class MqttTransport:
         else:
             data = env.encode()
             code = await link.publish(self.topics.command(env.type), data, properties=properties(), what="send")
-            if code == NO_MATCHING_SUBSCRIBERS:  # no service ever subscribed: kept until one does
-                await link.publish(self.topics.parked(env.type, env.id), data, retain=True, what="send (parking)")
+            if code == NO_MATCHING_SUBSCRIBERS:  # no service subscribed: kept until one does
+                await self._park(link, env, data)
+
+    async def _park(self, link: Link, env: Envelope, data: bytes) -> None:
+        """Keep a command no service subscribed to as a retained message, which the first
+        service to subscribe takes (`MqttReceiver._take_parked`, after its SUBACK). One that
+        subscribed between the send and the parking took what was parked before this copy
+        was stored, so the command is sent once more: if that reached a service, the copy
+        is taken back (a service may have taken it meanwhile: then it arrives twice, as
+        at-least-once allows); if not, the next service to subscribe finds the copy."""
+        parked = self.topics.parked(env.type, env.id)
+        await link.publish(parked, data, retain=True, what="send (parking)")
+        command = self.topics.command(env.type)
+        if await link.publish(command, data, properties=properties(), what="send") != NO_MATCHING_SUBSCRIBERS:
+            await link.publish(parked, b"", retain=True, what="send (taking back a parked copy)")
 
     async def send_reply(self, envelope: Envelope) -> None:
         link = self._publisher()
