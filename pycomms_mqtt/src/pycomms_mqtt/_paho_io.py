@@ -117,7 +117,8 @@ class Pump:
         self._loop.add_reader(self._reading, self._readable)
         client = self._client
         client._misc_task = self._loop.create_task(client._misc_loop())  # private: paho's keepalive, as aiomqtt runs it
-        self._schedule()
+        if self._paho.want_write():
+            self._arm()
 
     def _closing(self, client: object, userdata: object, sock: object) -> None:
         """paho is about to close its socket: stop watching it (it calls this before the
@@ -156,8 +157,10 @@ class Pump:
     def _want_write(self, client: object, userdata: object, sock: object) -> None:
         if threading.get_ident() == self._thread:
             self._schedule()
-        else:
-            self._loop.call_soon_threadsafe(self._schedule)
+        else:  # connecting: written once writable, after what the socket has to read (as
+            # aiomqtt did), so a server's TLS alert (e.g. "certificate required") is read
+            # before CONNECT goes out to a closed connection, whose RST would discard it
+            self._loop.call_soon_threadsafe(self._arm)
 
     def _wrote(self, client: object, userdata: object, sock: object) -> None:
         self._disarm()
