@@ -55,6 +55,9 @@ def test_a_socket_closed_before_the_loop_watches_it_is_left_alone() -> None:
     run_strict(scenario, 10)
 
 
+PINGREQ = b"\xc0\x00"
+
+
 def test_an_open_socket_is_read_and_written_on_the_loop() -> None:
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
@@ -63,15 +66,18 @@ def test_an_open_socket_is_read_and_written_on_the_loop() -> None:
         paho: Any = client._client
         opened, peer = socket.socketpair()
         opened.setblocking(False)
+        peer.setblocking(False)
         try:
 
-            def connecting_thread() -> None:
+            def connecting_thread() -> None:  # open, then queue a packet (as CONNECT is)
                 paho._sock = opened
                 paho._call_socket_open(opened)
+                paho._packet_queue(0xC0, PINGREQ, 0, 0)
 
-            await asyncio.to_thread(connecting_thread)
-            for _ in range(3):
-                await asyncio.sleep(0)
+            thread = threading.Thread(target=connecting_thread)
+            thread.start()
+            thread.join()
+            assert await asyncio.wait_for(loop.sock_recv(peer, 16), 5) == PINGREQ
             assert client._misc_task is not None
             assert not client._misc_task.done()
             assert loop.remove_reader(opened.fileno()), "the open socket is not read"
@@ -79,6 +85,40 @@ def test_an_open_socket_is_read_and_written_on_the_loop() -> None:
             paho._sock_close()  # on the loop: stops watching before the close
             await asyncio.sleep(0)
             assert client._misc_task.done()
+        finally:
+            peer.close()
+
+    run_strict(scenario, 10)
+
+
+def test_a_socket_opened_after_the_connect_was_given_up_on_is_closed() -> None:
+    """The connecting thread cannot be stopped: a connection it completes after the
+    link's deadline must not go live (it would CONNECT with the link's client id)."""
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        client = aiomqtt.Client("127.0.0.1", 1)
+        pump = Pump(client, loop)
+        paho: Any = client._client
+        opened, peer = socket.socketpair()
+        number = opened.fileno()
+        pump.abandon()  # the deadline passed while the thread was still connecting
+
+        def connecting_thread() -> None:
+            paho._sock = opened
+            paho._call_socket_open(opened)
+            paho._packet_queue(0xC0, PINGREQ, 0, 0)
+
+        thread = threading.Thread(target=connecting_thread)
+        thread.start()
+        thread.join()
+        peer.setblocking(False)
+        try:
+            assert await asyncio.wait_for(loop.sock_recv(peer, 16), 5) == b"", "the connection went live"
+            assert opened.fileno() == -1
+            assert paho.socket() is None
+            assert not loop.remove_reader(number)
+            assert client._misc_task is None
         finally:
             peer.close()
 

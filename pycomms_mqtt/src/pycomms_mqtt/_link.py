@@ -23,6 +23,7 @@ import aiomqtt
 from paho.mqtt.client import MQTT_LOG_ERR, MQTTMessage
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from pycomms import ConnectError, PublishError
 from pycomms.spi import stop_tasks
@@ -31,6 +32,9 @@ from ._errors import DRIVER_ERRORS, QUIET_ERRORS, TAKEN_OVER, describe, reason_c
 from ._paho_io import Inbox, Pump
 
 log = logging.getLogger("pycomms.mqtt")
+
+REFUSED = 0x80
+"""MQTT 5: a PUBACK reason code from here on says the broker did not take the message."""
 
 MessageSink = Callable[[MQTTMessage, int], None]
 """Called with each incoming message and the generation of the connection it came on."""
@@ -127,7 +131,7 @@ class Link:
             tls_context=ep.tls,
             properties=props,
         )
-        Pump(client, asyncio.get_running_loop())
+        pump = Pump(client, asyncio.get_running_loop())
         client._client.on_publish = self._on_publish  # private: see the module docstring
         client._disconnected.add_done_callback(_retrieve)  # a client given up on is never awaited again
         inbox = Inbox(self._on_message or _drop, self.generation + 1)
@@ -143,10 +147,10 @@ class Link:
             async with asyncio.timeout(ep.connect_timeout):
                 await client.__aenter__()
         except TimeoutError:
-            _abandon(client)
+            pump.abandon()
             raise ConnectError(f"{what} timed out after {ep.connect_timeout}s (connect_timeout){errors()}") from None
         except asyncio.CancelledError:
-            _abandon(client)
+            pump.abandon()
             raise
         except DRIVER_ERRORS as exc:
             _abandon(client)
@@ -264,7 +268,8 @@ class Link:
     ) -> int:
         """Publish at QoS 1 and return the PUBACK's reason code once the broker sent it
         (0x10: no subscriber matched); through reconnects until ``operation_timeout``,
-        then `PublishError` naming ``what`` and the address."""
+        then `PublishError` naming ``what`` and the address. A refusal (a reason code of
+        0x80 or more: not authorized, quota exceeded, ...) is a `PublishError` at once."""
         ep = self.endpoint
         loop = asyncio.get_running_loop()
         deadline = loop.time() + ep.operation_timeout
@@ -283,10 +288,14 @@ class Link:
                 self._acked[info.mid] = acked
                 try:
                     async with asyncio.timeout_at(deadline):
-                        return await acked
+                        code = await acked
                 finally:
                     if self._acked.get(info.mid) is acked:
                         del self._acked[info.mid]
+                if code >= REFUSED:
+                    name = ReasonCode(PacketTypes.PUBACK, identifier=code).getName()
+                    raise PublishError(f"mqtt: {what} on {ep.address} refused by the broker: {name} (0x{code:02X})")
+                return code
             except TimeoutError:
                 raise PublishError(
                     f"mqtt: {what} on {ep.address} timed out after {ep.operation_timeout}s (operation_timeout); {last}"

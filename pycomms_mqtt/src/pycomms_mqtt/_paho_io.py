@@ -95,10 +95,20 @@ class Pump:
         self._armed: int | None = None
         self._reading: int | None = None
         self._sock: socket.socket | None = None
+        self._abandoned = False
         paho.on_socket_open = self._opened
         paho.on_socket_close = self._closing
         paho.on_socket_register_write = self._want_write
         paho.on_socket_unregister_write = self._wrote
+
+    def abandon(self) -> None:
+        """The connect was given up on (its deadline, a cancellation): close the socket,
+        and the one the connecting thread, which cannot be stopped, may still open. Else
+        that connection would go live, CONNECT with the link's client id and take over the
+        session of the link's next attempt."""
+        self._abandoned = True
+        with contextlib.suppress(Exception):
+            self._paho._sock_close()  # private: see _link.py's docstring
 
     def _opened(self, client: object, userdata: object, opened: object) -> None:
         self._loop.call_soon_threadsafe(self._watch, opened)
@@ -108,6 +118,9 @@ class Pump:
         closed meanwhile."""
         sock = self._paho.socket()
         if sock is None or sock is not opened or sock.fileno() < 0:
+            return
+        if self._abandoned:
+            self.abandon()
             return
         if isinstance(sock, socket.socket):  # an ssl.SSLSocket is one too
             self._sock = sock
@@ -121,8 +134,9 @@ class Pump:
             self._arm()
 
     def _closing(self, client: object, userdata: object, sock: object) -> None:
-        """paho is about to close its socket: stop watching it (it calls this before the
-        close, so what it queues to the loop runs before the number can be reused)."""
+        """paho is about to close its socket: stop watching it. From another thread (paho
+        does so only while connecting, before `_watch` ran) this is queued before the
+        close, so it runs before a socket the loop opens can get the number."""
         if threading.get_ident() == self._thread:
             self._unwatch()
         else:
@@ -163,7 +177,10 @@ class Pump:
             self._loop.call_soon_threadsafe(self._arm)
 
     def _wrote(self, client: object, userdata: object, sock: object) -> None:
-        self._disarm()
+        if threading.get_ident() == self._thread:
+            self._disarm()
+        else:
+            self._loop.call_soon_threadsafe(self._disarm)
 
     def _schedule(self) -> None:
         if not self._scheduled and self._armed is None:
@@ -190,8 +207,9 @@ class Pump:
     def _arm(self) -> None:
         sock = self._paho.socket()
         if sock is not None and self._armed is None:
-            self._armed = sock.fileno()
-            self._loop.add_writer(self._armed, self._writable)
+            number = sock.fileno()
+            self._loop.add_writer(number, self._writable)
+            self._armed = number
 
     def _writable(self) -> None:
         self._disarm()

@@ -116,9 +116,12 @@ class MqttTransport:
         at-least-once allows); if not, the next service to subscribe finds the copy."""
         parked = self.topics.parked(env.type, env.id)
         await link.publish(parked, data, retain=True, what="send (parking)")
-        command = self.topics.command(env.type)
-        if await link.publish(command, data, properties=properties(), what="send") != NO_MATCHING_SUBSCRIBERS:
-            await link.publish(parked, b"", retain=True, what="send (taking back a parked copy)")
+        try:  # the command is safe from here on: a failure only leaves it parked
+            command = self.topics.command(env.type)
+            if await link.publish(command, data, properties=properties(), what="send") == 0:
+                await link.publish(parked, b"", retain=True, what="send (taking back a parked copy)")
+        except QUIET_ERRORS as exc:
+            log.warning("mqtt: %s %s stays parked: %s", env.type, env.id, describe(exc))
 
     async def send_reply(self, envelope: Envelope) -> None:
         link = self._publisher()
