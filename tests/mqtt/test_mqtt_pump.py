@@ -12,12 +12,30 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import aiomqtt
 from pycomms_mqtt._paho_io import Pump
 
 from pycomms.testing import run_strict
+
+PINGREQ = b"\xc0\x00"
+
+
+def _open_on_a_thread(paho: Any, opened: socket.socket, then: Callable[[], object]) -> None:
+    """What paho's connect does on aiomqtt's executor thread: take ``opened``, report it
+    opened, then ``then``. The loop is held until the thread ends, so it runs what the
+    thread queued only afterwards."""
+
+    def connecting() -> None:
+        paho._sock = opened
+        paho._call_socket_open(opened)
+        then()
+
+    thread = threading.Thread(target=connecting)
+    thread.start()
+    thread.join()
 
 
 def test_a_socket_closed_before_the_loop_watches_it_is_left_alone() -> None:
@@ -31,15 +49,11 @@ def test_a_socket_closed_before_the_loop_watches_it_is_left_alone() -> None:
         opened, peer = socket.socketpair()
         number = opened.fileno()
 
-        def connecting_thread() -> None:  # what paho does there: open, queue CONNECT, fail
-            paho._sock = opened
-            paho._call_socket_open(opened)
+        def fail() -> None:  # queue CONNECT, then lose the link
             paho._call_socket_register_write()
             paho._sock_close()
 
-        thread = threading.Thread(target=connecting_thread)
-        thread.start()
-        thread.join()  # the loop waits: it runs what the thread queued only afterwards
+        _open_on_a_thread(paho, opened, fail)
         reused, other = socket.socketpair()  # likely to get the closed socket's number
         try:
             for _ in range(5):
@@ -55,9 +69,6 @@ def test_a_socket_closed_before_the_loop_watches_it_is_left_alone() -> None:
     run_strict(scenario, 10)
 
 
-PINGREQ = b"\xc0\x00"
-
-
 def test_an_open_socket_is_read_and_written_on_the_loop() -> None:
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
@@ -68,15 +79,7 @@ def test_an_open_socket_is_read_and_written_on_the_loop() -> None:
         opened.setblocking(False)
         peer.setblocking(False)
         try:
-
-            def connecting_thread() -> None:  # open, then queue a packet (as CONNECT is)
-                paho._sock = opened
-                paho._call_socket_open(opened)
-                paho._packet_queue(0xC0, PINGREQ, 0, 0)
-
-            thread = threading.Thread(target=connecting_thread)
-            thread.start()
-            thread.join()
+            _open_on_a_thread(paho, opened, lambda: paho._packet_queue(0xC0, PINGREQ, 0, 0))  # as CONNECT is
             assert await asyncio.wait_for(loop.sock_recv(peer, 16), 5) == PINGREQ
             assert client._misc_task is not None
             assert not client._misc_task.done()
@@ -103,15 +106,7 @@ def test_a_socket_opened_after_the_connect_was_given_up_on_is_closed() -> None:
         opened, peer = socket.socketpair()
         number = opened.fileno()
         pump.abandon()  # the deadline passed while the thread was still connecting
-
-        def connecting_thread() -> None:
-            paho._sock = opened
-            paho._call_socket_open(opened)
-            paho._packet_queue(0xC0, PINGREQ, 0, 0)
-
-        thread = threading.Thread(target=connecting_thread)
-        thread.start()
-        thread.join()
+        _open_on_a_thread(paho, opened, lambda: paho._packet_queue(0xC0, PINGREQ, 0, 0))
         peer.setblocking(False)
         try:
             assert await asyncio.wait_for(loop.sock_recv(peer, 16), 5) == b"", "the connection went live"
