@@ -390,13 +390,11 @@ async def _mid_session(spec: Backend, run: Run, namespace: str, fault: Callable[
 
 
 async def _open_buses(url: str, buses: dict[str, Bus]) -> None:
-    async def open_one(operation: str) -> None:
+    """One after another: each connect must fit ``connect_timeout`` (2 s), and nine at once
+    setting up JetStream streams on a loaded machine did not (nats link_silent, once in a
+    fresh-clone run, 2026-12-07: "no response from stream")."""
+    for operation in BUS_OPERATIONS:
         buses[operation] = await pycomms.connect(url, services=[_service()], name=f"faults-{operation}")
-
-    results = await asyncio.gather(*(open_one(op) for op in BUS_OPERATIONS), return_exceptions=True)
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
 
 
 async def _connect_op(url: str) -> str:
